@@ -1,0 +1,1 @@
+"""Configuration: the model (`model`) and the strict loader that builds it (`loader`)."""

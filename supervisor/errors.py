@@ -1,0 +1,96 @@
+"""The one exception tree of stream-supervisor.
+
+::
+
+    SupervisorError
+    ├── ConfigError              a daemon or job file is invalid (CLI exit 2)
+    ├── SnapshotError            a snapshot cannot be read or written
+    │   ├── SnapshotCorrupt      a snapshot file fails its checks
+    │   └── SnapshotWriteError   a durable write did not complete
+    ├── PluginError              a "pkg.mod:Name" reference cannot be loaded
+    ├── JobError                 raised by sources, sinks and processors to steer retries
+    │   ├── TransientError       always retried
+    │   └── FatalError           never retried
+    │       └── TooManyBadRecords
+    ├── CommandRefused           an operator command does not fit the job's state (exit 1)
+    └── DaemonUnreachable        no daemon answers on the control socket (exit 4)
+
+Each class's docstring is its default message. Exit codes are chosen in one
+place, at the CLI edge (`supervisor.cli`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SupervisorError(Exception):
+    """stream-supervisor failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in one configuration file.
+
+    ``where`` is ``"line L, column C"`` for a syntax error or the dotted key
+    (``"retry.max"``) for a schema error; empty when the file as a whole is wrong.
+    """
+
+    path: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        location = f"{self.path}: {self.where}" if self.where else self.path
+        return f"{location}: {self.message}"
+
+
+class ConfigError(SupervisorError):
+    """The configuration is invalid."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class SnapshotError(SupervisorError):
+    """A snapshot cannot be used."""
+
+
+class SnapshotCorrupt(SnapshotError):
+    """A snapshot file fails its checks."""
+
+
+class SnapshotWriteError(SnapshotError):
+    """A snapshot could not be written durably; the previous one is intact."""
+
+
+class PluginError(SupervisorError):
+    """A plugin reference cannot be loaded."""
+
+
+class JobError(SupervisorError):
+    """A job's source, sink or processor failed."""
+
+
+class TransientError(JobError):
+    """A transient failure: the attempt is retried with backoff."""
+
+
+class FatalError(JobError):
+    """A failure that retrying cannot fix: the job fails (or is suspended) at once."""
+
+
+class TooManyBadRecords(FatalError):
+    """More bad records in one attempt than `records.max_errors` allows."""
+
+
+class CommandRefused(SupervisorError):
+    """The command does not fit the job's current state."""
+
+
+class DaemonUnreachable(SupervisorError):
+    """No daemon answers on the control socket."""

@@ -1,0 +1,85 @@
+"""The extension protocols: what a source, a sink and a processor must provide.
+
+A job reads batches from a `Source`, passes each record through an optional
+processor, writes the results to a `Sink`, and checkpoints. The checkpoint is
+always in this order: `Sink.flush(offset)` returns, then the snapshot holding
+`offset` is written. So an offset is never recorded before the sink holds
+every record up to it (at-least-once), and a sink that commits the offset in
+its own transaction gives exactly-once.
+
+Third-party classes are named in a job file as ``class = "package.module:Name"``
+and constructed as ``Name(**options)`` with the other keys of their table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+Record: TypeAlias = Any
+"""One record: a ``str`` for line sources, a JSON value for ``jsonl`` sources."""
+
+Offset: TypeAlias = "int | float | str | bool | list[Offset] | dict[str, Offset]"
+"""A source position, as a TOML-representable value (it is stored in the snapshot)."""
+
+ProcessorResult: TypeAlias = "Record | None | list[Record]"
+Processor: TypeAlias = Callable[[Record], "ProcessorResult | Awaitable[ProcessorResult]"]
+"""``record -> record | None (drop) | list (fan out)``, plain or ``async``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records read together, and the source position just after the last of them."""
+
+    records: Sequence[Record]
+    offset: Offset | None
+    """Where to resume after these records; None only if nothing was ever read."""
+    end: bool = False
+    """True when a bounded source has nothing more after these records."""
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where records come from."""
+
+    async def open(self, offset: Offset | None) -> None:
+        """Prepare to read just after `offset`, or from the configured start if None."""
+
+    async def read(self, max_records: int, wait: float) -> Batch:
+        """Return up to `max_records` records.
+
+        Waits at most about `wait` seconds for the first record; returns an empty
+        batch (with the unchanged offset) when none arrived, so the job can
+        checkpoint on time. Must not block the event loop.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release everything `open` acquired. Called once, even after a failure."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where records go."""
+
+    async def open(self) -> Offset | None:
+        """Prepare to write; return the offset the sink itself committed, if it keeps one.
+
+        A returned offset wins over the snapshot's: that is how a transactional
+        sink gives exactly-once delivery.
+        """
+        ...
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """Accept records. They need not be durable until `flush` returns."""
+
+    async def flush(self, offset: Offset | None) -> None:
+        """Make every record written so far durable.
+
+        A sink that keeps offsets commits `offset` in the same transaction.
+        Only after this returns is `offset` written to the snapshot.
+        """
+
+    async def close(self) -> None:
+        """Release resources without flushing. Called once, even after a failure."""
