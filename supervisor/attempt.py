@@ -1,0 +1,146 @@
+"""One attempt of a job: open, read, process, write, checkpoint, close.
+
+The checkpoint order is the product's delivery promise: the sink's `flush`
+returns, and only then is the offset written to the snapshot. An attempt
+reads in batches and yields to the event loop once per batch.
+
+An attempt ends in one of three ways: the source ended (`FINISHED`), a stop
+was requested (`STOPPED`, after a final checkpoint), or an exception, which
+propagates to the job's owner to classify. Source and sink are closed before
+`run` returns or raises, so the next attempt never overlaps this one.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import anyio
+import anyio.lowlevel
+import structlog
+
+from supervisor.components import DEFAULT_COMPONENTS, Components
+from supervisor.config.model import JobConfig
+from supervisor.ledger import JobLedger
+from supervisor.processing import BatchProcessor
+from supervisor.protocols import Offset, Sink, Source
+
+log = structlog.get_logger("supervisor.attempt")
+
+MAX_BATCH = 4096
+"""Records asked of the source at once: large enough that per-batch costs vanish."""
+
+
+class AttemptEnd(enum.Enum):
+    """How an attempt ended without an error."""
+
+    FINISHED = "finished"
+    STOPPED = "stopped"
+
+
+class Attempt:
+    """A single run of a job's pipeline. Build one per attempt; `run` it once."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        ledger: JobLedger,
+        number: int,
+        components: Components = DEFAULT_COMPONENTS,
+    ) -> None:
+        self.job = job
+        self._components = components
+        self.number = number
+        self._ledger = ledger
+        self._stop_requested = False
+        self._read_scope: anyio.CancelScope | None = None
+        self.opened = False
+        """True once the source opened: from then on the attempt counts as having run."""
+        self.records_read = 0
+        self.checkpoints = 0
+        self.opened_event = anyio.Event()
+        self.checkpoint_event = anyio.Event()
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, checkpoint, and end as STOPPED."""
+        self._stop_requested = True
+        if self._read_scope is not None:
+            # Abandoning a read is safe: the offset we commit is that of the
+            # last batch the sink took, and the next attempt reopens from it.
+            self._read_scope.cancel()
+
+    async def run(self) -> AttemptEnd:
+        sink = self._components.sink(self.job)
+        try:
+            source = self._components.source(self.job)
+        except BaseException:
+            await sink.close()
+            raise
+        try:
+            processor = self._components.processor(self.job)
+            sink_offset = await sink.open()
+            offset = sink_offset if sink_offset is not None else self._ledger.offset
+            if sink_offset is not None and sink_offset != self._ledger.offset:
+                log.info(
+                    "job.sink_offset_used", job=self.job.name, offset=sink_offset,
+                    snapshot_offset=self._ledger.offset,
+                )
+            await source.open(offset)
+            self.opened = True
+            self.opened_event.set()
+            return await self._pump(source, sink, processor, offset)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close_quietly(self.job.name, source, sink)
+
+    async def _pump(
+        self, source: Source, sink: Sink, processor: BatchProcessor, committed: Offset | None
+    ) -> AttemptEnd:
+        policy = self.job.checkpoint
+        offset = committed
+        uncommitted = 0
+        next_checkpoint_at = anyio.current_time() + policy.interval
+        while not self._stop_requested:
+            wait = max(next_checkpoint_at - anyio.current_time(), 0.0)
+            with anyio.CancelScope() as self._read_scope:
+                batch = await source.read(min(MAX_BATCH, policy.every_records - uncommitted), wait)
+            self._read_scope = None
+            if self._stop_requested:
+                break
+            if batch.records:
+                await sink.write(await processor.process(batch.records))
+                uncommitted += len(batch.records)
+                self.records_read += len(batch.records)
+            if batch.offset is not None:
+                offset = batch.offset
+            if batch.end:
+                await self._checkpoint(sink, offset)
+                return AttemptEnd.FINISHED
+            now = anyio.current_time()
+            if uncommitted >= policy.every_records or (now >= next_checkpoint_at):
+                if offset != committed or uncommitted:
+                    await self._checkpoint(sink, offset)
+                    committed, uncommitted = offset, 0
+                next_checkpoint_at = now + policy.interval
+            # One yield per batch keeps a fast source from starving other jobs.
+            await anyio.lowlevel.checkpoint()
+        if offset != committed or uncommitted:
+            await self._checkpoint(sink, offset)
+        return AttemptEnd.STOPPED
+
+    async def _checkpoint(self, sink: Sink, offset: Offset | None) -> None:
+        await sink.flush(offset)
+        snapshot = await self._ledger.write(offset=offset)
+        self.checkpoints += 1
+        self.checkpoint_event.set()
+        log.debug(
+            "job.checkpoint", job=self.job.name, offset=offset, generation=snapshot.generation
+        )
+
+
+async def _close_quietly(job: str, source: Source, sink: Sink) -> None:
+    for name, component in (("source", source), ("sink", sink)):
+        try:
+            await component.close()
+        except Exception as exc:  # noqa: BLE001 - a close error must not hide the real one
+            log.warning("job.close_failed", job=job, component=name, error=repr(exc))
+

@@ -1,0 +1,119 @@
+"""The daemon: one owner task per job, signals, graceful shutdown.
+
+Shutdown (SIGTERM, SIGINT, or idle with ``--exit-when-idle``) asks every job
+to end its attempt after a final checkpoint; jobs still running after
+`shutdown_timeout` are cancelled without one (their last checkpoint stands).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from supervisor.config.model import Config, JobConfig
+from supervisor.errors import SnapshotError
+from supervisor.job import JobRunner
+from supervisor.ledger import JobLedger
+from supervisor.snapshot_store import SnapshotStore
+from supervisor.states import ACTIVE, JobState
+
+log = structlog.get_logger("supervisor.daemon")
+
+HISTORY_LENGTH = 1000
+"""State changes kept in memory for `supervisor events`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One job's move from one state to another."""
+
+    job: str
+    old: JobState
+    new: JobState
+    cause: str | None
+
+
+class Supervisor:
+    """Runs every job of a `Config` until told to stop (or until idle)."""
+
+    def __init__(self, config: Config, *, exit_when_idle: bool = False) -> None:
+        self.config = config
+        self.exit_when_idle = exit_when_idle
+        self.store = SnapshotStore(config.daemon.state_dir)
+        self.runners: dict[str, JobRunner] = {}
+        self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
+        self._stopping = False
+        self._changed = anyio.Event()
+        self._stop_requested = anyio.Event()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Prepare state, run every job, return once all have stopped."""
+        await self.store.prepare()
+        for job in self.config.jobs:
+            self.runners[job.name] = await self._build_runner(job)
+        log.info("daemon.started", jobs=len(self.runners), state_dir=str(self.store.directory))
+        async with anyio.create_task_group() as daemon_tasks:
+            daemon_tasks.start_soon(self._stop_on_signals)
+            daemon_tasks.start_soon(self._shut_down_when_requested)
+            if self.exit_when_idle:
+                daemon_tasks.start_soon(self._stop_when_idle)
+            with anyio.CancelScope() as self._jobs_scope:
+                async with anyio.create_task_group() as job_tasks:
+                    for runner in self.runners.values():
+                        job_tasks.start_soon(runner.run, name=f"job {runner.name}")
+                    task_status.started()
+            daemon_tasks.cancel_scope.cancel()
+        log.info("daemon.stopped")
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown."""
+        self._stop_requested.set()
+
+    async def _build_runner(self, job: JobConfig) -> JobRunner:
+        try:
+            snapshot = await self.store.load(job.name)
+        except SnapshotError as exc:
+            runner = JobRunner(job, JobLedger(self.store, job.name, None), self._record_change)
+            runner.fail_at_start(exc)
+            return runner
+        return JobRunner(job, JobLedger(self.store, job.name, snapshot), self._record_change)
+
+    def _record_change(
+        self, runner: JobRunner, old: JobState, new: JobState, cause: str | None
+    ) -> None:
+        self.history.append(StateChange(runner.name, old, new, cause))
+        log.info(
+            "job.state_changed", job=runner.name, old=old.value, state=new.value, cause=cause
+        )
+        self._changed.set()
+
+    async def _stop_on_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.warning("daemon.reload_unsupported", signal="SIGHUP")
+                    continue
+                log.info("daemon.signal", signal=signal.Signals(signum).name)
+                self.request_stop()
+
+    async def _stop_when_idle(self) -> None:
+        while any(runner.state in ACTIVE for runner in self.runners.values()):
+            await self._changed.wait()
+            self._changed = anyio.Event()
+        log.info("daemon.idle")
+        self.request_stop()
+
+    async def _shut_down_when_requested(self) -> None:
+        await self._stop_requested.wait()
+        timeout = self.config.daemon.shutdown_timeout
+        log.info("daemon.stopping", timeout=timeout)
+        for runner in self.runners.values():
+            runner.shut_down()
+        await anyio.sleep(timeout)
+        still_running = [r.name for r in self.runners.values() if r.attempt is not None]
+        log.error("daemon.shutdown_timeout", timeout=timeout, jobs=still_running)
+        self._jobs_scope.cancel()

@@ -1,0 +1,49 @@
+"""The one writer of a job's snapshot.
+
+Both the job's owner (state changes) and its running attempt (checkpoints)
+persist through the same `JobLedger`, which serialises the writes and keeps
+the last snapshot written, so generations only grow and no write is lost to a
+race between the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from supervisor.protocols import Offset
+from supervisor.snapshot import Snapshot
+from supervisor.snapshot_store import SnapshotStore
+from supervisor.states import JobState
+
+_NEVER = datetime.fromtimestamp(0, UTC)
+
+
+class JobLedger:
+    """Holds the last durable snapshot of one job and writes its successors."""
+
+    def __init__(self, store: SnapshotStore, job: str, snapshot: Snapshot | None) -> None:
+        self._store = store
+        self._lock = anyio.Lock()
+        # Generation 0 is never written: it only seeds the first successor.
+        self.snapshot = snapshot or Snapshot(
+            job=job, generation=0, offset=None, state=JobState.PENDING, written_at=_NEVER
+        )
+
+    @property
+    def offset(self) -> Offset | None:
+        """The committed offset: where the next attempt resumes."""
+        return self.snapshot.offset
+
+    async def write(self, **changes: Any) -> Snapshot:
+        """Durably write the last snapshot with `changes`; raises SnapshotWriteError."""
+        async with self._lock:
+            self.snapshot = await self._store.write(self.snapshot.successor(**changes))
+            return self.snapshot
+
+    def start_afresh(self) -> None:
+        """Forget the offset and failure (the old file was set aside); generations go on."""
+        self.snapshot = replace(self.snapshot, offset=None, attempts=0, failure=None)

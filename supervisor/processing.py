@@ -1,0 +1,127 @@
+"""Applying a job's processor to a batch, and what a rejected record does.
+
+A processor returns a record, None (drop it) or a list (fan out; to emit a
+list as one record, return it wrapped: ``[the_list]``). An exception raised
+for one record is that record's error, handled by the job's `[records]`
+policy: `fail` ends the attempt, `skip` counts and logs it, `dead_letter`
+appends the record and its error to the dead-letter file. More than
+`max_errors` in one attempt is fatal.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import structlog
+
+from supervisor.config.model import RecordsPolicy
+from supervisor.durable import write_all
+from supervisor.errors import TooManyBadRecords
+from supervisor.plugins import load_reference
+from supervisor.protocols import Processor, Record
+
+log = structlog.get_logger("supervisor.processing")
+
+def load_processor(reference: str) -> Processor:
+    """Import the processor function named by ``pkg.mod:fn``."""
+    function = load_reference(reference)
+    if not callable(function):
+        raise TypeError(f"processor {reference!r} is not callable")
+    return cast(Processor, function)
+
+class BatchProcessor:
+    """Runs one attempt's records through the processor under the records policy."""
+
+    def __init__(self, job: str, function: Processor | None, policy: RecordsPolicy) -> None:
+        self._job = job
+        self._function = function
+        self._is_async = function is not None and inspect.iscoroutinefunction(function)
+        self._policy = policy
+        self.rejected = 0
+        """Bad records seen in this attempt."""
+
+    async def process(self, records: Sequence[Record]) -> Sequence[Record]:
+        function = self._function
+        if function is None:
+            return records
+        out: list[Record] = []
+        dead: list[tuple[Record, BaseException]] = []
+        append, extend = out.append, out.extend
+        for record in records:
+            try:
+                result = function(record)
+                if self._is_async:
+                    result = await cast(Awaitable[Any], result)
+            except Exception as exc:  # noqa: BLE001 - the records policy decides
+                self._reject(record, exc, dead)
+                continue
+            if result is None:
+                continue
+            if type(result) is list:
+                extend(result)
+            else:
+                append(result)
+        if dead:
+            await self._write_dead_letters(dead)
+        return out
+
+    def _reject(
+        self, record: Record, error: Exception, dead: list[tuple[Record, BaseException]]
+    ) -> None:
+        if self._policy.on_error == "fail":
+            raise error
+        self.rejected += 1
+        log.warning(
+            "job.record_rejected",
+            job=self._job,
+            error=f"{type(error).__name__}: {error}",
+            policy=self._policy.on_error,
+            rejected=self.rejected,
+        )
+        if self._policy.on_error == "dead_letter":
+            dead.append((record, error))
+        if self.rejected > self._policy.max_errors:
+            raise TooManyBadRecords(
+                f"{self.rejected} bad records in one attempt, more than "
+                f"records.max_errors = {self._policy.max_errors}; last: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    async def _write_dead_letters(self, dead: list[tuple[Record, BaseException]]) -> None:
+        path = self._policy.dead_letter
+        if path is None:
+            raise RuntimeError("records.on_error = 'dead_letter' without records.dead_letter")
+        now = datetime.now(UTC).isoformat()
+        lines = "".join(
+            json.dumps(
+                {
+                    "job": self._job,
+                    "at": now,
+                    "error": f"{type(error).__name__}: {error}",
+                    "record": record,
+                },
+                ensure_ascii=False,
+                default=repr,
+            )
+            + "\n"
+            for record, error in dead
+        )
+        # Durable before the checkpoint that passes these records.
+        await anyio.to_thread.run_sync(_append_durably, path, lines.encode())
+
+def _append_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+ProcessorFactory = Callable[[], BatchProcessor]

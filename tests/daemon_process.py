@@ -1,0 +1,84 @@
+"""Running the real daemon as a subprocess, and reading its JSON log as events."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+DAEMON_TOML = """\
+[supervisor]
+jobs = "jobs/*.toml"
+state_dir = "state"
+control_socket = "supervisor.sock"
+log_format = "json"
+log_level = "debug"
+shutdown_timeout = "10s"
+"""
+
+
+def write_config(root: Path, jobs: dict[str, str], daemon: str = DAEMON_TOML) -> Path:
+    """A daemon file and one job file per entry in `root`; returns the daemon file."""
+    (root / "jobs").mkdir(parents=True, exist_ok=True)
+    (root / "supervisor.toml").write_text(daemon)
+    for name, body in jobs.items():
+        (root / "jobs" / f"{name}.toml").write_text(textwrap.dedent(body))
+    return root / "supervisor.toml"
+
+
+class DaemonProcess:
+    """`supervisor run` in a subprocess; its stderr is read as JSON log events."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("NOTIFY_SOCKET", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "-c", str(config), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.events: list[dict[str, Any]] = []
+
+    def _stderr(self) -> IO[bytes]:
+        assert self.process.stderr is not None
+        return self.process.stderr
+
+    def iter_events(self) -> Iterator[dict[str, Any]]:
+        """Log events as the daemon writes them (blocks on the pipe; ends at exit)."""
+        for line in self._stderr():
+            try:
+                event: dict[str, Any] = json.loads(line)
+            except ValueError:
+                event = {"event": "raw", "text": line.decode(errors="replace")}
+            self.events.append(event)
+            yield event
+
+    def wait_for(self, name: str, count: int = 1, **fields: Any) -> dict[str, Any]:
+        """Block until the `count`-th event `name` with `fields`; fail if the daemon exits."""
+        seen = 0
+        for event in self.iter_events():
+            if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
+                seen += 1
+                if seen == count:
+                    return event
+        raise AssertionError(
+            f"daemon exited ({self.process.wait()}) before {name} {fields}; "
+            f"last events: {self.events[-10:]}"
+        )
+
+    def finish(self, timeout: float = 60) -> int:
+        """Drain the log and wait for exit; returns the exit code."""
+        for _ in self.iter_events():
+            pass
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.finish()
