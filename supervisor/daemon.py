@@ -15,7 +15,7 @@ import anyio
 import structlog
 
 from supervisor.config.model import Config, JobConfig
-from supervisor.errors import SnapshotError
+from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.snapshot_store import SnapshotStore
@@ -44,6 +44,7 @@ class Supervisor:
         self.config = config
         self.exit_when_idle = exit_when_idle
         self.store = SnapshotStore(config.daemon.state_dir)
+        self.start_slots = anyio.CapacityLimiter(config.daemon.max_starts_in_flight)
         self.runners: dict[str, JobRunner] = {}
         self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
         self._stopping = False
@@ -73,14 +74,32 @@ class Supervisor:
         """Begin a graceful shutdown."""
         self._stop_requested.set()
 
+    async def command(self, job: str, verb: str, value: object = None) -> JobState:
+        """Run an operator command (`pause`, `resume`, `stop`, `start`, `restart`,
+        `retry`, `set_offset`) on one job; raises `CommandRefused` if it does not fit."""
+        runner = self.runners.get(job)
+        if runner is None:
+            known = ", ".join(sorted(self.runners)) or "none"
+            raise CommandRefused(f"no job named {job!r} (jobs: {known})")
+        return await runner.request(verb, value)
+
     async def _build_runner(self, job: JobConfig) -> JobRunner:
         try:
             snapshot = await self.store.load(job.name)
         except SnapshotError as exc:
-            runner = JobRunner(job, JobLedger(self.store, job.name, None), self._record_change)
-            runner.fail_at_start(exc)
-            return runner
-        return JobRunner(job, JobLedger(self.store, job.name, snapshot), self._record_change)
+            snapshot, load_error = None, exc
+        else:
+            load_error = None
+        runner = JobRunner(
+            job,
+            JobLedger(self.store, job.name, snapshot),
+            self._record_change,
+            start_slots=self.start_slots,
+        )
+        if load_error is not None:
+            runner.fail_at_start(load_error)
+            log.error("job.snapshot_unreadable", job=job.name, error=str(load_error))
+        return runner
 
     def _record_change(
         self, runner: JobRunner, old: JobState, new: JobState, cause: str | None
@@ -114,6 +133,6 @@ class Supervisor:
         for runner in self.runners.values():
             runner.shut_down()
         await anyio.sleep(timeout)
-        still_running = [r.name for r in self.runners.values() if r.attempt is not None]
+        still_running = sorted(r.name for r in self.runners.values() if r.attempt is not None)
         log.error("daemon.shutdown_timeout", timeout=timeout, jobs=still_running)
         self._jobs_scope.cancel()

@@ -1,134 +1,475 @@
 """The owner of one job: its state, its attempts, and what their outcomes mean.
 
-Each job is driven by exactly one long-lived `JobRunner.run` task. Attempts
-run one at a time inside it: a new one is built only after the previous
-`Attempt.run` has returned or raised, which is after its source and sink
-closed.
+Each job is driven by exactly one long-lived `JobRunner.run` task. Operator
+commands and attempt outcomes reach it as messages, handled one at a time, and
+only `supervisor.states.next_state` decides a new state.
+
+Attempts are run by a *driver*: one child task that waits out the backoff,
+takes a start slot, runs one `Attempt` and posts how it ended. A driver is
+spawned only when none is alive, and the owner forgets a driver only when its
+"ended" message arrives, which is after the attempt's source and sink closed.
+So no timer, callback or command can ever start a second attempt.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
-import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import structlog
 
 from supervisor.attempt import Attempt, AttemptEnd
+from supervisor.backoff import backoff_delay
+from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
-from supervisor.errors import SnapshotError
+from supervisor.errors import CommandRefused, SnapshotError
+from supervisor.failures import describe_failure, is_fatal
 from supervisor.ledger import JobLedger
+from supervisor.protocols import Offset
 from supervisor.snapshot import FailureRecord
-from supervisor.states import ACTIVE, JobState, restored_state
+from supervisor.states import ACTIVE, Event, JobState, next_state, restored_state
 
 log = structlog.get_logger("supervisor.job")
 
 StateListener = Callable[["JobRunner", JobState, JobState, str | None], None]
 
+PERSIST_RETRY_MAX = 30.0
+"""Longest wait between tries of a state write that failed (SPEC §4 rule 7)."""
+
+OFFSET_SETTABLE = frozenset(
+    {JobState.PAUSED, JobState.SUSPENDED, JobState.STOPPED, JobState.FAILED}
+)
+
+
+@dataclass(eq=False)
+class _Driver:
+    """One backoff + start slot + attempt sequence, run by one child task."""
+
+    number: int
+    delay: float
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    retry_now: anyio.Event = field(default_factory=anyio.Event)
+    attempt: Attempt | None = None
+    retry_at: float | None = None
+    """Event-loop time the backoff wait ends, while it is waiting."""
+    superseded: bool = False
+    """An operator or the shutdown ended it: nothing it reports counts any more."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    driver: _Driver
+    end: AttemptEnd | None
+    error: Exception | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    driver: _Driver
+
+
+@dataclass(frozen=True, slots=True)
+class _Healthy:
+    driver: _Driver
+
+
+@dataclass(eq=False)
+class _Request:
+    """An operator request; `done` is set once its effect is complete."""
+
+    verb: str
+    value: Any = None
+    error: CommandRefused | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+_Message = _Ended | _Opened | _Healthy | _Request
+
 
 class JobRunner:
     """Drives one job through its states; `run` is its one owner task."""
 
-    def __init__(self, config: JobConfig, ledger: JobLedger, on_change: StateListener) -> None:
+    def __init__(
+        self,
+        config: JobConfig,
+        ledger: JobLedger,
+        on_change: StateListener,
+        *,
+        start_slots: anyio.CapacityLimiter,
+        components: Components = DEFAULT_COMPONENTS,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self._on_change = on_change
-        persisted = ledger.snapshot.state if ledger.snapshot.generation else None
-        if persisted is not None:
-            self.state = restored_state(persisted)
+        self._slots = start_slots
+        self._components = components
+        self._rng = rng
+        snapshot = ledger.snapshot
+        if not config.enabled:
+            self.state = JobState.STOPPED
+        elif snapshot.generation:
+            self.state = restored_state(snapshot.state)
         else:
-            self.state = JobState.PENDING if config.enabled else JobState.STOPPED
+            self.state = JobState.PENDING
+        self.attempts = snapshot.attempts
+        """Consecutive failed attempts: what has been spent of `retry.max_attempts`."""
+        self.failure = snapshot.failure
+        self.persist_pending = False
         self.since = time.time()
-        """Wall-clock time of the last state change (for display only)."""
-        self.attempt: Attempt | None = None
-        self._attempts_started = 0
+        self.cause: str | None = self.failure.message if self.failure else None
+        self._driver: _Driver | None = None
+        self._drivers_started = 0
+        self._waiting_for_driver: list[_Request] = []
+        self._load_error: SnapshotError | None = None
+        self._offset_set_while_failed = False
         self._shutting_down = False
-        self._changed = anyio.Event()
-
-    def fail_at_start(self, error: Exception) -> None:
-        """The snapshot cannot be read: the job fails before any attempt, naming the path."""
-        self._transition(JobState.FAILED, str(error))
+        self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
+        self._persist_wanted = anyio.Event()
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    async def run(self) -> None:
-        """Run attempts while the job is active; return when the daemon shuts down."""
-        while not self._shutting_down:
-            if self.state in ACTIVE:
-                await self._run_one_attempt()
-            else:
-                await self._changed.wait()
-                self._changed = anyio.Event()
+    @property
+    def attempt(self) -> Attempt | None:
+        """The attempt alive now, if any."""
+        return self._driver.attempt if self._driver else None
+
+    @property
+    def next_retry_at(self) -> float | None:
+        """Event-loop time of the next retry while waiting out a backoff."""
+        return self._driver.retry_at if self._driver else None
+
+    def fail_at_start(self, error: SnapshotError) -> None:
+        """The snapshot cannot be read: fail before any attempt, naming the path.
+
+        Nothing is written, so an operator can put a good snapshot back (or set
+        an offset) and `resume`; resuming reads the snapshot again.
+        """
+        self._load_error = error
+        self.failure = describe_failure(error, attempts=self.attempts, previous=None)
+        self.state = next_state(
+            JobState.PENDING, Event.GAVE_UP, suspend_on_failure=self.config.suspend_on_failure
+        )
+        self.cause = str(error)
+
+    # --- the owner task ---------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own the job until the daemon shuts down."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            tasks.start_soon(self._persist_until_written)
+            self._drive_if_active()
+            task_status.started()
+            async for message in self._inbox:
+                await self._handle(message)
+                if self._shutting_down and self._driver is None:
+                    break
+            tasks.cancel_scope.cancel()
+
+    async def request(self, verb: str, value: Any = None) -> JobState:
+        """Send an operator command and wait until its effect is complete.
+
+        Raises `CommandRefused` when it does not fit the job's state.
+        """
+        request = _Request(verb, value)
+        self._send.send_nowait(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return self.state
 
     def shut_down(self) -> None:
-        """Daemon stopping: end the attempt after a final checkpoint, keep the state."""
-        self._shutting_down = True
-        if self.attempt is not None:
-            self.attempt.request_stop()
-        self._changed.set()
+        """Daemon stopping: end any attempt after a final checkpoint; keep the state."""
+        self._send.send_nowait(_Request("shutdown"))
 
-    async def _run_one_attempt(self) -> None:
-        self._attempts_started += 1
-        attempt = Attempt(self.config, self.ledger, self._attempts_started)
-        self.attempt = attempt
+    async def _handle(self, message: _Message) -> None:
+        if isinstance(message, _Request):
+            await self._on_request(message)
+        elif message.driver is not self._driver:
+            raise AssertionError(f"{self.name}: message from a driver that already ended")
+        elif isinstance(message, _Ended):
+            await self._on_driver_ended(message)
+        elif message.driver.superseded:
+            pass  # an operator or the shutdown already decided: nothing it says counts
+        elif isinstance(message, _Opened):
+            await self._transition(Event.OPENED)
+        else:
+            await self._on_healthy()
+
+    # --- attempts -----------------------------------------------------------------
+
+    def _drive_if_active(self) -> None:
+        if self.state not in ACTIVE or self._driver is not None or self._shutting_down:
+            return
+        delay = 0.0
+        if self.state is JobState.RETRYING and self.attempts:
+            delay = backoff_delay(self.attempts, self.config.retry, self._rng)
+            log.info(
+                "job.retry_scheduled", job=self.name, attempt=self.attempts, delay=round(delay, 3)
+            )
+        self._drivers_started += 1
+        self._driver = _Driver(self._drivers_started, delay)
+        self._tasks.start_soon(self._drive, self._driver, name=f"driver {self.name}")
+
+    async def _drive(self, driver: _Driver) -> None:
+        end: AttemptEnd | None = None
+        error: Exception | None = None
+        with driver.scope:
+            if driver.delay:
+                driver.retry_at = anyio.current_time() + driver.delay
+                with anyio.move_on_after(driver.delay):
+                    await driver.retry_now.wait()
+                driver.retry_at = None
+            try:
+                end = await self._run_attempt(driver)
+            except Exception as exc:  # noqa: BLE001 - classified by the owner
+                error = exc
+        # Posted after the attempt fully ended (closed), or after a cancellation.
+        self._send.send_nowait(_Ended(driver, end, error))
+
+    async def _run_attempt(self, driver: _Driver) -> AttemptEnd:
+        attempt = Attempt(self.config, self.ledger, driver.number, self._components)
+        slot = _StartSlot(self._slots)
+        await slot.acquire()
+        driver.attempt = attempt
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._mark_running_when_open, attempt)
+                tg.start_soon(self._report_open, driver, attempt, slot)
+                tg.start_soon(self._report_health, driver, attempt)
                 try:
-                    end = await attempt.run()
+                    return await attempt.run()
                 finally:
                     tg.cancel_scope.cancel()
-        except Exception as exc:  # noqa: BLE001 - every attempt failure is classified here
-            await self._fail(exc)
-            return
         finally:
-            self.attempt = None
-        if end is AttemptEnd.FINISHED:
-            await self._persist(JobState.FINISHED)
-        # STOPPED while shutting down: the state on disk stays active, so the
-        # job comes back PENDING and resumes from the final checkpoint.
+            slot.release()
 
-    async def _mark_running_when_open(self, attempt: Attempt) -> None:
+    async def _report_open(self, driver: _Driver, attempt: Attempt, slot: _StartSlot) -> None:
         await attempt.opened_event.wait()
-        self._transition(JobState.RUNNING)
+        slot.release()
+        self._send.send_nowait(_Opened(driver))
 
-    async def _fail(self, error: Exception) -> None:
-        now = datetime.now(UTC)
-        failure = FailureRecord(
-            attempts=1,
-            error_type=_qualified_name(type(error)),
-            message=str(error),
-            traceback="".join(traceback.format_exception(error)),
-            first_failure_at=now,
-            last_failure_at=now,
-        )
-        log.error(
-            "job.attempt_failed", job=self.name, error=f"{failure.error_type}: {failure.message}"
-        )
-        await self._persist(JobState.FAILED, failure=failure, cause=failure.message)
+    async def _report_health(self, driver: _Driver, attempt: Attempt) -> None:
+        await attempt.opened_event.wait()
+        await anyio.sleep(self.config.retry.reset_after)
+        await attempt.checkpoint_event.wait()
+        self._send.send_nowait(_Healthy(driver))
 
-    async def _persist(
-        self, state: JobState, *, failure: FailureRecord | None = None, cause: str | None = None
-    ) -> None:
-        self._transition(state, cause)
-        try:
-            await self.ledger.write(state=state, failure=failure)
-        except SnapshotError as exc:
-            log.error("job.persist_failed", job=self.name, state=state.value, error=str(exc))
+    async def _on_healthy(self) -> None:
+        if self.attempts or self.state is JobState.RETRYING:
+            log.info("job.recovered", job=self.name, attempts=self.attempts)
+            self.attempts, self.failure, self.cause = 0, None, None
+            await self._transition(Event.HEALTHY)
+            await self._persist_quietly()
 
-    def _transition(self, new: JobState, cause: str | None = None) -> None:
-        old, self.state = self.state, new
-        if old is new:
+    async def _on_driver_ended(self, message: _Ended) -> None:
+        driver, self._driver = message.driver, None
+        for request in self._waiting_for_driver:
+            request.done.set()
+        self._waiting_for_driver.clear()
+        if driver.superseded:
+            # The operator (or shutdown) already decided; a late failure or end
+            # changes neither the state nor the attempt count.
+            self._drive_if_active()
             return
-        self.since = time.time()
-        self._on_change(self, old, new, cause)
-        self._changed.set()
+        if message.error is not None:
+            await self._on_attempt_failed(message.error, ran=driver.attempt is not None)
+        elif message.end is AttemptEnd.FINISHED:
+            await self._transition(Event.SOURCE_ENDED)
+            await self._persist_quietly()
+        self._drive_if_active()
+
+    async def _on_attempt_failed(self, error: Exception, *, ran: bool) -> None:
+        fatal = is_fatal(error, self.config.retry)
+        if ran:
+            self.attempts += 1
+        self.failure = describe_failure(error, attempts=self.attempts, previous=self.failure)
+        self.cause = f"{self.failure.error_type}: {self.failure.message}"
+        budget = self.config.retry.max_attempts
+        spent = bool(budget) and self.attempts >= budget
+        log.warning(
+            "job.attempt_failed",
+            job=self.name,
+            attempt=self.attempts,
+            error=self.cause,
+            fatal=fatal,
+            budget_spent=spent,
+        )
+        if fatal or spent:
+            await self._transition(Event.GAVE_UP)
+        else:
+            await self._transition(Event.RETRYABLE_FAILURE)
+        await self._persist_quietly()
+
+    # --- operator commands -----------------------------------------------------------
+
+    async def _on_request(self, request: _Request) -> None:
+        handler = getattr(self, f"_cmd_{request.verb}")
+        try:
+            if self._shutting_down:
+                raise CommandRefused(f"{self.name}: the daemon is shutting down")
+            settle = await handler(request.value)
+        except CommandRefused as exc:
+            request.error = exc
+            settle = False
+        if settle and self._driver is not None:
+            self._waiting_for_driver.append(request)
+        else:
+            request.done.set()
+        self._drive_if_active()
+
+    async def _cmd_shutdown(self, _: object) -> bool:
+        self._shutting_down = True
+        self._stop_driver()
+        return False
+
+    async def _cmd_pause(self, _: object) -> bool:
+        await self._transition(Event.PAUSE, cause="paused by operator")
+        self._stop_driver()
+        await self._persist_quietly()
+        return True
+
+    async def _cmd_stop(self, _: object) -> bool:
+        await self._transition(Event.STOP, cause="stopped by operator")
+        self._stop_driver()
+        await self._persist_quietly()
+        return True
+
+    async def _cmd_resume(self, _: object) -> bool:
+        await self._transition(Event.RESUME, cause="resumed by operator")
+        await self._begin_again(keep_offset=True)
+        return False
+
+    async def _cmd_start(self, _: object) -> bool:
+        keep = self.state is not JobState.FAILED
+        await self._transition(Event.START, cause="started by operator")
+        await self._begin_again(keep_offset=keep)
+        return False
+
+    async def _cmd_restart(self, _: object) -> bool:
+        keep = self.state is not JobState.FAILED
+        self._stop_driver()
+        await self._transition(Event.RESTART, cause="restarted by operator")
+        await self._begin_again(keep_offset=keep)
+        return False
+
+    async def _cmd_retry(self, _: object) -> bool:
+        driver = self._driver
+        if self.state is not JobState.RETRYING or driver is None or driver.retry_at is None:
+            raise CommandRefused(f"{self.name} is {self.state.name}, not waiting to retry")
+        driver.retry_now.set()
+        return False
+
+    async def _cmd_set_offset(self, value: Offset) -> bool:
+        if self.state not in OFFSET_SETTABLE or self._driver is not None:
+            raise CommandRefused(
+                f"{self.name} is {self.state.name}: pause or stop it before setting its offset"
+            )
+        old = self.ledger.offset
+        if self.state is JobState.FAILED and not self._offset_set_while_failed:
+            await self.ledger.set_aside("failed")
+        try:
+            await self.ledger.write(offset=value)
+        except SnapshotError as exc:
+            raise CommandRefused(f"offset of {self.name} not changed: {exc}") from exc
+        self._load_error = None
+        # An offset set on a FAILED job is where its next `start` begins.
+        self._offset_set_while_failed = self.state is JobState.FAILED
+        log.warning("job.offset_set", job=self.name, old=old, offset=value)
+        return False
+
+    async def _begin_again(self, *, keep_offset: bool) -> None:
+        """Leave a stopped/failed/suspended state: a fresh budget, maybe a fresh offset."""
+        self.attempts, self.failure, self.cause = 0, None, None
+        if self._load_error is not None:
+            await self._reload_snapshot()
+        elif not keep_offset and not self._offset_set_while_failed:
+            # FAILED is not resumed from: the old snapshot is set aside, never deleted.
+            await self.ledger.set_aside("failed")
+        self._offset_set_while_failed = False
+        await self._persist_quietly()
+
+    async def _reload_snapshot(self) -> None:
+        try:
+            await self.ledger.reload()
+        except SnapshotError as exc:
+            self.fail_at_start(exc)
+            raise CommandRefused(f"{self.name}: {exc}") from exc
+        self._load_error = None
+
+    def _stop_driver(self) -> None:
+        driver = self._driver
+        if driver is None:
+            return
+        driver.superseded = True
+        if driver.attempt is not None:
+            driver.attempt.request_stop()  # graceful: final checkpoint
+        else:
+            driver.scope.cancel()  # still in backoff or waiting for a slot: never ran
+
+    # --- state and persistence ---------------------------------------------------------
+
+    async def _transition(self, event: Event, cause: str | None = None) -> None:
+        new = next_state(
+            self.state, event, suspend_on_failure=self.config.suspend_on_failure, job=self.name
+        )
+        old, self.state = self.state, new
+        if cause is not None:
+            self.cause = cause
+        if old is not new:
+            self.since = time.time()
+            self._on_change(self, old, new, self.cause)
+
+    async def _persist_quietly(self) -> None:
+        """Write the state; if the disk refuses, hold it in memory and keep trying."""
+        try:
+            await self._write_state()
+        except SnapshotError as exc:
+            if not self.persist_pending:
+                log.error("job.persist_failed", job=self.name, state=self.state.value, error=str(exc))
+            self.persist_pending = True
+            self._persist_wanted.set()
+
+    async def _write_state(self) -> None:
+        await self.ledger.write(state=self.state, attempts=self.attempts, failure=self.failure)
+        if self.persist_pending:
+            log.info("job.persist_recovered", job=self.name, state=self.state.value)
+        self.persist_pending = False
+
+    async def _persist_until_written(self) -> None:
+        delay = 0.5
+        while True:
+            await self._persist_wanted.wait()
+            await anyio.sleep(delay)
+            try:
+                await self._write_state()
+            except SnapshotError:
+                delay = min(delay * 2, PERSIST_RETRY_MAX)
+                continue
+            delay = 0.5
+            self._persist_wanted = anyio.Event()
 
 
-def _qualified_name(cls: type) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+class _StartSlot:
+    """One of `max_starts_in_flight`: held from before an attempt starts until its source opened."""
+
+    def __init__(self, slots: anyio.CapacityLimiter) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def acquire(self) -> None:
+        await self._slots.acquire_on_behalf_of(self)
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release_on_behalf_of(self)

@@ -44,6 +44,20 @@ class JobLedger:
             self.snapshot = await self._store.write(self.snapshot.successor(**changes))
             return self.snapshot
 
-    def start_afresh(self) -> None:
-        """Forget the offset and failure (the old file was set aside); generations go on."""
-        self.snapshot = replace(self.snapshot, offset=None, attempts=0, failure=None)
+    async def set_aside(self, reason: str) -> None:
+        """Move the snapshot files aside (never deleted) and start from no offset.
+
+        Generations go on from the set-aside one, so they still only grow.
+        """
+        async with self._lock:
+            await self._store.set_aside(self.snapshot.job, reason)
+            self.snapshot = replace(self.snapshot, offset=None, attempts=0, failure=None)
+
+    async def reload(self) -> None:
+        """Read the snapshot from disk again (an operator may have repaired it)."""
+        async with self._lock:
+            loaded = await self._store.load(self.snapshot.job)
+            if loaded is not None:
+                # A restored older file must not make generations go backwards.
+                generation = max(loaded.generation, self.snapshot.generation)
+                self.snapshot = replace(loaded, generation=generation)

@@ -123,5 +123,3 @@ def _append_durably(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-ProcessorFactory = Callable[[], BatchProcessor]

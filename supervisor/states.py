@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 
+from supervisor.errors import CommandRefused
+
 
 class JobState(enum.StrEnum):
     """The eight states of a job (SPEC §4)."""
@@ -50,3 +52,98 @@ RESTARTABLE = frozenset({JobState.STOPPED, JobState.FINISHED, JobState.FAILED})
 def restored_state(persisted: JobState) -> JobState:
     """The state a job takes when the daemon starts with this state on disk."""
     return persisted if persisted in PERSISTED else JobState.PENDING
+
+
+class Event(enum.StrEnum):
+    """What can happen to a job. Operator commands are the lowercase verbs of the CLI."""
+
+    OPENED = "opened"
+    """An attempt's source opened: the attempt is really running."""
+    HEALTHY = "healthy"
+    """Running `retry.reset_after` with a checkpoint since the last failure."""
+    RETRYABLE_FAILURE = "retryable_failure"
+    """An attempt failed and the retry budget is not spent."""
+    GAVE_UP = "gave_up"
+    """A fatal error, the budget spent, or an unreadable snapshot."""
+    SOURCE_ENDED = "source_ended"
+    """A bounded source reached its end; the final checkpoint is written."""
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+    START = "start"
+    RESTART = "restart"
+
+
+class IllegalTransition(Exception):  # noqa: N818 - a bug, not a user-facing SupervisorError
+    """The transition table has no edge for this state and event: a bug in the engine."""
+
+
+# The one table. GAVE_UP leads to SUSPENDED or FAILED by the job's
+# suspend_on_failure, so it is resolved in `next_state`, not stored here.
+_P, _RN, _RT, _PA, _SU, _FA, _ST, _FI = (
+    JobState.PENDING,
+    JobState.RUNNING,
+    JobState.RETRYING,
+    JobState.PAUSED,
+    JobState.SUSPENDED,
+    JobState.FAILED,
+    JobState.STOPPED,
+    JobState.FINISHED,
+)
+TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
+    (_P, Event.OPENED): _RN,
+    (_RT, Event.OPENED): _RT,  # still RETRYING until it has proved healthy
+    (_RT, Event.HEALTHY): _RN,
+    (_RN, Event.HEALTHY): _RN,
+    **{(state, Event.RETRYABLE_FAILURE): _RT for state in (_P, _RN, _RT)},
+    **{(state, Event.SOURCE_ENDED): _FI for state in (_RN, _RT)},
+    **{(state, Event.PAUSE): _PA for state in (_P, _RN, _RT)},
+    **{(state, Event.RESUME): _P for state in (_PA, _SU)},
+    **{(state, Event.STOP): _ST for state in (_P, _RN, _RT, _PA, _SU)},
+    **{(state, Event.START): _P for state in (_ST, _FI, _FA)},
+    **{(state, Event.RESTART): _P for state in JobState},
+}
+GAVE_UP_FROM = frozenset({_P, _RN, _RT})
+
+COMMANDS = frozenset(
+    {Event.PAUSE, Event.RESUME, Event.STOP, Event.START, Event.RESTART}
+)
+"""Events an operator sends; refusing one is a `CommandRefused`, not a bug."""
+
+
+def next_state(
+    state: JobState, event: Event, *, suspend_on_failure: bool = False, job: str = "the job"
+) -> JobState:
+    """The state `event` leads to from `state`; raises if the table has no such edge.
+
+    An operator command that does not fit raises `CommandRefused` with a message
+    that names `job` and says what to do instead; any other missing edge is a bug.
+    """
+    if event is Event.GAVE_UP and state in GAVE_UP_FROM:
+        return JobState.SUSPENDED if suspend_on_failure else JobState.FAILED
+    target = TRANSITIONS.get((state, event))
+    if target is not None:
+        return target
+    if event in COMMANDS:
+        raise CommandRefused(refusal(job, state, event))
+    raise IllegalTransition(f"{job}: no transition from {state.value} on {event.value}")
+
+
+def refusal(job: str, state: JobState, event: Event) -> str:
+    """Why an operator command does not fit `state`, and what to do instead."""
+    if event is Event.RESUME and state is JobState.RETRYING:
+        return (
+            f"{job} is RETRYING: use `supervisor retry {job}` to retry now "
+            f"or `supervisor pause {job}` to pause it"
+        )
+    if event is Event.RESUME and state in ACTIVE:
+        return f"{job} is {state.name}, not paused or suspended: nothing to resume"
+    if event is Event.RESUME:
+        return f"{job} is {state.name}: use `supervisor start {job}`"
+    if event is Event.START and state in ACTIVE:
+        return f"{job} is already {state.name}"
+    if event is Event.START:
+        return f"{job} is {state.name}: use `supervisor resume {job}`"
+    if event is Event.PAUSE and state is JobState.PAUSED:
+        return f"{job} is already PAUSED"
+    return f"cannot {event.value} {job}: it is {state.name}"

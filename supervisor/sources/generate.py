@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 
 from supervisor.config.model import GenerateSourceConfig
 from supervisor.protocols import Batch, Offset
+
+# Float time: a record due at exactly t must count as due at t.
+_EPSILON = 1e-9
 
 
 class GenerateSource:
@@ -16,35 +21,33 @@ class GenerateSource:
         self._rate = config.rate
         self._next = 0
         self._started_at = 0.0
-        self._first_of_run = 0
+        self._first = 0
 
     async def open(self, offset: Offset | None) -> None:
         if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
             raise ValueError(f"generate source offset must be an integer, got {offset!r}")
-        self._next = offset or 0
-        self._first_of_run = self._next
+        self._next = self._first = offset or 0
         self._started_at = anyio.current_time()
 
     async def read(self, max_records: int, wait: float) -> Batch:
         available = max_records
         if self._count:
             available = min(available, self._count - self._next)
-        if self._rate:
-            # Pace against the time the attempt started, so the rate holds on
-            # average whatever the batch sizes are.
-            due = self._first_of_run + int((anyio.current_time() - self._started_at) * self._rate)
-            if due <= self._next:
-                delay = (self._next + 1 - self._first_of_run) / self._rate
-                delay -= anyio.current_time() - self._started_at
-                await anyio.sleep(min(max(delay, 0.0), wait))
-                due = self._first_of_run + int(
-                    (anyio.current_time() - self._started_at) * self._rate
-                )
-            available = min(available, max(due - self._next, 0))
+        if self._rate and available > 0:
+            # Pace against the attempt's start, so the rate holds on average
+            # whatever the batch sizes are.
+            if self._due() <= self._next:
+                next_at = self._started_at + (self._next + 1 - self._first) / self._rate
+                await anyio.sleep(min(max(next_at - anyio.current_time(), 0.0), wait))
+            available = min(available, max(self._due() - self._next, 0))
         start = self._next
         self._next = start + available
         records = [{"seq": seq} for seq in range(start, self._next)]
         return Batch(records, self._next, end=bool(self._count) and self._next >= self._count)
+
+    def _due(self) -> int:
+        elapsed = anyio.current_time() - self._started_at
+        return self._first + math.floor(elapsed * self._rate + _EPSILON)
 
     async def close(self) -> None:
         return None
