@@ -23,7 +23,8 @@ def backoff_delay(attempt: int, policy: RetryPolicy, random: Callable[[], float]
     if growth >= math.log(policy.max / policy.initial):
         ceiling = policy.max
     else:
-        ceiling = min(policy.initial * math.exp(growth), policy.max)
+        # Below the cap, so the power cannot overflow; exact for whole multipliers.
+        ceiling = min(policy.initial * policy.multiplier ** (attempt - 1), policy.max)
     if not policy.jitter:
         return ceiling
     return min(ceiling * random(), ceiling)

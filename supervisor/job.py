@@ -52,6 +52,7 @@ class _Driver:
 
     number: int
     delay: float
+    """Backoff before the attempt, in seconds."""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     retry_now: anyio.Event = field(default_factory=anyio.Event)
     attempt: Attempt | None = None
@@ -163,16 +164,17 @@ class JobRunner:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the job until the daemon shuts down."""
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            tasks.start_soon(self._persist_until_written)
-            self._drive_if_active()
-            task_status.started()
-            async for message in self._inbox:
-                await self._handle(message)
-                if self._shutting_down and self._driver is None:
-                    break
-            tasks.cancel_scope.cancel()
+        with self._send, self._inbox:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                tasks.start_soon(self._persist_until_written)
+                self._drive_if_active()
+                task_status.started()
+                async for message in self._inbox:
+                    await self._handle(message)
+                    if self._shutting_down and self._driver is None:
+                        break
+                tasks.cancel_scope.cancel()
 
     async def request(self, verb: str, value: Any = None) -> JobState:
         """Send an operator command and wait until its effect is complete.
@@ -217,15 +219,16 @@ class JobRunner:
             )
         self._drivers_started += 1
         self._driver = _Driver(self._drivers_started, delay)
+        if delay:
+            self._driver.retry_at = anyio.current_time() + delay
         self._tasks.start_soon(self._drive, self._driver, name=f"driver {self.name}")
 
     async def _drive(self, driver: _Driver) -> None:
         end: AttemptEnd | None = None
         error: Exception | None = None
         with driver.scope:
-            if driver.delay:
-                driver.retry_at = anyio.current_time() + driver.delay
-                with anyio.move_on_after(driver.delay):
+            if driver.retry_at is not None:
+                with anyio.move_on_after(driver.retry_at - anyio.current_time()):
                     await driver.retry_now.wait()
                 driver.retry_at = None
             try:
@@ -240,16 +243,24 @@ class JobRunner:
         slot = _StartSlot(self._slots)
         await slot.acquire()
         driver.attempt = attempt
+        error: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._report_open, driver, attempt, slot)
                 tg.start_soon(self._report_health, driver, attempt)
                 try:
-                    return await attempt.run()
+                    end = await attempt.run()
+                except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                    # Raised outside the task group, so it is not wrapped in an
+                    # ExceptionGroup that would hide its type from classification.
+                    error = exc
                 finally:
                     tg.cancel_scope.cancel()
         finally:
             slot.release()
+        if error is not None:
+            raise error
+        return end
 
     async def _report_open(self, driver: _Driver, attempt: Attempt, slot: _StartSlot) -> None:
         await attempt.opened_event.wait()

@@ -11,47 +11,65 @@ failures on cue without touching the real world::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 
+from supervisor.errors import SnapshotWriteError
 from supervisor.protocols import Batch, Offset, Record
+from supervisor.snapshot import Snapshot, decode, encode
 
 
 @dataclass
 class ScriptedSource:
-    """Emits ``{"seq": n}`` for n in [offset, count); raises scripted errors on cue.
+    """Emits ``{"seq": n}`` from the offset; fails on cue.
 
-    `fail_at` maps a sequence number to the error raised by the read that would
-    return it (once each: the entry is consumed). `fail_on_open` is raised by the
-    next `open`. `batch` bounds each read. `count = 0` means unbounded, and then
-    reads with nothing new wait on `release` (set it to let the source continue).
+    - `count`: the source ends after ``count`` records (0: unbounded).
+    - `available`: how many records exist so far (None: all of them); a read
+      past it waits `wait` seconds and returns an empty batch, like a quiet log.
+    - `fail_at`: a sequence number -> the error raised by the read that would
+      return it (consumed: raised once).
+    - `open_errors`: each `open` raises the next one, while any are left.
+    - `read_errors`: each `read` raises the next one, while any are left.
     """
 
     count: int = 0
     batch: int = 100
+    available: int | None = None
     fail_at: dict[int, BaseException] = field(default_factory=dict)
-    fail_on_open: BaseException | None = None
+    open_errors: list[BaseException] = field(default_factory=list)
+    read_errors: list[BaseException] = field(default_factory=list)
     position: int = 0
     opens: int = 0
     closes: int = 0
     open_now: int = 0
-    """How many opens have not yet been closed: more than 1 means overlapping attempts."""
+    """Opens not yet closed: more than 1 would mean overlapping attempts."""
+    most_open_at_once: int = 0
 
     async def open(self, offset: Offset | None) -> None:
         self.opens += 1
         self.open_now += 1
-        if self.fail_on_open is not None:
-            error, self.fail_on_open = self.fail_on_open, None
-            raise error
+        self.most_open_at_once = max(self.most_open_at_once, self.open_now)
+        await anyio.lowlevel.checkpoint()
+        if self.open_errors:
+            raise self.open_errors.pop(0)
         self.position = offset if isinstance(offset, int) else 0
 
     async def read(self, max_records: int, wait: float) -> Batch:
         await anyio.lowlevel.checkpoint()
+        if self.read_errors:
+            raise self.read_errors.pop(0)
         end = self.position + min(max_records, self.batch)
         if self.count:
             end = min(end, self.count)
+        if self.available is not None:
+            end = min(end, self.available)
+        if end <= self.position and not (self.count and end >= self.count):
+            await anyio.sleep(wait)
+            return Batch([], self.position)
         for seq in range(self.position, end):
             if seq in self.fail_at:
                 raise self.fail_at.pop(seq)
@@ -105,3 +123,46 @@ class RecordingSink:
 
     async def close(self) -> None:
         self.written = []
+
+
+class InMemorySnapshotStore:
+    """A `SnapshotStore` that keeps encoded snapshots in a dict: no disk, no threads.
+
+    It stores the real encoded bytes, so tests can compare them. `fail_writes`
+    makes every write raise `SnapshotWriteError` until it is cleared (a disk
+    that refuses writes during an outage).
+    """
+
+    def __init__(self) -> None:
+        self.directory = Path("/in-memory")
+        self.files: dict[str, bytes] = {}
+        self.set_aside_files: dict[str, bytes] = {}
+        self.fail_writes: bool = False
+        self.writes = 0
+
+    def path_for(self, job: str) -> Path:
+        return self.directory / f"{job}.snapshot.toml"
+
+    async def prepare(self) -> None:
+        return None
+
+    async def load(self, job: str) -> Snapshot | None:
+        data = self.files.get(job)
+        return None if data is None else decode(data, job=job, path=self.path_for(job))
+
+    async def write(self, snapshot: Snapshot) -> Snapshot:
+        await anyio.lowlevel.checkpoint()
+        if self.fail_writes:
+            raise SnapshotWriteError(f"{self.path_for(snapshot.job)}: [Errno 5] Input/output error")
+        written = replace(snapshot, written_at=datetime.now(UTC))
+        self.files[snapshot.job] = encode(written)
+        self.writes += 1
+        return written
+
+    async def set_aside(self, job: str, reason: str) -> Path | None:
+        data = self.files.pop(job, None)
+        if data is None:
+            return None
+        key = f"{job}.snapshot.{reason}-{len(self.set_aside_files)}.toml"
+        self.set_aside_files[key] = data
+        return self.directory / key

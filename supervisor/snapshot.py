@@ -1,0 +1,254 @@
+"""What a job persists, and its checksummed TOML encoding (SPEC §5).
+
+A snapshot file is a TOML document written by tomli_w::
+
+    format = 1
+    job = "orders"
+    generation = 42
+    state = "running"
+    attempts = 0
+    written_at = 2024-05-01 12:00:00.123456+00:00
+    checksum = "sha256:…"
+    offset = 1234            # absent when None: TOML has no null
+    [failure]                # absent when there is none
+    attempts = 3
+    ...
+
+The checksum covers a canonical JSON form of the *parsed* document minus the
+checksum, not the TOML bytes: another tomli_w version may lay the file out
+differently and it still verifies, while any change of a value does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from supervisor.errors import SnapshotCorrupt
+from supervisor.protocols import Offset
+from supervisor.states import JobState
+
+FORMAT_VERSION = 1
+"""The one format this module writes and reads; a new layout gets a new number."""
+
+_ALGORITHM = "sha256:"
+_TOP_KEYS = {"format", "job", "generation", "state", "attempts", "offset", "written_at", "failure"}
+_FAILURE_KEYS = {"attempts", "error_type", "message", "traceback"}
+_FAILURE_KEYS |= {"first_failure_at", "last_failure_at"}
+_INT64 = range(-(2**63), 2**63)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureRecord:
+    """Why a job last failed, and since when it has been failing."""
+
+    attempts: int
+    error_type: str
+    message: str
+    traceback: str = ""
+    first_failure_at: datetime
+    last_failure_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """One generation of a job's persisted progress and state."""
+
+    job: str
+    generation: int
+    offset: Offset | None
+    state: JobState
+    attempts: int = 0
+    """Consecutive failed attempts spent from the retry budget."""
+    failure: FailureRecord | None = None
+    written_at: datetime
+
+    def successor(self, **changes: Any) -> Snapshot:
+        """The next generation with `changes`; the store sets `written_at` when it writes it."""
+        return replace(self, generation=self.generation + 1, **changes)
+
+
+class _Invalid(ValueError):
+    """A reason a document is not a snapshot; `decode` adds the path."""
+
+
+def checksum(document: Mapping[str, Any]) -> str:
+    """``"sha256:<hex>"`` of the canonical JSON form of `document` (without its checksum)."""
+    canonical = json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_iso
+    )
+    return _ALGORITHM + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal(document: Mapping[str, Any]) -> bytes:
+    """`document` as TOML bytes with its checksum added."""
+    return tomli_w.dumps({**document, "checksum": checksum(document)}).encode("utf-8")
+
+
+def encode(snapshot: Snapshot) -> bytes:
+    """The snapshot file's bytes; ValueError if the offset is not TOML-representable."""
+    document: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "job": snapshot.job,
+        "generation": snapshot.generation,
+        "state": snapshot.state.value,
+        "attempts": snapshot.attempts,
+        "written_at": _utc(snapshot.written_at),
+    }
+    if snapshot.offset is not None:
+        _check_offset(snapshot.offset)
+        document["offset"] = snapshot.offset
+    if (failure := snapshot.failure) is not None:
+        document["failure"] = {
+            "attempts": failure.attempts,
+            "error_type": _text(failure.error_type),
+            "message": _text(failure.message),
+            "traceback": _text(failure.traceback),
+            "first_failure_at": _utc(failure.first_failure_at),
+            "last_failure_at": _utc(failure.last_failure_at),
+        }
+    return seal(document)
+
+
+def decode(data: bytes, *, job: str, path: Path) -> Snapshot:
+    """The snapshot in `data`, which was read from `path`; SnapshotCorrupt says what is wrong."""
+    try:
+        return _decode(data, job)
+    except _Invalid as exc:
+        raise SnapshotCorrupt(f"corrupt snapshot {path}: {exc}") from None
+
+
+def _decode(data: bytes, job: str) -> Snapshot:
+    if not data:
+        raise _Invalid("the file is empty (zero bytes)")
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Invalid(f"not UTF-8 text (bad byte at {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _Invalid(f"not valid TOML ({exc})") from None
+    # The format first: a newer layout may checksum differently, and saying so helps more.
+    version = _get(document, "format", int)
+    if version != FORMAT_VERSION:
+        raise _Invalid(f"unknown format version {version} (this supervisor reads {FORMAT_VERSION})")
+    stored = _get(document, "checksum", str)
+    del document["checksum"]
+    if not hmac.compare_digest(stored.encode("utf-8"), checksum(document).encode("utf-8")):
+        raise _Invalid("checksum mismatch: the file was changed or damaged after it was written")
+    _no_unknown_keys(document, _TOP_KEYS, "")
+    if (owner := _get(document, "job", str)) != job:
+        raise _Invalid(f"it belongs to job {owner!r}, not {job!r}")
+    state_name = _get(document, "state", str)
+    try:
+        state = JobState(state_name)
+    except ValueError:
+        raise _Invalid(f"unknown state {state_name!r}") from None
+    offset = document.get("offset")
+    if offset is not None:
+        _check_offset(offset, invalid=_Invalid)
+    failure = document.get("failure")
+    return Snapshot(
+        job=owner,
+        generation=_count(document, "generation"),
+        offset=offset,
+        state=state,
+        attempts=_count(document, "attempts"),
+        failure=None if failure is None else _failure(failure),
+        written_at=_moment(document, "written_at"),
+    )
+
+
+def _failure(table: object) -> FailureRecord:
+    if not isinstance(table, dict):
+        raise _Invalid(f"field 'failure' must be a table, not {type(table).__name__}")
+    _no_unknown_keys(table, _FAILURE_KEYS, "failure.")
+    return FailureRecord(
+        attempts=_count(table, "attempts", "failure."),
+        error_type=_get(table, "error_type", str, "failure."),
+        message=_get(table, "message", str, "failure."),
+        traceback=_get(table, "traceback", str, "failure.") if "traceback" in table else "",
+        first_failure_at=_moment(table, "first_failure_at", "failure."),
+        last_failure_at=_moment(table, "last_failure_at", "failure."),
+    )
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type[_T], where: str = "") -> _T:
+    if key not in table:
+        raise _Invalid(f"missing field '{where}{key}'")
+    value = table[key]
+    # bool is an int to Python, never to a snapshot.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _Invalid(f"field '{where}{key}' must be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _count(table: Mapping[str, Any], key: str, where: str = "") -> int:
+    value = _get(table, key, int, where)
+    if value < 0:
+        raise _Invalid(f"field '{where}{key}' is negative ({value})")
+    return value
+
+
+def _moment(table: Mapping[str, Any], key: str, where: str = "") -> datetime:
+    value = _get(table, key, datetime, where)
+    if value.tzinfo is None:
+        raise _Invalid(f"field '{where}{key}' has no UTC offset")
+    return value.astimezone(UTC)
+
+
+def _no_unknown_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
+    # A newer writer's field would be silently dropped by the next write: refuse instead.
+    if unknown := sorted(set(table) - known):
+        raise _Invalid("unknown field(s) " + ", ".join(f"'{where}{key}'" for key in unknown))
+
+
+def _check_offset(value: object, invalid: type[ValueError] = ValueError) -> None:
+    """Raise `invalid` unless `value` is an Offset that TOML stores and reads back exactly."""
+    if isinstance(value, bool | float):
+        return
+    if isinstance(value, int):
+        if value not in _INT64:
+            raise invalid(f"offset integer {value} is outside TOML's 64-bit range")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(f"offset text {value!r} is not valid Unicode") from None
+    elif isinstance(value, list):
+        for item in value:
+            _check_offset(item, invalid)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise invalid(f"offset key {key!r} is not text")
+            _check_offset(key, invalid)
+            _check_offset(item, invalid)
+    else:
+        raise invalid(f"the offset holds a {type(value).__name__}, which is not an offset value")
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"snapshot times must be timezone-aware, got {moment.isoformat()}")
+    return moment.astimezone(UTC)
+
+
+def _text(text: str) -> str:
+    # An error message may carry lone surrogates (undecodable file names): keep them visible.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in a snapshot document")

@@ -1,0 +1,354 @@
+"""Snapshot files on disk: durable writes, the previous generation kept, nothing deleted.
+
+Files in the state directory, for the job ``orders``::
+
+    orders.snapshot.toml                       the current generation
+    orders.snapshot.prev.toml                  the generation before it
+    orders.snapshot.broken-<UTC>.toml          a file that failed its checks, kept for a post-mortem
+    orders.snapshot.<reason>-<UTC>.toml        set aside (a FAILED job started afresh), and
+    orders.snapshot.<reason>-<UTC>.prev.toml   its previous generation
+    .orders.snapshot.<16 hex>.tmp              a write in flight; `prepare` removes it after a crash
+
+A write (`WRITE_STEPS`): new bytes to a fresh temp file, fsynced; the current
+file hard-linked (copied if links are unsupported) to a temp name that then
+replaces ``prev``; the temp file replaces the current one; the directory is
+fsynced. The current name never disappears: a crash at any instant leaves it
+holding the old or the new generation, each complete on disk. Every name is
+opened relative to one O_NOFOLLOW descriptor of the directory, so a planted
+symlink is refused, never written through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from supervisor.errors import SnapshotCorrupt, SnapshotError, SnapshotWriteError
+from supervisor.snapshot import Snapshot, decode, encode
+
+log = structlog.get_logger("supervisor.snapshot")
+
+WRITE_STEPS = ("temp_written", "temp_fsynced", "previous_kept", "renamed", "directory_fsynced")
+"""The steps of a write, in order; `SnapshotStore(on_step=...)` is called after each."""
+
+_JOB = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_REASON = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_TEMP = re.compile(r"\.[a-z0-9][a-z0-9_-]{0,62}\.snapshot\.[0-9a-f]{16}\.tmp")
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP})
+_OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted at a snapshot name must not hang the reader.
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class SnapshotStore:
+    """The snapshots of every job in one state directory."""
+
+    def __init__(self, directory: Path, *, on_step: Callable[[str], None] | None = None) -> None:
+        self.directory = directory
+        self._on_step = on_step or _no_step
+        self._generations: dict[str, int] = {}  # highest written or loaded, per job
+        self._locks: dict[str, anyio.Lock] = {}
+
+    def path_for(self, job: str) -> Path:
+        """Where the current snapshot of `job` lives."""
+        return self.directory / _current(job)
+
+    async def prepare(self) -> None:
+        """Create the directory (0700) if missing, refuse a symlink, remove crashed writes."""
+        await anyio.to_thread.run_sync(self._prepare)
+
+    async def load(self, job: str) -> Snapshot | None:
+        """The last valid snapshot of `job`, None if it was never checkpointed.
+
+        Falls back to the previous generation when the current file is missing
+        or corrupt (the corrupt one is renamed aside); raises SnapshotCorrupt
+        naming the paths when no file is valid, leaving them where they are.
+        """
+        async with self._lock(job):
+            snapshot = await anyio.to_thread.run_sync(self._load, job)
+            if snapshot is not None:
+                seen = self._generations.get(job, snapshot.generation)
+                self._generations[job] = max(seen, snapshot.generation)
+            return snapshot
+
+    async def write(self, snapshot: Snapshot) -> Snapshot:
+        """Write `snapshot` durably and return it as written (with `written_at`).
+
+        Raises SnapshotWriteError naming the path and errno; the previous
+        snapshot is then intact. ValueError if the generation does not grow.
+        """
+        job = snapshot.job
+        async with self._lock(job):
+            last = self._generations.get(job)
+            if last is not None and snapshot.generation <= last:
+                raise ValueError(
+                    f"snapshot of {job} has generation {snapshot.generation}, "
+                    f"not above {last}: generations only grow"
+                )
+            written = replace(snapshot, written_at=datetime.now(UTC))
+            data = encode(written)
+            await anyio.to_thread.run_sync(self._write, job, data)
+            # Only a completed write counts: after a failure the caller retries this generation.
+            self._generations[job] = written.generation
+        log.debug("snapshot.written", job=job, generation=written.generation, offset=written.offset)
+        return written
+
+    async def set_aside(self, job: str, reason: str) -> Path | None:
+        """Rename the files of `job` aside (never deleted); the current one's new path."""
+        if not _REASON.fullmatch(reason):
+            raise ValueError(f"not a safe reason for a file name: {reason!r}")
+        async with self._lock(job):
+            return await anyio.to_thread.run_sync(self._set_aside, job, reason)
+
+    def _lock(self, job: str) -> anyio.Lock:
+        _current(job)  # validates the name before anything is keyed by it
+        return self._locks.setdefault(job, anyio.Lock())
+
+    # --- blocking parts: each runs whole in one worker thread ----------------------------
+
+    def _prepare(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with _directory(self.directory) as fd:
+                for name in os.listdir(fd):  # noqa: PTH208 - by descriptor: no symlink race
+                    if _TEMP.fullmatch(name):
+                        os.unlink(name, dir_fd=fd)
+                        log.warning("snapshot.stale_temp_removed", path=str(self.directory / name))
+        except OSError as exc:
+            raise SnapshotError(f"state directory {self.directory}: {_why(exc)}") from exc
+
+    def _load(self, job: str) -> Snapshot | None:
+        current, previous = self.path_for(job), self.directory / _previous(job)
+        try:
+            with _directory(self.directory) as fd:
+                found = _examine(fd, job, current)
+                if isinstance(found, Snapshot):
+                    return found
+                fallback = _examine(fd, job, previous)
+                if isinstance(fallback, SnapshotCorrupt):
+                    reasons = "; ".join(str(error) for error in (found, fallback) if error)
+                    raise SnapshotCorrupt(f"no valid snapshot of {job}: {reasons}")
+                if fallback is None:
+                    if found is None:
+                        return None
+                    raise SnapshotCorrupt(f"{found}; and there is no {previous}")
+                if found is None:  # a crash mid-write, or an earlier fallback
+                    log.warning("snapshot.previous_used", job=job, path=str(previous))
+                else:
+                    self._move_broken_aside(fd, job, current)
+                return fallback
+        except OSError as exc:
+            raise SnapshotError(f"cannot read snapshot {current}: {_why(exc)}") from exc
+
+    def _move_broken_aside(self, fd: int, job: str, current: Path) -> None:
+        aside = f"{_aside_stem(fd, job, 'broken')}.toml"
+        os.rename(current.name, aside, src_dir_fd=fd, dst_dir_fd=fd)
+        log.warning("snapshot.moved_aside", job=job, path=str(current), to=aside)
+        # Not durable yet is fine: the next load finds the same file and does the same.
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+
+    def _write(self, job: str, data: bytes) -> None:
+        current = self.path_for(job)
+        try:
+            with _directory(self.directory) as fd:
+                temp = self._stage(fd, job, data, self._on_step)
+                try:
+                    self._keep_previous(fd, job)
+                    self._on_step("previous_kept")
+                    os.replace(temp, current.name, src_dir_fd=fd, dst_dir_fd=fd)
+                except BaseException:
+                    _remove(fd, temp)
+                    raise
+                self._on_step("renamed")
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise SnapshotWriteError(
+                        f"snapshot {current} was renamed into place but fsync of its directory "
+                        f"failed: {_why(exc)}; it may not survive a power cut "
+                        "(the previous generation is kept)"
+                    ) from exc
+                self._on_step("directory_fsynced")
+        except OSError as exc:
+            raise SnapshotWriteError(
+                f"cannot write snapshot {current}: {_why(exc)}; the previous snapshot is intact"
+            ) from exc
+
+    def _stage(self, fd: int, job: str, data: bytes, step: Callable[[str], None]) -> str:
+        """A new temp file in the directory holding `data`, fsynced; its name."""
+        name = _temp_name(job)
+        file = os.open(name, _OPEN_TEMP, 0o600, dir_fd=fd)
+        try:
+            try:
+                _write_all(file, data)
+                step("temp_written")
+                os.fsync(file)
+            finally:
+                os.close(file)
+            step("temp_fsynced")
+        except BaseException:
+            _remove(fd, name)
+            raise
+        return name
+
+    def _keep_previous(self, fd: int, job: str) -> None:
+        """Make ``prev`` the current generation if it is valid; keep a corrupt one aside."""
+        current = self.path_for(job)
+        found = _examine(fd, job, current)
+        if isinstance(found, Snapshot):
+            self._duplicate(fd, job, current.name, _previous(job))
+        elif found is not None:  # the last good generation stays in prev; the bad file is kept
+            self._duplicate(fd, job, current.name, f"{_aside_stem(fd, job, 'broken')}.toml")
+
+    def _duplicate(self, fd: int, job: str, name: str, target: str) -> None:
+        """Atomically make `target` hold what `name` holds, leaving `name` in place."""
+        temp = _temp_name(job)
+        try:
+            os.link(name, temp, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            data = None
+            with contextlib.suppress(SnapshotCorrupt):
+                data = _read(fd, self.directory / name)
+            if data is None:
+                raise
+            temp = self._stage(fd, job, data, _no_step)
+        try:
+            os.replace(temp, target, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            _remove(fd, temp)
+            raise
+
+    def _set_aside(self, job: str, reason: str) -> Path | None:
+        current = self.path_for(job)
+        try:
+            with _directory(self.directory) as fd:
+                stem = _aside_stem(fd, job, reason)
+                # prev first: a crash in between leaves the current file, so nothing is half done.
+                if _exists(fd, _previous(job)):
+                    os.rename(_previous(job), f"{stem}.prev.toml", src_dir_fd=fd, dst_dir_fd=fd)
+                moved = None
+                if _exists(fd, current.name):
+                    os.rename(current.name, f"{stem}.toml", src_dir_fd=fd, dst_dir_fd=fd)
+                    moved = self.directory / f"{stem}.toml"
+                os.fsync(fd)
+        except OSError as exc:
+            raise SnapshotWriteError(f"cannot set aside snapshot {current}: {_why(exc)}") from exc
+        log.warning("snapshot.set_aside", job=job, reason=reason, path=str(moved))
+        return moved
+
+
+def _current(job: str) -> str:
+    # Names are validated with the job config too; checked again so no path leaves the directory.
+    if not _JOB.fullmatch(job):
+        raise ValueError(f"not a valid job name: {job!r}")
+    return f"{job}.snapshot.toml"
+
+
+def _previous(job: str) -> str:
+    return f"{job}.snapshot.prev.toml"
+
+
+def _temp_name(job: str) -> str:
+    return f".{job}.snapshot.{secrets.token_hex(8)}.tmp"
+
+
+def _no_step(step: str) -> None:
+    pass
+
+
+def _aside_stem(fd: int, job: str, label: str) -> str:
+    """``<job>.snapshot.<label>-<UTC>``, with a counter if that is taken: never overwrite."""
+    stem = f"{job}.snapshot.{label}-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"
+    candidate, count = stem, 0
+    while _exists(fd, f"{candidate}.toml") or _exists(fd, f"{candidate}.prev.toml"):
+        count += 1
+        candidate = f"{stem}-{count}"
+    return candidate
+
+
+@contextlib.contextmanager
+def _directory(path: Path) -> Iterator[int]:
+    try:
+        fd = os.open(path, _OPEN_DIRECTORY)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(exc.errno, "a symlink or not a directory: refused") from exc
+        raise
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _examine(fd: int, job: str, path: Path) -> Snapshot | SnapshotCorrupt | None:
+    """The snapshot at `path`, None if there is no file, or why it is corrupt (logged)."""
+    try:
+        data = _read(fd, path)
+        return None if data is None else decode(data, job=job, path=path)
+    except SnapshotCorrupt as exc:
+        problem = exc
+    log.error("snapshot.corrupt", job=job, path=str(path), error=str(problem))
+    return problem
+
+
+def _read(fd: int, path: Path) -> bytes | None:
+    """The bytes of the regular file `path` (in the directory `fd`), None if it is missing."""
+    try:
+        file = os.open(path.name, _OPEN_READ, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SnapshotCorrupt(f"corrupt snapshot {path}: it is a symlink") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(file).st_mode):
+            raise SnapshotCorrupt(f"corrupt snapshot {path}: not a regular file")
+        chunks = []
+        while chunk := os.read(file, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(file)
+
+
+def _write_all(file: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(file, view)
+        if written == 0:  # no progress and no error: a full disk, not a reason to spin
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _exists(fd: int, name: str) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        return bool(os.stat(name, dir_fd=fd, follow_symlinks=False))
+    return False
+
+
+def _remove(fd: int, name: str) -> None:
+    with contextlib.suppress(OSError):  # a leftover temp file is removed by the next prepare()
+        os.unlink(name, dir_fd=fd)
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno is None:
+        return str(exc)
+    return f"{errno.errorcode.get(exc.errno, str(exc.errno))} ({exc.strerror})"

@@ -1,0 +1,75 @@
+"""A harness for driving JobRunners in-process, on virtual time, with test doubles."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+
+import anyio
+
+from supervisor.components import Components
+from supervisor.config.model import JobConfig
+from supervisor.job import JobRunner
+from supervisor.ledger import JobLedger
+from supervisor.states import JobState
+from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+
+
+@dataclass
+class Watch:
+    """Every state change, and a way to wait for a condition on them."""
+
+    changes: list[tuple[str, JobState, JobState]] = field(default_factory=list)
+    _changed: anyio.Event = field(default_factory=anyio.Event)
+
+    def record(self, runner: JobRunner, old: JobState, new: JobState, cause: str | None) -> None:
+        self.changes.append((runner.name, old, new))
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def until(self, condition: Callable[[], bool], *, within: float = 86_400) -> None:
+        """Wait (in virtual time) until `condition` holds; re-checked on each state
+        change and every 10 ms of virtual time, so counters can be waited on too."""
+        with anyio.fail_after(within):
+            while not condition():
+                with anyio.move_on_after(0.01):
+                    await self._changed.wait()
+
+
+@asynccontextmanager
+async def running_job(
+    job: JobConfig,
+    source: ScriptedSource,
+    sink: RecordingSink | None = None,
+    *,
+    store: InMemorySnapshotStore | None = None,
+    slots: anyio.CapacityLimiter | None = None,
+    watch: Watch | None = None,
+    rng: Callable[[], float] = lambda: 1.0,
+) -> AsyncIterator[tuple[JobRunner, Watch]]:
+    """Run one job's owner task for the body of the `async with`, then shut it down."""
+    store = store if store is not None else InMemorySnapshotStore()
+    watch = watch if watch is not None else Watch()
+    sink = sink if sink is not None else RecordingSink()
+    components = Components(source=lambda _: source, sink=lambda _: sink)
+    runner = JobRunner(
+        job,
+        JobLedger(store, job.name, await store.load(job.name)),
+        watch.record,
+        start_slots=slots or anyio.CapacityLimiter(8),
+        components=components,
+        rng=rng,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        yield runner, watch
+        runner.shut_down()
+
+
+def states_of(watch: Watch, job: str) -> list[JobState]:
+    """The sequence of states a job went through (after its first)."""
+    return [new for name, _, new in watch.changes if name == job]
+
+

@@ -1,0 +1,266 @@
+"""The snapshot encoding: every field round-trips and every kind of damage is caught."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from supervisor.errors import SnapshotCorrupt
+from supervisor.protocols import Offset
+from supervisor.snapshot import FailureRecord, Snapshot, decode, encode, seal
+from supervisor.states import JobState
+
+PATH = Path("/state/orders.snapshot.toml")
+WHEN = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+FAILURE = FailureRecord(
+    attempts=3,
+    error_type="ConnectionError",
+    message='refused: "db" \n down',
+    traceback="Traceback (most recent call last):\n  ...\nConnectionError: refused\n",
+    first_failure_at=WHEN - timedelta(minutes=5),
+    last_failure_at=WHEN,
+)
+
+
+def make(**changes: Any) -> Snapshot:
+    fields: dict[str, Any] = {
+        "job": "orders",
+        "generation": 7,
+        "offset": 1234,
+        "state": JobState.RUNNING,
+        "written_at": WHEN,
+    }
+    return Snapshot(**{**fields, **changes})
+
+
+def document(snapshot: Snapshot) -> dict[str, Any]:
+    """The parsed TOML of an encoded snapshot, without its checksum."""
+    parsed = tomllib.loads(encode(snapshot).decode())
+    del parsed["checksum"]
+    return parsed
+
+
+def corrupt_reason(data: bytes, job: str = "orders") -> str:
+    with pytest.raises(SnapshotCorrupt) as caught:
+        decode(data, job=job, path=PATH)
+    message = str(caught.value)
+    assert str(PATH) in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "offset", [0, 2**63 - 1, -(2**63), "topic-3:0x1f", {"file": "/a b", "pos": {"line": 3}}, None]
+)
+@pytest.mark.parametrize("failure", [FAILURE, None])
+def test_every_field_round_trips(offset: Offset | None, failure: FailureRecord | None) -> None:
+    """decode(encode(s)) gives back s, whatever the offset and with or without a failure."""
+    snapshot = make(offset=offset, failure=failure, state=JobState.SUSPENDED, attempts=3)
+    assert decode(encode(snapshot), job="orders", path=PATH) == snapshot
+
+
+def test_none_offset_and_failure_are_omitted() -> None:
+    """TOML has no null: a missing offset or failure is an absent key."""
+    parsed = document(make(offset=None))
+    assert "offset" not in parsed
+    assert "failure" not in parsed
+
+
+def test_times_are_stored_in_utc() -> None:
+    """A time in another zone is written as the same instant in UTC."""
+    east = WHEN.astimezone(timezone(timedelta(hours=5)))
+    decoded = decode(encode(make(written_at=east)), job="orders", path=PATH)
+    assert decoded.written_at == WHEN
+    assert decoded.written_at.tzinfo is UTC
+
+
+def test_checksum_does_not_depend_on_layout() -> None:
+    """The same values laid out differently (another tomli_w, say) still verify."""
+    snapshot = make(offset={"file": "x", "pos": 9}, failure=FAILURE)
+    parsed = tomllib.loads(encode(snapshot).decode())
+    relaid = "\n\n".join(
+        f"{key}   =   {tomli_w.dumps({key: value}).split('=', 1)[1].strip()}"
+        for key, value in reversed(list(parsed.items()))
+        if not isinstance(value, dict)
+    )
+    relaid += "\n\n" + tomli_w.dumps(
+        {key: value for key, value in parsed.items() if isinstance(value, dict)},
+        multiline_strings=True,
+        indent=2,
+    )
+    assert decode(relaid.encode(), job="orders", path=PATH) == snapshot
+
+
+def test_a_flipped_bit_in_the_offset_is_detected() -> None:
+    """Changing one bit of the offset value fails the checksum."""
+    data = encode(make(offset=1234))
+    damaged = data.replace(b"offset = 1234", b"offset = 1235")
+    assert damaged != data
+    assert "checksum mismatch" in corrupt_reason(damaged)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x00\xff\x13garbage\x8f" * 10, "not UTF-8"),
+        (b"\xc3\x28 = 1", "not UTF-8"),
+        (b"this is = not = toml", "not valid TOML"),
+    ],
+)
+def test_unreadable_bytes_are_detected(data: bytes, reason: str) -> None:
+    """Zero-length, garbage, non-UTF-8 and non-TOML files are corrupt, saying which."""
+    assert reason in corrupt_reason(data)
+
+
+def test_a_truncated_file_is_detected() -> None:
+    """Every truncation of a snapshot file is corrupt, unless it cut only the final newline."""
+    snapshot = make(failure=FAILURE)
+    data = encode(snapshot)
+    assert decode(data.rstrip(), job="orders", path=PATH) == snapshot
+    for length in range(len(data.rstrip())):
+        corrupt_reason(data[:length])
+
+
+def test_a_snapshot_of_another_job_is_refused() -> None:
+    """A file that names another job (copied over by mistake) is corrupt."""
+    assert "'orders', not 'billing'" in corrupt_reason(encode(make()), job="billing")
+
+
+def test_a_missing_checksum_is_detected() -> None:
+    """A file without a checksum is corrupt."""
+    data = tomli_w.dumps(document(make())).encode()
+    assert "missing field 'checksum'" in corrupt_reason(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"format": 2}, "unknown format version 2"),
+        ({"format": "1"}, "field 'format' must be int"),
+        ({"generation": -1}, "field 'generation' is negative"),
+        ({"generation": True}, "field 'generation' must be int, not bool"),
+        ({"attempts": 1.5}, "field 'attempts' must be int"),
+        ({"state": "sleeping"}, "unknown state 'sleeping'"),
+        ({"job": 3}, "field 'job' must be str"),
+        ({"written_at": "yesterday"}, "field 'written_at' must be datetime"),
+        ({"written_at": datetime(2024, 1, 1)}, "field 'written_at' has no UTC offset"),
+        ({"offset": {"at": datetime(2024, 1, 1, tzinfo=UTC)}}, "holds a datetime"),
+        ({"failure": "boom"}, "field 'failure' must be a table"),
+        ({"failure": {"attempts": 1}}, "missing field 'failure.error_type'"),
+        ({"colour": "blue"}, "unknown field(s) 'colour'"),
+    ],
+)
+def test_ill_formed_documents_are_refused(change: dict[str, Any], reason: str) -> None:
+    """A correctly checksummed document with a wrong field is still corrupt, saying which."""
+    assert reason in corrupt_reason(seal({**document(make()), **change}))
+
+
+@pytest.mark.parametrize("field", ["job", "generation", "state", "attempts", "written_at"])
+def test_missing_fields_are_refused(field: str) -> None:
+    """Each required field's absence is named."""
+    parsed = document(make())
+    del parsed[field]
+    assert f"missing field '{field}'" in corrupt_reason(seal(parsed))
+
+
+def test_failure_traceback_defaults_to_empty() -> None:
+    """A failure table without a traceback decodes with an empty one."""
+    parsed = document(make(failure=FAILURE))
+    del parsed["failure"]["traceback"]
+    decoded = decode(seal(parsed), job="orders", path=PATH)
+    assert decoded.failure is not None
+    assert decoded.failure.traceback == ""
+
+
+@pytest.mark.parametrize(
+    "offset", [2**63, {"a": [1, None]}, {1: "x"}, ("a", 1), "\udcff", b"bytes", float]
+)
+def test_offsets_toml_cannot_hold_are_refused_on_encode(offset: Any) -> None:
+    """An offset that would not read back the same is a ValueError before any byte is written."""
+    with pytest.raises(ValueError, match="offset"):
+        encode(make(offset=offset))
+
+
+def test_naive_times_are_refused_on_encode() -> None:
+    """A time without a zone is ambiguous: refused rather than guessed."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        encode(make(written_at=datetime(2024, 1, 1)))
+
+
+def test_undecodable_text_in_a_failure_is_kept_visible() -> None:
+    """A lone surrogate in an error message (an undecodable file name) is escaped, not fatal."""
+    failure = FailureRecord(
+        attempts=1,
+        error_type="OSError",
+        message="cannot open b\udcffd",
+        first_failure_at=WHEN,
+        last_failure_at=WHEN,
+    )
+    decoded = decode(encode(make(failure=failure)), job="orders", path=PATH)
+    assert decoded.failure is not None
+    assert decoded.failure.message == "cannot open b\\udcffd"
+
+
+def test_successor_increments_the_generation() -> None:
+    """successor() is the next generation with the changes applied."""
+    nxt = make(generation=7).successor(offset=99, state=JobState.PAUSED)
+    assert (nxt.generation, nxt.offset, nxt.state) == (8, 99, JobState.PAUSED)
+
+
+# --- properties ------------------------------------------------------------------------
+
+keys = st.text(min_size=1, max_size=8)
+scalars = st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
+offsets = st.recursive(
+    scalars, lambda inner: st.dictionaries(keys, inner, max_size=4), max_leaves=8
+)
+moments = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(9000, 1, 1), timezones=st.just(UTC)
+)
+failures = st.builds(
+    FailureRecord,
+    attempts=st.integers(0, 1000),
+    error_type=st.text(max_size=30),
+    message=st.text(max_size=60),
+    traceback=st.text(max_size=60),
+    first_failure_at=moments,
+    last_failure_at=moments,
+)
+snapshots = st.builds(
+    Snapshot,
+    job=st.from_regex(r"[a-z0-9][a-z0-9_-]{0,62}", fullmatch=True),
+    generation=st.integers(0, 2**63 - 1),
+    offset=st.none() | offsets,
+    state=st.sampled_from(JobState),
+    attempts=st.integers(0, 1000),
+    failure=st.none() | failures,
+    written_at=moments,
+)
+
+
+@given(snapshots)
+def test_any_valid_snapshot_round_trips(snapshot: Snapshot) -> None:
+    """Every representable snapshot decodes to itself."""
+    assert decode(encode(snapshot), job=snapshot.job, path=PATH) == snapshot
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshot=snapshots, data=st.data())
+def test_any_single_byte_change_is_detected_or_harmless(snapshot: Snapshot, data: Any) -> None:
+    """Changing any one byte either makes the file corrupt or leaves the same snapshot."""
+    encoded = bytearray(encode(snapshot))
+    index = data.draw(st.integers(0, len(encoded) - 1), label="index")
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != encoded[index]), label="byte")
+    encoded[index] = byte
+    try:
+        decoded = decode(bytes(encoded), job=snapshot.job, path=PATH)
+    except SnapshotCorrupt:
+        return
+    assert decoded == snapshot
