@@ -116,10 +116,14 @@ class Attempt:
                 await self._checkpoint(sink, offset)
                 return AttemptEnd.FINISHED
             now = anyio.current_time()
-            if uncommitted >= policy.every_records or (now >= next_checkpoint_at):
+            if uncommitted >= policy.every_records or now >= next_checkpoint_at:
                 if offset != committed or uncommitted:
                     await self._checkpoint(sink, offset)
                     committed, uncommitted = offset, 0
+                else:
+                    # Nothing new to commit: the job is caught up, which proves
+                    # health as well as a checkpoint does (`retry.reset_after`).
+                    self.checkpoint_event.set()
                 next_checkpoint_at = now + policy.interval
             # One yield per batch keeps a fast source from starving other jobs.
             await anyio.lowlevel.checkpoint()

@@ -334,7 +334,7 @@ async def test_every_step_runs_in_a_worker_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No fsync (nor any other step) of a write runs on the event loop's thread."""
-    store = await store_with(tmp_path, 1)
+    await store_with(tmp_path, 1)
     threads: list[threading.Thread] = []
     real_fsync = os.fsync
 
@@ -343,7 +343,9 @@ async def test_every_step_runs_in_a_worker_thread(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    store._on_step = lambda step: threads.append(threading.current_thread())
+    store = SnapshotStore(
+        tmp_path / "state", on_step=lambda step: threads.append(threading.current_thread())
+    )
     await store.write(snap(2))
     await store.set_aside("orders", "failed")
     assert len(threads) == 2 + len(WRITE_STEPS) + 1
