@@ -385,11 +385,13 @@ class JobRunner:
             )
         old = self.ledger.offset
         if self.state is JobState.FAILED and not self._offset_set_while_failed:
+            # A FAILED job is not resumed from its snapshot: keep that one aside.
             await self.ledger.set_aside("failed")
         try:
             await self.ledger.write(offset=value)
         except SnapshotError as exc:
-            raise CommandRefused(f"offset of {self.name} not changed: {exc}") from exc
+            fresh = " (it stays FAILED and `start` begins afresh)" if old != self.ledger.offset else ""
+            raise CommandRefused(f"offset of {self.name} not set{fresh}: {exc}") from exc
         self._load_error = None
         # An offset set on a FAILED job is where its next `start` begins.
         self._offset_set_while_failed = self.state is JobState.FAILED

@@ -29,7 +29,7 @@ class ScriptedSource:
 
     - `count`: the source ends after ``count`` records (0: unbounded).
     - `available`: how many records exist so far (None: all of them); a read
-      past it waits `wait` seconds and returns an empty batch, like a quiet log.
+      past it waits up to `poll_interval` and returns an empty batch, like a quiet log.
     - `fail_at`: a sequence number -> the error raised by the read that would
       return it (consumed: raised once).
     - `open_errors`: each `open` raises the next one, while any are left.
@@ -39,6 +39,7 @@ class ScriptedSource:
     count: int = 0
     batch: int = 100
     available: int | None = None
+    poll_interval: float = 0.1
     fail_at: dict[int, BaseException] = field(default_factory=dict)
     open_errors: list[BaseException] = field(default_factory=list)
     read_errors: list[BaseException] = field(default_factory=list)
@@ -68,7 +69,8 @@ class ScriptedSource:
         if self.available is not None:
             end = min(end, self.available)
         if end <= self.position and not (self.count and end >= self.count):
-            await anyio.sleep(wait)
+            # Like a followed file: look again every poll_interval until `wait` is up.
+            await anyio.sleep(min(wait, self.poll_interval))
             return Batch([], self.position)
         for seq in range(self.position, end):
             if seq in self.fail_at:

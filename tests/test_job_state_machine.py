@@ -1,0 +1,277 @@
+"""A Hypothesis state machine over real JobRunners, on a virtual clock.
+
+Random failures of source, sink and open (transient and fatal), new records,
+clock advances and every operator command; after every step the invariants of
+SPEC §4 are checked.
+
+The runners live on a trio event loop in a portal thread whose MockClock only
+moves when a rule jumps it, and every step ends when all tasks are blocked, so
+each step's effects are complete and deterministic before the checks run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import trio.testing
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from trio.testing import MockClock
+
+from supervisor.components import Components
+from supervisor.config.model import CheckpointPolicy, RetryPolicy
+from supervisor.errors import CommandRefused, FatalError, TransientError
+from supervisor.job import JobRunner
+from supervisor.ledger import JobLedger
+from supervisor.states import Event, IllegalTransition, JobState, next_state
+from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from tests.helpers import make_job
+
+JOBS = ("alpha", "beta")
+VERBS = ("pause", "resume", "stop", "start", "restart", "retry")
+HOLDING = frozenset({JobState.PAUSED, JobState.STOPPED})
+
+
+def _error(kind: str) -> BaseException:
+    return FatalError("fatal") if kind == "fatal" else TransientError("transient")
+
+
+@dataclass
+class JobModel:
+    """What the test knows about one job, to check the runner against."""
+
+    runner: JobRunner
+    source: ScriptedSource
+    sink: RecordingSink
+    suspend: bool
+    hold: JobState | None = None
+    """PAUSED or STOPPED as the operator left it, until they say otherwise."""
+    opens_at_reset: int = 0
+    last_offset: int = 0
+    suspended_bytes: bytes | None = None
+    changes: list[tuple[JobState, JobState]] = field(default_factory=list)
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = MockClock()
+        self._portal_cm = anyio.from_thread.start_blocking_portal(
+            "trio", backend_options={"clock": self.clock}
+        )
+        self.portal = self._portal_cm.__enter__()
+        self.store = InMemorySnapshotStore()
+        self.jobs: dict[str, JobModel] = {}
+        self._host, _ = self.portal.start_task(self._host_jobs)
+        self._settle()
+
+    async def _host_jobs(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self._stop = anyio.Event()
+        async with anyio.create_task_group() as tasks:
+            self.tasks = tasks
+            await self._start_all()
+            task_status.started()
+            await self._stop.wait()
+            for model in self.jobs.values():
+                model.runner.shut_down()
+
+    async def _start_all(self) -> None:
+        slots = anyio.CapacityLimiter(1)
+        for index, name in enumerate(JOBS):
+            suspend = index == 0
+            policy = RetryPolicy(initial=1.0, max=8.0, jitter=True, max_attempts=3, reset_after=5.0)
+            job = make_job(
+                name,
+                suspend_on_failure=suspend,
+                retry=policy,
+                checkpoint=CheckpointPolicy(every_records=20, interval=3.0),
+            )
+            source, sink = ScriptedSource(available=0, batch=3), RecordingSink()
+            model = JobModel(None, source, sink, suspend)  # type: ignore[arg-type]
+            runner = JobRunner(
+                job,
+                JobLedger(self.store, name, None),
+                lambda r, old, new, cause, m=model: m.changes.append((old, new)),
+                start_slots=slots,
+                components=Components(source=lambda _, s=source: s, sink=lambda _, k=sink: k),
+                rng=lambda: 0.5,
+            )
+            model.runner = runner
+            self.jobs[name] = model
+            await self.tasks.start(runner.run)
+
+    def _settle(self) -> None:
+        self.portal.call(trio.testing.wait_all_tasks_blocked)
+
+    def teardown(self) -> None:
+        try:
+            self.portal.call(self._stop.set)
+            self._host.result()
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    # --- the world -------------------------------------------------------------------
+
+    @rule(job=st.sampled_from(JOBS), count=st.integers(1, 12))
+    def records_arrive(self, job: str, count: int) -> None:
+        self.jobs[job].source.available = (self.jobs[job].source.available or 0) + count
+        self._settle()
+
+    @rule(job=st.sampled_from(JOBS), kind=st.sampled_from(["transient", "fatal"]))
+    def source_read_fails(self, job: str, kind: str) -> None:
+        self.jobs[job].source.read_errors.append(_error(kind))
+        self._settle()
+
+    @rule(job=st.sampled_from(JOBS), kind=st.sampled_from(["transient", "fatal"]))
+    def source_open_fails(self, job: str, kind: str) -> None:
+        self.jobs[job].source.open_errors.append(_error(kind))
+        self._settle()
+
+    @rule(job=st.sampled_from(JOBS), kind=st.sampled_from(["transient", "fatal"]))
+    def sink_flush_fails(self, job: str, kind: str) -> None:
+        self.jobs[job].sink.fail_on_flush = _error(kind)
+        self._settle()
+
+    @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 2.0, 5.0, 30.0]))
+    def time_passes(self, seconds: float) -> None:
+        # In small steps, so every timer due in between fires in order.
+        remaining = seconds
+        while remaining > 0:
+            step = min(remaining, 0.25)
+            self.clock.jump(step)
+            remaining -= step
+            self._settle()
+
+    @rule(on=st.booleans())
+    def disk_outage(self, on: bool) -> None:
+        self.store.fail_writes = on
+        self._settle()
+
+    # --- the operator ----------------------------------------------------------------
+
+    @rule(job=st.sampled_from(JOBS), verb=st.sampled_from(VERBS))
+    def operator_command(self, job: str, verb: str) -> None:
+        model = self.jobs[job]
+        opens_before = model.source.opens
+        outcome: dict[str, Any] = {}
+
+        async def send() -> None:
+            try:
+                outcome["state"] = await model.runner.request(verb)
+            except CommandRefused as exc:
+                outcome["refused"] = exc
+
+        self.portal.call(self.tasks.start_soon, send)
+        self._settle()
+        assert outcome, f"{verb} on {job} did not complete once every task was blocked"
+        if "refused" in outcome:
+            return
+        if verb in ("pause", "stop"):
+            model.hold = model.runner.state
+            assert model.hold in HOLDING
+        elif verb in ("resume", "start", "restart"):
+            model.hold = None
+            model.opens_at_reset = opens_before
+            model.suspended_bytes = None
+            if model.runner.ledger.offset is None:
+                model.last_offset = 0
+            assert model.runner.attempts <= model.source.opens - opens_before
+
+    @rule(job=st.sampled_from(JOBS), offset=st.integers(0, 50))
+    def operator_sets_offset(self, job: str, offset: int) -> None:
+        model = self.jobs[job]
+        outcome: dict[str, Any] = {}
+
+        async def send() -> None:
+            try:
+                await model.runner.request("set_offset", offset)
+                outcome["ok"] = True
+            except CommandRefused as exc:
+                outcome["refused"] = exc
+
+        state_before = model.runner.state
+        self.portal.call(self.tasks.start_soon, send)
+        self._settle()
+        assert outcome
+        if "ok" in outcome:
+            model.last_offset = offset
+            model.suspended_bytes = None
+        elif state_before is JobState.FAILED:
+            # Refused on a FAILED job after its snapshot was set aside: it was
+            # never going to be resumed from, and `start` begins afresh.
+            model.last_offset = 0
+
+    # --- the promises ------------------------------------------------------------------
+
+    @invariant()
+    def every_owner_task_is_alive(self) -> None:
+        if self._host.done():
+            self._host.result()  # raises what killed it
+            raise AssertionError("the job tasks ended without being told to")
+
+    @invariant()
+    def never_two_attempts_of_one_job(self) -> None:
+        for model in self.jobs.values():
+            assert model.source.most_open_at_once <= 1
+
+    @invariant()
+    def only_table_transitions(self) -> None:
+        for model in self.jobs.values():
+            for old, new in model.changes:
+                assert _has_edge(old, new, model.suspend), f"{old} -> {new}"
+            model.changes.clear()
+
+    @invariant()
+    def operator_decision_stands(self) -> None:
+        for model in self.jobs.values():
+            if model.hold is not None:
+                assert model.runner.state is model.hold
+
+    @invariant()
+    def only_attempts_that_ran_count(self) -> None:
+        for model in self.jobs.values():
+            assert 0 <= model.runner.attempts <= model.source.opens - model.opens_at_reset
+
+    @invariant()
+    def suspended_snapshot_never_changes(self) -> None:
+        for name, model in self.jobs.items():
+            if model.runner.state is not JobState.SUSPENDED or model.runner.persist_pending:
+                model.suspended_bytes = None
+                continue
+            now = self.store.files.get(name)
+            if model.suspended_bytes is None:
+                model.suspended_bytes = now
+            assert now == model.suspended_bytes
+
+    @invariant()
+    def committed_offset_never_goes_back(self) -> None:
+        for model in self.jobs.values():
+            offset = model.runner.ledger.offset
+            current = offset if isinstance(offset, int) else 0
+            assert current >= model.last_offset
+            model.last_offset = current
+
+
+def _has_edge(old: JobState, new: JobState, suspend: bool) -> bool:
+    for event in Event:
+        try:
+            if next_state(old, event, suspend_on_failure=suspend) is new:
+                return True
+        except (CommandRefused, IllegalTransition):
+            continue
+    return False
+
+
+LifecycleMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_lifecycle_state_machine = LifecycleMachine.TestCase
+
+
