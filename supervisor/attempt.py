@@ -81,7 +81,9 @@ class Attempt:
             offset = sink_offset if sink_offset is not None else self._ledger.offset
             if sink_offset is not None and sink_offset != self._ledger.offset:
                 log.info(
-                    "job.sink_offset_used", job=self.job.name, offset=sink_offset,
+                    "job.sink_offset_used",
+                    job=self.job.name,
+                    offset=sink_offset,
                     snapshot_offset=self._ledger.offset,
                 )
             await source.open(offset)
@@ -147,4 +149,3 @@ async def _close_quietly(job: str, source: Source, sink: Sink) -> None:
             await component.close()
         except Exception as exc:  # noqa: BLE001 - a close error must not hide the real one
             log.warning("job.close_failed", job=job, component=name, error=repr(exc))
-

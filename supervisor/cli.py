@@ -100,9 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
         return sub
 
     run = add("run", _run, "run the daemon in the foreground")
-    run.add_argument(
-        "--exit-when-idle", action="store_true", help="exit 0 once no job is active"
-    )
+    run.add_argument("--exit-when-idle", action="store_true", help="exit 0 once no job is active")
     add("check", _check, "validate the daemon file and every job file")
     return parser
 

@@ -51,7 +51,9 @@ class Supervisor:
         self._changed = anyio.Event()
         self._stop_requested = anyio.Event()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Prepare state, run every job, return once all have stopped."""
         await self.store.prepare()
         for job in self.config.jobs:
@@ -105,9 +107,7 @@ class Supervisor:
         self, runner: JobRunner, old: JobState, new: JobState, cause: str | None
     ) -> None:
         self.history.append(StateChange(runner.name, old, new, cause))
-        log.info(
-            "job.state_changed", job=runner.name, old=old.value, state=new.value, cause=cause
-        )
+        log.info("job.state_changed", job=runner.name, old=old.value, state=new.value, cause=cause)
         self._changed.set()
 
     async def _stop_on_signals(self) -> None:

@@ -162,7 +162,9 @@ class JobRunner:
 
     # --- the owner task ---------------------------------------------------------
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Own the job until the daemon shuts down."""
         with self._send, self._inbox:
             async with anyio.create_task_group() as tasks:
@@ -390,7 +392,9 @@ class JobRunner:
         try:
             await self.ledger.write(offset=value)
         except SnapshotError as exc:
-            fresh = " (it stays FAILED and `start` begins afresh)" if old != self.ledger.offset else ""
+            fresh = (
+                " (it stays FAILED and `start` begins afresh)" if old != self.ledger.offset else ""
+            )
             raise CommandRefused(f"offset of {self.name} not set{fresh}: {exc}") from exc
         self._load_error = None
         # An offset set on a FAILED job is where its next `start` begins.
@@ -446,7 +450,9 @@ class JobRunner:
             await self._write_state()
         except SnapshotError as exc:
             if not self.persist_pending:
-                log.error("job.persist_failed", job=self.name, state=self.state.value, error=str(exc))
+                log.error(
+                    "job.persist_failed", job=self.name, state=self.state.value, error=str(exc)
+                )
             self.persist_pending = True
             self._persist_wanted.set()
 
@@ -468,7 +474,6 @@ class JobRunner:
                 continue
             delay = 0.5
             self._persist_wanted = anyio.Event()
-
 
 
 class _StartSlot:

@@ -28,5 +28,7 @@ def load_reference(reference: str) -> Any:
         try:
             target = getattr(target, attribute)
         except AttributeError:
-            raise PluginError(f"module {module_name!r} has no attribute {attribute_path!r}") from None
+            raise PluginError(
+                f"module {module_name!r} has no attribute {attribute_path!r}"
+            ) from None
     return target

@@ -29,12 +29,14 @@ from supervisor.protocols import Processor, Record
 
 log = structlog.get_logger("supervisor.processing")
 
+
 def load_processor(reference: str) -> Processor:
     """Import the processor function named by ``pkg.mod:fn``."""
     function = load_reference(reference)
     if not callable(function):
         raise TypeError(f"processor {reference!r} is not callable")
     return cast(Processor, function)
+
 
 class BatchProcessor:
     """Runs one attempt's records through the processor under the records policy."""
@@ -115,6 +117,7 @@ class BatchProcessor:
         )
         # Durable before the checkpoint that passes these records.
         await anyio.to_thread.run_sync(_append_durably, path, lines.encode())
+
 
 def _append_durably(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)

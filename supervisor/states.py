@@ -105,9 +105,7 @@ TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
 }
 GAVE_UP_FROM = frozenset({_P, _RN, _RT})
 
-COMMANDS = frozenset(
-    {Event.PAUSE, Event.RESUME, Event.STOP, Event.START, Event.RESTART}
-)
+COMMANDS = frozenset({Event.PAUSE, Event.RESUME, Event.STOP, Event.START, Event.RESTART})
 """Events an operator sends; refusing one is a `CommandRefused`, not a bug."""
 
 

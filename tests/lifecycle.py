@@ -71,5 +71,3 @@ async def running_job(
 def states_of(watch: Watch, job: str) -> list[JobState]:
     """The sequence of states a job went through (after its first)."""
     return [new for name, _, new in watch.changes if name == job]
-
-

@@ -178,7 +178,9 @@ async def test_resume_on_retrying_is_refused_naming_retry_and_pause() -> None:
     source = ScriptedSource(open_errors=[TransientError("x")], available=5)
     async with running_job(_job(initial=100.0), source) as (runner, watch):
         await watch.until(lambda: runner.state is R.RETRYING)
-        with pytest.raises(CommandRefused, match="supervisor retry orders.*supervisor pause orders"):
+        with pytest.raises(
+            CommandRefused, match="supervisor retry orders.*supervisor pause orders"
+        ):
             await runner.request("resume")
 
 

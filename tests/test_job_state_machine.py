@@ -273,5 +273,3 @@ LifecycleMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_lifecycle_state_machine = LifecycleMachine.TestCase
-
-

@@ -101,7 +101,9 @@ def test_sqlite_sink_refuses_a_table_name_that_is_not_an_identifier(tmp_path: Pa
         SqliteSink(SqliteSinkConfig(path=tmp_path / "x.db", table='x"; DROP'), "job")
 
 
-async def test_stdout_sink_writes_json_lines_on_flush(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+async def test_stdout_sink_writes_json_lines_on_flush(
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
     """Records reach standard output when flushed."""
     sink = StdoutSink()
     await sink.open()

@@ -47,7 +47,9 @@ def test_next_state_follows_the_table_or_raises(
 
 def test_giving_up_suspends_only_with_suspend_on_failure() -> None:
     """A job that cannot recover is SUSPENDED with suspend_on_failure, FAILED without."""
-    assert next_state(JobState.RUNNING, Event.GAVE_UP, suspend_on_failure=True) is JobState.SUSPENDED
+    assert (
+        next_state(JobState.RUNNING, Event.GAVE_UP, suspend_on_failure=True) is JobState.SUSPENDED
+    )
     assert next_state(JobState.RUNNING, Event.GAVE_UP) is JobState.FAILED
 
 

@@ -76,13 +76,17 @@ class SqliteSink:
         return db
 
     def _committed_offset(self, db: sqlite3.Connection) -> Offset | None:
-        row = db.execute(f"SELECT offset FROM {OFFSETS_TABLE} WHERE job = ?", (self._job,)).fetchone()
+        row = db.execute(
+            f"SELECT offset FROM {OFFSETS_TABLE} WHERE job = ?", (self._job,)
+        ).fetchone()
         if row is None:
             return None
         offset: Offset = json.loads(row[0])
         return offset
 
-    def _commit(self, db: sqlite3.Connection, rows: list[tuple[str]], offset: Offset | None) -> None:
+    def _commit(
+        self, db: sqlite3.Connection, rows: list[tuple[str]], offset: Offset | None
+    ) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(f'INSERT INTO "{self._table}" (record) VALUES (?)', rows)
