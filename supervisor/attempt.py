@@ -60,6 +60,10 @@ class Attempt:
         self.opened_event = anyio.Event()
         self.checkpoint_event = anyio.Event()
 
+    def stop_requested(self) -> bool:
+        # A call, so type checkers do not assume it is unchanged across awaits.
+        return self._stop_requested
+
     def request_stop(self) -> None:
         """Finish the batch in hand, checkpoint, and end as STOPPED."""
         self._stop_requested = True
@@ -101,12 +105,12 @@ class Attempt:
         offset = committed
         uncommitted = 0
         next_checkpoint_at = anyio.current_time() + policy.interval
-        while not self._stop_requested:
+        while not self.stop_requested():
             wait = max(next_checkpoint_at - anyio.current_time(), 0.0)
             with anyio.CancelScope() as self._read_scope:
                 batch = await source.read(min(MAX_BATCH, policy.every_records - uncommitted), wait)
             self._read_scope = None
-            if self._stop_requested:
+            if self.stop_requested():
                 break
             if batch.records:
                 await sink.write(await processor.process(batch.records))

@@ -94,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "-c",
             "--config",
             metavar="FILE",
-            help="daemon file (default: $SUPERVISOR_CONFIG, then /etc/stream-supervisor/supervisor.toml)",
+            help=f"daemon file (default: $SUPERVISOR_CONFIG, then {DEFAULT_CONFIG})",
         )
         sub.set_defaults(handler=handler)
         return sub

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from supervisor.config.model import (
     FileSourceConfig,
@@ -35,7 +35,7 @@ def build_source(job: JobConfig) -> Source:
 
         return GenerateSource(config)
     if isinstance(config, PythonSourceConfig):
-        return _construct(config.class_ref, config.options, Source, "source")
+        return cast(Source, _construct(config.class_ref, config.options, Source, "source"))
     raise AssertionError(f"unhandled source config {config!r}")
 
 
@@ -59,7 +59,7 @@ def build_sink(job: JobConfig) -> Sink:
 
         return NullSink()
     if isinstance(config, PythonSinkConfig):
-        return _construct(config.class_ref, config.options, Sink, "sink")
+        return cast(Sink, _construct(config.class_ref, config.options, Sink, "sink"))
     raise AssertionError(f"unhandled sink config {config!r}")
 
 

@@ -18,6 +18,7 @@ from supervisor.config.model import Config, JobConfig
 from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
+from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import ACTIVE, JobState
 
@@ -86,12 +87,12 @@ class Supervisor:
         return await runner.request(verb, value)
 
     async def _build_runner(self, job: JobConfig) -> JobRunner:
+        snapshot: Snapshot | None = None
+        load_error: SnapshotError | None = None
         try:
             snapshot = await self.store.load(job.name)
         except SnapshotError as exc:
-            snapshot, load_error = None, exc
-        else:
-            load_error = None
+            load_error = exc
         runner = JobRunner(
             job,
             JobLedger(self.store, job.name, snapshot),

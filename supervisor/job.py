@@ -31,7 +31,6 @@ from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.failures import describe_failure, is_fatal
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
-from supervisor.snapshot import FailureRecord
 from supervisor.states import ACTIVE, Event, JobState, next_state, restored_state
 
 log = structlog.get_logger("supervisor.job")
@@ -118,6 +117,7 @@ class JobRunner:
             self.state = restored_state(snapshot.state)
         else:
             self.state = JobState.PENDING
+        ledger.live_state = self.state
         self.attempts = snapshot.attempts
         """Consecutive failed attempts: what has been spent of `retry.max_attempts`."""
         self.failure = snapshot.failure
@@ -158,6 +158,7 @@ class JobRunner:
         self.state = next_state(
             JobState.PENDING, Event.GAVE_UP, suspend_on_failure=self.config.suspend_on_failure
         )
+        self.ledger.live_state = self.state
         self.cause = str(error)
 
     # --- the owner task ---------------------------------------------------------
@@ -326,8 +327,6 @@ class JobRunner:
     async def _on_request(self, request: _Request) -> None:
         handler = getattr(self, f"_cmd_{request.verb}")
         try:
-            if self._shutting_down:
-                raise CommandRefused(f"{self.name}: the daemon is shutting down")
             settle = await handler(request.value)
         except CommandRefused as exc:
             request.error = exc
@@ -338,35 +337,44 @@ class JobRunner:
             request.done.set()
         self._drive_if_active()
 
+    def _refuse_while_shutting_down(self) -> None:
+        if self._shutting_down:
+            raise CommandRefused(f"{self.name}: the daemon is shutting down")
+
     async def _cmd_shutdown(self, _: object) -> bool:
         self._shutting_down = True
         self._stop_driver()
         return False
 
     async def _cmd_pause(self, _: object) -> bool:
+        self._refuse_while_shutting_down()
         await self._transition(Event.PAUSE, cause="paused by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_stop(self, _: object) -> bool:
+        self._refuse_while_shutting_down()
         await self._transition(Event.STOP, cause="stopped by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_resume(self, _: object) -> bool:
+        self._refuse_while_shutting_down()
         await self._transition(Event.RESUME, cause="resumed by operator")
         await self._begin_again(keep_offset=True)
         return False
 
     async def _cmd_start(self, _: object) -> bool:
+        self._refuse_while_shutting_down()
         keep = self.state is not JobState.FAILED
         await self._transition(Event.START, cause="started by operator")
         await self._begin_again(keep_offset=keep)
         return False
 
     async def _cmd_restart(self, _: object) -> bool:
+        self._refuse_while_shutting_down()
         keep = self.state is not JobState.FAILED
         self._stop_driver()
         await self._transition(Event.RESTART, cause="restarted by operator")
@@ -374,6 +382,7 @@ class JobRunner:
         return False
 
     async def _cmd_retry(self, _: object) -> bool:
+        self._refuse_while_shutting_down()
         driver = self._driver
         if self.state is not JobState.RETRYING or driver is None or driver.retry_at is None:
             raise CommandRefused(f"{self.name} is {self.state.name}, not waiting to retry")
@@ -381,6 +390,7 @@ class JobRunner:
         return False
 
     async def _cmd_set_offset(self, value: Offset) -> bool:
+        self._refuse_while_shutting_down()
         if self.state not in OFFSET_SETTABLE or self._driver is not None:
             raise CommandRefused(
                 f"{self.name} is {self.state.name}: pause or stop it before setting its offset"
@@ -438,6 +448,7 @@ class JobRunner:
             self.state, event, suspend_on_failure=self.config.suspend_on_failure, job=self.name
         )
         old, self.state = self.state, new
+        self.ledger.live_state = new
         if cause is not None:
             self.cause = cause
         if old is not new:
@@ -450,7 +461,7 @@ class JobRunner:
             await self._write_state()
         except SnapshotError as exc:
             if not self.persist_pending:
-                log.error(
+                log.error(  # noqa: TRY400 - the cause is in `error`; no traceback wanted
                     "job.persist_failed", job=self.name, state=self.state.value, error=str(exc)
                 )
             self.persist_pending = True

@@ -10,28 +10,40 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 
 from supervisor.protocols import Offset
 from supervisor.snapshot import Snapshot
-from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import JobState
 
 _NEVER = datetime.fromtimestamp(0, UTC)
 
 
+class SnapshotStorage(Protocol):
+    """What a ledger needs of a store: `SnapshotStore`, or the in-memory one for tests."""
+
+    async def load(self, job: str) -> Snapshot | None: ...
+
+    async def write(self, snapshot: Snapshot) -> Snapshot: ...
+
+    async def set_aside(self, job: str, reason: str) -> Path | None: ...
+
+
 class JobLedger:
     """Holds the last durable snapshot of one job and writes its successors."""
 
-    def __init__(self, store: SnapshotStore, job: str, snapshot: Snapshot | None) -> None:
+    def __init__(self, store: SnapshotStorage, job: str, snapshot: Snapshot | None) -> None:
         self._store = store
         self._lock = anyio.Lock()
         # Generation 0 is never written: it only seeds the first successor.
         self.snapshot = snapshot or Snapshot(
             job=job, generation=0, offset=None, state=JobState.PENDING, written_at=_NEVER
         )
+        self.live_state = self.snapshot.state
+        """The job's state now, set by its owner; checkpoints record it."""
 
     @property
     def offset(self) -> Offset | None:
@@ -39,7 +51,11 @@ class JobLedger:
         return self.snapshot.offset
 
     async def write(self, **changes: Any) -> Snapshot:
-        """Durably write the last snapshot with `changes`; raises SnapshotWriteError."""
+        """Durably write the last snapshot with `changes`; raises SnapshotWriteError.
+
+        Unless `changes` says otherwise, the snapshot records `live_state`.
+        """
+        changes.setdefault("state", self.live_state)
         async with self._lock:
             self.snapshot = await self._store.write(self.snapshot.successor(**changes))
             return self.snapshot

@@ -20,7 +20,7 @@ def load_reference(reference: str) -> Any:
     module_name, _, attribute_path = reference.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import-time failure means "cannot load"
+    except Exception as exc:
         raise PluginError(
             f"cannot import module {module_name!r} for {reference!r}: {type(exc).__name__}: {exc}"
         ) from exc

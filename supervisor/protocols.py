@@ -23,7 +23,7 @@ Record: TypeAlias = Any
 Offset: TypeAlias = "int | float | str | bool | list[Offset] | dict[str, Offset]"
 """A source position, as a TOML-representable value (it is stored in the snapshot)."""
 
-ProcessorResult: TypeAlias = "Record | None | list[Record]"
+ProcessorResult: TypeAlias = "Record | list[Record] | None"
 Processor: TypeAlias = Callable[[Record], "ProcessorResult | Awaitable[ProcessorResult]"]
 """``record -> record | None (drop) | list (fan out)``, plain or ``async``."""
 

@@ -74,7 +74,7 @@ class Event(enum.StrEnum):
     RESTART = "restart"
 
 
-class IllegalTransition(Exception):  # noqa: N818 - a bug, not a user-facing SupervisorError
+class IllegalTransition(Exception):
     """The transition table has no edge for this state and event: a bug in the engine."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 
+from supervisor.components import Components
 from supervisor.errors import SnapshotWriteError
 from supervisor.protocols import Batch, Offset, Record
 from supervisor.snapshot import Snapshot, decode, encode
@@ -168,3 +169,8 @@ class InMemorySnapshotStore:
         key = f"{job}.snapshot.{reason}-{len(self.set_aside_files)}.toml"
         self.set_aside_files[key] = data
         return self.directory / key
+
+
+def fixed_components(source: ScriptedSource, sink: RecordingSink) -> Components:
+    """Components that hand every attempt the same source and sink objects."""
+    return Components(source=lambda _: source, sink=lambda _: sink)

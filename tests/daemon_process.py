@@ -39,7 +39,7 @@ class DaemonProcess:
         env.pop("NOTIFY_SOCKET", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "-c", str(config), *extra],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
         )
@@ -76,7 +76,9 @@ class DaemonProcess:
         """Drain the log and wait for exit; returns the exit code."""
         for _ in self.iter_events():
             pass
-        return self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=timeout)
+        self._stderr().close()
+        return code
 
     def kill(self) -> None:
         self.process.kill()

@@ -6,15 +6,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-
 import anyio
 
-from supervisor.components import Components
 from supervisor.config.model import JobConfig
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from supervisor.testing import (
+    InMemorySnapshotStore,
+    RecordingSink,
+    ScriptedSource,
+    fixed_components,
+)
 
 
 @dataclass
@@ -53,13 +56,12 @@ async def running_job(
     store = store if store is not None else InMemorySnapshotStore()
     watch = watch if watch is not None else Watch()
     sink = sink if sink is not None else RecordingSink()
-    components = Components(source=lambda _: source, sink=lambda _: sink)
     runner = JobRunner(
         job,
         JobLedger(store, job.name, await store.load(job.name)),
         watch.record,
         start_slots=slots or anyio.CapacityLimiter(8),
-        components=components,
+        components=fixed_components(source, sink),
         rng=rng,
     )
     async with anyio.create_task_group() as tg:

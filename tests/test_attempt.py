@@ -8,13 +8,12 @@ import anyio
 import pytest
 
 from supervisor.attempt import Attempt, AttemptEnd
-from supervisor.components import Components
 from supervisor.config.model import CheckpointPolicy
 from supervisor.errors import TransientError
 from supervisor.ledger import JobLedger
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
-from supervisor.testing import RecordingSink, ScriptedSource
+from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
 from tests.helpers import make_job
 
 pytestmark = pytest.mark.anyio
@@ -24,10 +23,6 @@ async def _ledger(tmp_path: Path) -> JobLedger:
     store = SnapshotStore(tmp_path / "state")
     await store.prepare()
     return JobLedger(store, "job", None)
-
-
-def _components(source: ScriptedSource, sink: RecordingSink) -> Components:
-    return Components(source=lambda job: source, sink=lambda job: sink)
 
 
 async def test_offset_is_written_only_after_the_sink_flushed(tmp_path: Path) -> None:
@@ -43,7 +38,7 @@ async def test_offset_is_written_only_after_the_sink_flushed(tmp_path: Path) -> 
         return await real_write(snapshot)
 
     ledger._store.write = spying_write  # type: ignore[method-assign]
-    end = await Attempt(make_job(), ledger, 1, _components(source, sink)).run()
+    end = await Attempt(make_job(), ledger, 1, fixed_components(source, sink)).run()
 
     assert end is AttemptEnd.FINISHED
     assert [s.offset for s in written] == sink.flushed_offsets
@@ -57,7 +52,7 @@ async def test_checkpoints_every_records(tmp_path: Path) -> None:
     """With every_records = 100 the offsets committed are 100, 200, then the end."""
     ledger = await _ledger(tmp_path)
     source, sink = ScriptedSource(count=250, batch=60), RecordingSink()
-    await Attempt(make_job(), ledger, 1, _components(source, sink)).run()
+    await Attempt(make_job(), ledger, 1, fixed_components(source, sink)).run()
     assert sink.flushed_offsets == [100, 200, 250]
     assert ledger.offset == 250
 
@@ -66,7 +61,7 @@ async def test_bounded_source_finishes_and_closes_both_ends(tmp_path: Path) -> N
     """A source that ends gives FINISHED with the final offset durable, source closed."""
     ledger = await _ledger(tmp_path)
     source, sink = ScriptedSource(count=30), RecordingSink()
-    end = await Attempt(make_job(), ledger, 1, _components(source, sink)).run()
+    end = await Attempt(make_job(), ledger, 1, fixed_components(source, sink)).run()
     assert end is AttemptEnd.FINISHED
     assert (await ledger._store.load("job")) == ledger.snapshot
     assert ledger.offset == 30
@@ -78,7 +73,7 @@ async def test_stop_ends_after_a_final_checkpoint(tmp_path: Path) -> None:
     ledger = await _ledger(tmp_path)
     source, sink = ScriptedSource(count=0, batch=10), RecordingSink()
     job = make_job(checkpoint=CheckpointPolicy(every_records=1_000_000, interval=3600))
-    attempt = Attempt(job, ledger, 1, _components(source, sink))
+    attempt = Attempt(job, ledger, 1, fixed_components(source, sink))
     async with anyio.create_task_group() as tg:
 
         async def stop_after_some_records() -> None:
@@ -99,18 +94,18 @@ async def test_sink_offset_wins_over_the_snapshot(tmp_path: Path) -> None:
     await ledger.write(offset=10)
     source = ScriptedSource(count=50)
     sink = RecordingSink(transactional=True, stored_offset=40)
-    await Attempt(make_job(), ledger, 1, _components(source, sink)).run()
+    await Attempt(make_job(), ledger, 1, fixed_components(source, sink)).run()
     assert [r["seq"] for r in sink.flushed] == list(range(40, 50))
     assert ledger.offset == 50
 
 
 async def test_failure_closes_source_and_sink_and_keeps_last_checkpoint(tmp_path: Path) -> None:
-    """An error mid-run propagates after both ends closed; the offset stays at the last checkpoint."""
+    """An error propagates after both ends closed; the offset stays at the last checkpoint."""
     ledger = await _ledger(tmp_path)
     source = ScriptedSource(count=500, batch=50, fail_at={230: TransientError("blip")})
     sink = RecordingSink()
     with pytest.raises(TransientError):
-        await Attempt(make_job(), ledger, 1, _components(source, sink)).run()
+        await Attempt(make_job(), ledger, 1, fixed_components(source, sink)).run()
     assert source.open_now == 0
     assert ledger.offset == 200
     assert [r["seq"] for r in sink.flushed] == list(range(200))
@@ -124,6 +119,6 @@ async def test_failed_flush_does_not_advance_the_offset(tmp_path: Path) -> None:
     source = ScriptedSource(count=500)
     sink = RecordingSink(fail_on_flush=OSError(5, "Input/output error"))
     with pytest.raises(OSError, match="Input/output"):
-        await Attempt(make_job(), ledger, 1, _components(source, sink)).run()
+        await Attempt(make_job(), ledger, 1, fixed_components(source, sink)).run()
     assert ledger.offset == 0
     assert (tmp_path / "state").joinpath("job.snapshot.toml").read_bytes() == before

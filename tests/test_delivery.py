@@ -59,7 +59,7 @@ def _interrupt_then_finish(config: Path, sig: signal.Signals) -> DaemonProcess:
 
 
 def test_sigkill_repeats_only_records_after_the_last_checkpoint(tmp_path: Path) -> None:
-    """After kill -9 and a restart, nothing is missing and repeats lie after the committed offset."""
+    """After kill -9 and a restart nothing is missing; repeats lie after the committed offset."""
     config = write_config(tmp_path, {"seq": _job('type = "jsonl"\npath = "../out.jsonl"')})
     _interrupt_then_finish(config, signal.SIGKILL)
     committed = _committed_offset(tmp_path, "seq")

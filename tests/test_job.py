@@ -6,12 +6,14 @@ Tests named after a reference text are regressions for the bug it describes
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
+from typing import Any
 
 import anyio
 import pytest
 
-from supervisor.config.model import CheckpointPolicy, RetryPolicy
+from supervisor.config.model import CheckpointPolicy, JobConfig, RetryPolicy
 from supervisor.errors import CommandRefused, FatalError, TransientError
 from supervisor.snapshot import decode
 from supervisor.states import JobState
@@ -30,11 +32,11 @@ def anyio_backend() -> object:
     return virtual_time_backend()
 
 
-def _job(**retry: object) -> object:
+def _job(**retry: Any) -> JobConfig:
     policy = RetryPolicy(initial=1.0, max=60.0, jitter=False, reset_after=30.0, max_attempts=5)
     return make_job(
         "orders",
-        retry=replace(policy, **retry),  # type: ignore[arg-type]
+        retry=replace(policy, **retry),
         checkpoint=CheckpointPolicy(every_records=10, interval=1.0),
     )
 
@@ -71,7 +73,7 @@ async def test_budget_spent_fails_the_job_with_its_cause() -> None:
 async def test_suspend_on_failure_suspends_with_the_snapshot_kept() -> None:
     """With suspend_on_failure a fatal error suspends the job; its offset stays as checkpointed."""
     store = InMemorySnapshotStore()
-    job = replace(_job(), suspend_on_failure=True)  # type: ignore[type-var]
+    job = replace(_job(), suspend_on_failure=True)
     source = ScriptedSource(available=25, batch=5, fail_at={24: FatalError("schema changed")})
     async with running_job(job, source, store=store) as (runner, watch):
         await watch.until(lambda: runner.state is R.SUSPENDED)
@@ -103,17 +105,15 @@ async def test_doris_overlapping_retry_never_runs_two_attempts() -> None:
     source = ScriptedSource(open_errors=[TransientError("x")] * 4, available=10)
     async with running_job(_job(max_attempts=0), source) as (runner, watch):
         for _ in range(20):
-            try:
+            with contextlib.suppress(CommandRefused):
                 await runner.request("retry")
-            except CommandRefused:
-                pass
             await anyio.sleep(0.3)
         await watch.until(lambda: runner.state is R.RETRYING and source.opens == 5)
     assert source.most_open_at_once == 1
 
 
 async def test_doris_failure_does_not_overwrite_a_manual_pause() -> None:
-    """A pause that arrives while an attempt is failing stands; the failure is not counted (Doris)."""
+    """A pause arriving while an attempt fails stands; the failure is not counted (Doris)."""
     sink = RecordingSink(fail_on_flush=TransientError("disk hiccup"))
     source = ScriptedSource(available=5)
     async with running_job(_job(), source, sink) as (runner, watch):
@@ -155,9 +155,9 @@ async def test_pgboss_waiting_for_a_start_slot_does_not_count() -> None:
 
 
 async def test_blueking_state_write_failing_during_an_outage_is_retried() -> None:
-    """When the disk refuses the SUSPENDED write, the state holds in memory and is written later (BlueKing)."""
+    """A refused SUSPENDED write holds the state in memory and is written later (BlueKing)."""
     store = InMemorySnapshotStore()
-    job = replace(_job(), suspend_on_failure=True)  # type: ignore[type-var]
+    job = replace(_job(), suspend_on_failure=True)
     source = ScriptedSource(available=5, open_errors=[FatalError("bad credentials")])
     async with running_job(job, source, store=store) as (runner, watch):
         store.fail_writes = True
@@ -167,8 +167,7 @@ async def test_blueking_state_write_failing_during_an_outage_is_retried() -> Non
         assert "orders" not in store.files
         await anyio.sleep(10)
         store.fail_writes = False
-        while runner.persist_pending:
-            await anyio.sleep(1)
+        await watch.until(lambda: not runner.persist_pending)
     snapshot = decode(store.files["orders"], job="orders", path=store.path_for("orders"))
     assert snapshot.state is R.SUSPENDED
 
@@ -179,7 +178,7 @@ async def test_resume_on_retrying_is_refused_naming_retry_and_pause() -> None:
     async with running_job(_job(initial=100.0), source) as (runner, watch):
         await watch.until(lambda: runner.state is R.RETRYING)
         with pytest.raises(
-            CommandRefused, match="supervisor retry orders.*supervisor pause orders"
+            CommandRefused, match=r"supervisor retry orders.*supervisor pause orders"
         ):
             await runner.request("resume")
 

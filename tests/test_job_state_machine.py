@@ -22,13 +22,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from trio.testing import MockClock
 
-from supervisor.components import Components
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
 from supervisor.errors import CommandRefused, FatalError, TransientError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.states import Event, IllegalTransition, JobState, next_state
-from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from supervisor.testing import (
+    InMemorySnapshotStore,
+    RecordingSink,
+    ScriptedSource,
+    fixed_components,
+)
 from tests.helpers import make_job
 
 JOBS = ("alpha", "beta")
@@ -54,6 +58,9 @@ class JobModel:
     last_offset: int = 0
     suspended_bytes: bytes | None = None
     changes: list[tuple[JobState, JobState]] = field(default_factory=list)
+
+    def record_change(self, _: JobRunner, old: JobState, new: JobState, cause: str | None) -> None:
+        self.changes.append((old, new))
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -95,9 +102,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             runner = JobRunner(
                 job,
                 JobLedger(self.store, name, None),
-                lambda r, old, new, cause, m=model: m.changes.append((old, new)),
+                model.record_change,
                 start_slots=slots,
-                components=Components(source=lambda _, s=source: s, sink=lambda _, k=sink: k),
+                components=fixed_components(source, sink),
                 rng=lambda: 0.5,
             )
             model.runner = runner

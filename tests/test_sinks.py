@@ -33,7 +33,12 @@ async def test_jsonl_sink_fsyncs_on_flush(tmp_path: Path, monkeypatch: pytest.Mo
 
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
     sink = JsonlSink(JsonlSinkConfig(path=tmp_path / "out.jsonl"))
     await sink.open()
     synced.clear()

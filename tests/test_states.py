@@ -22,7 +22,7 @@ from supervisor.states import (
 
 def test_every_state_is_either_active_or_persisted() -> None:
     """ACTIVE and PERSISTED split the eight states between them."""
-    assert ACTIVE | PERSISTED == set(JobState)
+    assert set(JobState) == ACTIVE | PERSISTED
     assert not ACTIVE & PERSISTED
 
 
@@ -30,7 +30,7 @@ def test_every_state_is_either_active_or_persisted() -> None:
 def test_next_state_follows_the_table_or_raises(
     state: JobState, event: Event, suspend: bool
 ) -> None:
-    """next_state returns a table entry, or raises CommandRefused for commands and IllegalTransition otherwise."""
+    """next_state gives a table entry, else CommandRefused (commands) or IllegalTransition."""
     try:
         new = next_state(state, event, suspend_on_failure=suspend, job="orders")
     except CommandRefused as exc:

@@ -9,14 +9,18 @@ import anyio
 import pytest
 
 from supervisor.backoff import backoff_delay
-from supervisor.components import Components
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
 from supervisor.errors import TransientError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from supervisor.testing import (
+    InMemorySnapshotStore,
+    RecordingSink,
+    ScriptedSource,
+    fixed_components,
+)
 from tests.conftest import virtual_time_backend
 from tests.helpers import make_job
 from tests.lifecycle import Watch
@@ -56,7 +60,7 @@ class CountedSource(ScriptedSource):
 
 
 async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> None:
-    """All 1,000 jobs retry with no overlapping attempts, at most 8 starting at once, then recover."""
+    """1,000 jobs retry with no overlapping attempts, at most 8 starting at once, and recover."""
     rng = random.Random(1)
     policy = RetryPolicy(initial=1.0, max=30.0, jitter=True, reset_after=10.0, max_attempts=0)
     store = InMemorySnapshotStore()
@@ -78,7 +82,7 @@ async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> 
                 JobLedger(store, job.name, None),
                 watch.record,
                 start_slots=slots,
-                components=Components(source=lambda _, s=source: s, sink=lambda _, k=sink: k),
+                components=fixed_components(source, sink),
                 rng=rng.random,
             )
         )

@@ -225,7 +225,8 @@ def _job(
         problems.append(
             Problem(
                 where,
-                f"job name {name!r} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$: lowercase ASCII letters, digits, '_' and '-', at most 63 characters",
+                f"job name {name!r} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$: lowercase "
+                "ASCII letters, digits, '_' and '-', at most 63 characters",
             )
         )
     source = _typed_table(raw, "source", _SOURCES, origin, problems)
