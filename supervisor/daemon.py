@@ -10,10 +10,12 @@ from __future__ import annotations
 import signal
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
+from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import Config, JobConfig
 from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.job import JobRunner
@@ -21,6 +23,9 @@ from supervisor.ledger import JobLedger
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import ACTIVE, JobState
+
+if TYPE_CHECKING:
+    from supervisor.testing import InMemorySnapshotStore
 
 log = structlog.get_logger("supervisor.daemon")
 
@@ -41,10 +46,18 @@ class StateChange:
 class Supervisor:
     """Runs every job of a `Config` until told to stop (or until idle)."""
 
-    def __init__(self, config: Config, *, exit_when_idle: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        exit_when_idle: bool = False,
+        store: SnapshotStore | InMemorySnapshotStore | None = None,
+        components: Components = DEFAULT_COMPONENTS,
+    ) -> None:
         self.config = config
         self.exit_when_idle = exit_when_idle
-        self.store = SnapshotStore(config.daemon.state_dir)
+        self.store = store if store is not None else SnapshotStore(config.daemon.state_dir)
+        self._components = components
         self.start_slots = anyio.CapacityLimiter(config.daemon.max_starts_in_flight)
         self.runners: dict[str, JobRunner] = {}
         self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
@@ -98,6 +111,7 @@ class Supervisor:
             JobLedger(self.store, job.name, snapshot),
             self._record_change,
             start_slots=self.start_slots,
+            components=self._components,
         )
         if load_error is not None:
             runner.fail_at_start(load_error)

@@ -31,6 +31,7 @@ from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.failures import describe_failure, is_fatal
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
+from supervisor.snapshot import FailureRecord
 from supervisor.states import ACTIVE, Event, JobState, next_state, restored_state
 
 log = structlog.get_logger("supervisor.job")
@@ -123,7 +124,7 @@ class JobRunner:
         self.failure = snapshot.failure
         self.persist_pending = False
         self.since = time.time()
-        self.cause: str | None = self.failure.message if self.failure else None
+        self.cause: str | None = _cause(self.failure) if self.failure else None
         self._driver: _Driver | None = None
         self._drivers_started = 0
         self._waiting_for_driver: list[_Request] = []
@@ -305,7 +306,7 @@ class JobRunner:
         if ran:
             self.attempts += 1
         self.failure = describe_failure(error, attempts=self.attempts, previous=self.failure)
-        self.cause = f"{self.failure.error_type}: {self.failure.message}"
+        self.cause = _cause(self.failure)
         budget = self.config.retry.max_attempts
         spent = bool(budget) and self.attempts >= budget
         log.warning(
@@ -473,18 +474,28 @@ class JobRunner:
             log.info("job.persist_recovered", job=self.name, state=self.state.value)
         self.persist_pending = False
 
+    def _write_owed(self) -> bool:
+        # A call, not the attribute, so type checkers see it can change across awaits.
+        return self.persist_pending
+
     async def _persist_until_written(self) -> None:
-        delay = 0.5
+        """Retry a refused state write with backoff until one gets through."""
         while True:
             await self._persist_wanted.wait()
-            await anyio.sleep(delay)
-            try:
-                await self._write_state()
-            except SnapshotError:
-                delay = min(delay * 2, PERSIST_RETRY_MAX)
-                continue
-            delay = 0.5
             self._persist_wanted = anyio.Event()
+            delay = 0.5
+            while self._write_owed():
+                await anyio.sleep(delay)
+                if not self._write_owed():
+                    break  # a later write already got through
+                try:
+                    await self._write_state()
+                except SnapshotError:
+                    delay = min(delay * 2, PERSIST_RETRY_MAX)
+
+
+def _cause(failure: FailureRecord) -> str:
+    return f"{failure.error_type}: {failure.message}"
 
 
 class _StartSlot:

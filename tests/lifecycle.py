@@ -70,6 +70,13 @@ async def running_job(
         runner.shut_down()
 
 
+async def eventually(condition: Callable[[], bool], *, within: float = 86_400) -> None:
+    """Wait until `condition` holds, re-checking every 100 ms of *virtual* time."""
+    with anyio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 - polling is free on a virtual clock
+            await anyio.sleep(0.1)
+
+
 def states_of(watch: Watch, job: str) -> list[JobState]:
     """The sequence of states a job went through (after its first)."""
     return [new for name, _, new in watch.changes if name == job]

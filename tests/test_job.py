@@ -234,3 +234,23 @@ async def test_set_offset_only_when_no_attempt_runs() -> None:
         await runner.request("pause")
         await runner.request("set_offset", 3)
         assert runner.ledger.offset == 3
+
+
+async def test_a_recovered_outage_does_not_rewrite_a_suspended_snapshot() -> None:
+    """Once a later write succeeded, the write retrier owes nothing and leaves the file alone."""
+    store = InMemorySnapshotStore()
+    job = replace(_job(), suspend_on_failure=True)
+    source = ScriptedSource(available=5)
+    async with running_job(job, source, store=store) as (runner, watch):
+        await watch.until(lambda: runner.state is R.RUNNING)
+        store.fail_writes = True
+        await runner.request("stop")
+        assert runner.persist_pending
+        store.fail_writes = False
+        source.open_errors.append(FatalError("gone"))
+        await runner.request("start")
+        await watch.until(lambda: runner.state is R.SUSPENDED)
+        await anyio.sleep(0.1)  # virtual: the SUSPENDED write completes
+        suspended = store.files["orders"]
+        await anyio.sleep(600)
+        assert store.files["orders"] == suspended

@@ -275,7 +275,7 @@ def _typed_table(
         return None
     kind = table.get("type")
     kind = kind.value if isinstance(kind, Inherited) else kind
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         listed = ", ".join(f'"{name}"' for name in kinds)
         found = "nothing" if kind is None else repr(kind)
         problems.append(Problem(f"{key}.type", f"expected one of {listed}, got {found}"))
