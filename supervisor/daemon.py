@@ -8,6 +8,7 @@ to end its attempt after a final checkpoint; jobs still running after
 from __future__ import annotations
 
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,12 +36,15 @@ HISTORY_LENGTH = 1000
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """One job's move from one state to another."""
+    """One job's move from one state to another, as kept for `supervisor events`."""
 
     job: str
     old: JobState
     new: JobState
+    attempt: int
     cause: str | None
+    at: float
+    """Wall-clock time (seconds since the epoch)."""
 
 
 class Supervisor:
@@ -121,8 +125,15 @@ class Supervisor:
     def _record_change(
         self, runner: JobRunner, old: JobState, new: JobState, cause: str | None
     ) -> None:
-        self.history.append(StateChange(runner.name, old, new, cause))
-        log.info("job.state_changed", job=runner.name, old=old.value, state=new.value, cause=cause)
+        self.history.append(StateChange(runner.name, old, new, runner.attempts, cause, time.time()))
+        log.info(
+            "job.state_changed",
+            job=runner.name,
+            to=new.value,
+            attempt=runner.attempts,
+            cause=cause,
+            **{"from": old.value},
+        )
         self._changed.set()
 
     async def _stop_on_signals(self) -> None:

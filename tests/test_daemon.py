@@ -134,3 +134,31 @@ async def test_commands_name_unknown_jobs() -> None:
         with pytest.raises(CommandRefused, match=r"no job named 'b' \(jobs: a\)"):
             await daemon.command("b", "pause")
         daemon.request_stop()
+
+
+async def test_every_transition_is_one_event_and_kept_in_history() -> None:
+    """Each state change logs `job.state_changed` (job, from, to, attempt, cause) and is kept."""
+    from structlog.testing import capture_logs
+
+    world = World()
+    world.add("a", ScriptedSource(count=10, open_errors=[TransientError("blip")]))
+    job = make_job("a", retry=RetryPolicy(initial=1.0, jitter=False, reset_after=0.0))
+    daemon = Supervisor(
+        _config(job),
+        exit_when_idle=True,
+        store=InMemorySnapshotStore(),
+        components=world.components,
+    )
+    with capture_logs() as logs:
+        await daemon.run()
+    events = [e for e in logs if e["event"] == "job.state_changed"]
+    assert [(e["from"], e["to"]) for e in events] == [
+        ("pending", "retrying"),
+        ("retrying", "running"),
+        ("running", "finished"),
+    ]
+    assert events[0]["attempt"] == 1 and "blip" in events[0]["cause"]
+    assert [(c.old, c.new) for c in daemon.history] == [
+        (R.PENDING, R.RETRYING),
+        (R.RETRYING, R.FINISHED),
+    ]
