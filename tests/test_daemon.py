@@ -160,5 +160,6 @@ async def test_every_transition_is_one_event_and_kept_in_history() -> None:
     assert events[0]["attempt"] == 1 and "blip" in events[0]["cause"]
     assert [(c.old, c.new) for c in daemon.history] == [
         (R.PENDING, R.RETRYING),
-        (R.RETRYING, R.FINISHED),
+        (R.RETRYING, R.RUNNING),
+        (R.RUNNING, R.FINISHED),
     ]
