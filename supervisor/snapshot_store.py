@@ -35,6 +35,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from supervisor.durable import write_all
 from supervisor.errors import SnapshotCorrupt, SnapshotError, SnapshotWriteError
 from supervisor.snapshot import Snapshot, decode, encode
 
@@ -194,7 +195,7 @@ class SnapshotStore:
         file = os.open(name, _OPEN_TEMP, 0o600, dir_fd=fd)
         try:
             try:
-                _write_all(file, data)
+                write_all(file, data)
                 step("temp_written")
                 os.fsync(file)
             finally:
@@ -326,15 +327,6 @@ def _read(fd: int, path: Path) -> bytes | None:
         return b"".join(chunks)
     finally:
         os.close(file)
-
-
-def _write_all(file: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(file, view)
-        if written == 0:  # no progress and no error: a full disk, not a reason to spin
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
 
 
 def _exists(fd: int, name: str) -> bool:

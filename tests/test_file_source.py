@@ -48,6 +48,15 @@ async def opened(path: Path, offset: Offset | None = None, **options: Any) -> Fi
     return source
 
 
+async def read_one_line_then_stop(path: Path) -> Batch:
+    """Write "a1", "a2"; read "a1" and close: a source stopped with one line unread."""
+    path.write_text("a1\na2\n")
+    source = await opened(path)
+    batch = await source.read(1, WAIT)
+    await source.close()
+    return batch
+
+
 async def read_until_idle(
     source: FileSource, max_records: int = 1000, wait: float = WAIT
 ) -> tuple[list[Record], Batch]:
@@ -465,10 +474,7 @@ async def test_file_truncated_to_part_of_itself_is_read_again_from_zero(tmp_path
 async def test_rename_while_stopped_finishes_the_rotated_copy(tmp_path: Path) -> None:
     """After a restart, the rest of the renamed file comes before the new file's lines."""
     path = tmp_path / "app.log"
-    path.write_text("a1\na2\n")
-    source = await opened(path)
-    batch = await source.read(1, WAIT)
-    await source.close()
+    batch = await read_one_line_then_stop(path)
     rotate_by_rename(path, "-20260101")
     path.with_name("app.log.2.gz").write_text("a1\na2\n")  # compressed copies are never read
     append(path, "b1\n")
@@ -481,10 +487,7 @@ async def test_rename_while_stopped_finishes_the_rotated_copy(tmp_path: Path) ->
 async def test_rename_while_stopped_waits_for_the_new_file(tmp_path: Path) -> None:
     """With the path still missing after a restart, the renamed file is finished, then waited on."""
     path = tmp_path / "app.log"
-    path.write_text("a1\na2\n")
-    source = await opened(path)
-    batch = await source.read(1, WAIT)
-    await source.close()
+    batch = await read_one_line_then_stop(path)
     path.rename(tmp_path / "app.log.1")
     resumed = await opened(path, batch.offset)
     assert (await read_until_idle(resumed))[0] == ["a2"]
@@ -497,10 +500,7 @@ async def test_rename_while_stopped_waits_for_the_new_file(tmp_path: Path) -> No
 async def test_vanished_file_without_copy_is_waited_for(tmp_path: Path) -> None:
     """After a restart with the file gone for good, the old offset stands until a new file comes."""
     path = tmp_path / "app.log"
-    path.write_text("a1\na2\n")
-    source = await opened(path)
-    batch = await source.read(1, WAIT)
-    await source.close()
+    batch = await read_one_line_then_stop(path)
     path.unlink()
     resumed = await opened(path, batch.offset)
     assert (await resumed.read(10, WAIT)).offset == batch.offset
@@ -513,10 +513,7 @@ async def test_vanished_file_without_copy_is_waited_for(tmp_path: Path) -> None:
 async def test_copytruncate_while_stopped_finishes_the_copy(tmp_path: Path) -> None:
     """After a restart, a truncated file's unread lines are read from its copy first."""
     path = tmp_path / "app.log"
-    path.write_text("a1\na2\n")
-    source = await opened(path)
-    batch = await source.read(1, WAIT)
-    await source.close()
+    batch = await read_one_line_then_stop(path)
     copytruncate(path)
     append(path, "b1\n")
     resumed = await opened(path, batch.offset)
@@ -528,10 +525,7 @@ async def test_copytruncate_while_stopped_finishes_the_copy(tmp_path: Path) -> N
 async def test_other_file_after_restart_without_copy_warns(tmp_path: Path) -> None:
     """A different file at the path and no rotated copy: warn with the old keys, read from 0."""
     path = tmp_path / "app.log"
-    path.write_text("a1\na2\n")
-    source = await opened(path)
-    batch = await source.read(1, WAIT)
-    await source.close()
+    batch = await read_one_line_then_stop(path)
     replacement = tmp_path / "replacement"
     replacement.write_text("b1\n")
     replacement.replace(path)  # a new inode: the old one is freed only after it exists
@@ -549,10 +543,7 @@ async def test_other_file_after_restart_without_copy_warns(tmp_path: Path) -> No
 async def test_new_file_reusing_the_inode_is_read_from_its_start(tmp_path: Path) -> None:
     """A file recreated at the path (often on the freed inode) is told apart by its fingerprint."""
     path = tmp_path / "app.log"
-    path.write_text("a1\na2\n")
-    source = await opened(path)
-    batch = await source.read(1, WAIT)
-    await source.close()
+    batch = await read_one_line_then_stop(path)
     path.unlink()
     path.write_text("b1\nb2\nb3\n")
     resumed = await opened(path, batch.offset)
