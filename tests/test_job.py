@@ -254,3 +254,21 @@ async def test_a_recovered_outage_does_not_rewrite_a_suspended_snapshot() -> Non
         suspended = store.files["orders"]
         await anyio.sleep(600)
         assert store.files["orders"] == suspended
+
+
+async def test_an_hour_of_retrying_stays_within_the_backoff_bounds() -> None:
+    """An hour of virtual failures: every wait is within [0, max] and the budget never runs out."""
+    from structlog.testing import capture_logs
+
+    rng = iter([0.5, 0.0, 0.999] * 1000)
+    job = _job(initial=1.0, max=60.0, jitter=True, max_attempts=0)
+    source = ScriptedSource(open_errors=[TransientError("down")] * 10_000)
+    with capture_logs() as logs:
+        async with running_job(job, source, rng=lambda: next(rng)) as (runner, _):
+            await anyio.sleep(3600)
+            assert runner.state is R.RETRYING
+    delays = [e["delay"] for e in logs if e["event"] == "job.retry_scheduled"]
+    assert all(0 <= delay <= 60.0 for delay in delays)
+    assert max(delays) > 50  # the cap was reached: jitter of 0.999 x 60
+    assert source.opens == len(delays) or source.opens == len(delays) + 1
+    assert runner.attempts == source.opens
