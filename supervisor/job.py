@@ -27,6 +27,7 @@ from supervisor.attempt import Attempt, AttemptEnd
 from supervisor.backoff import backoff_delay
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
+from supervisor.driver import Driver, DriverMessage, Ended, Opened
 from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.failures import describe_failure, is_fatal
 from supervisor.ledger import JobLedger
@@ -47,39 +48,6 @@ OFFSET_SETTABLE = frozenset(
 
 
 @dataclass(eq=False)
-class _Driver:
-    """One backoff + start slot + attempt sequence, run by one child task."""
-
-    number: int
-    delay: float
-    """Backoff before the attempt, in seconds."""
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    retry_now: anyio.Event = field(default_factory=anyio.Event)
-    attempt: Attempt | None = None
-    retry_at: float | None = None
-    """Event-loop time the backoff wait ends, while it is waiting."""
-    superseded: bool = False
-    """An operator or the shutdown ended it: nothing it reports counts any more."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Ended:
-    driver: _Driver
-    end: AttemptEnd | None
-    error: Exception | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Opened:
-    driver: _Driver
-
-
-@dataclass(frozen=True, slots=True)
-class _Healthy:
-    driver: _Driver
-
-
-@dataclass(eq=False)
 class _Request:
     """An operator request; `done` is set once its effect is complete."""
 
@@ -89,7 +57,7 @@ class _Request:
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
-_Message = _Ended | _Opened | _Healthy | _Request
+_Message = DriverMessage | _Request
 
 
 class JobRunner:
@@ -125,7 +93,7 @@ class JobRunner:
         self.persist_pending = False
         self.since = time.time()
         self.cause: str | None = _cause(self.failure) if self.failure else None
-        self._driver: _Driver | None = None
+        self._driver: Driver | None = None
         self._drivers_started = 0
         self._waiting_for_driver: list[_Request] = []
         self._load_error: SnapshotError | None = None
@@ -201,11 +169,11 @@ class JobRunner:
             await self._on_request(message)
         elif message.driver is not self._driver:
             raise AssertionError(f"{self.name}: message from a driver that already ended")
-        elif isinstance(message, _Ended):
+        elif isinstance(message, Ended):
             await self._on_driver_ended(message)
         elif message.driver.superseded:
             pass  # an operator or the shutdown already decided: nothing it says counts
-        elif isinstance(message, _Opened):
+        elif isinstance(message, Opened):
             await self._transition(Event.OPENED)
         else:
             await self._on_healthy()
@@ -222,60 +190,16 @@ class JobRunner:
                 "job.retry_scheduled", job=self.name, attempt=self.attempts, delay=round(delay, 3)
             )
         self._drivers_started += 1
-        self._driver = _Driver(self._drivers_started, delay)
-        if delay:
-            self._driver.retry_at = anyio.current_time() + delay
-        self._tasks.start_soon(self._drive, self._driver, name=f"driver {self.name}")
-
-    async def _drive(self, driver: _Driver) -> None:
-        end: AttemptEnd | None = None
-        error: Exception | None = None
-        with driver.scope:
-            if driver.retry_at is not None:
-                with anyio.move_on_after(driver.retry_at - anyio.current_time()):
-                    await driver.retry_now.wait()
-                driver.retry_at = None
-            try:
-                end = await self._run_attempt(driver)
-            except Exception as exc:  # noqa: BLE001 - classified by the owner
-                error = exc
-        # Posted after the attempt fully ended (closed), or after a cancellation.
-        self._send.send_nowait(_Ended(driver, end, error))
-
-    async def _run_attempt(self, driver: _Driver) -> AttemptEnd:
-        attempt = Attempt(self.config, self.ledger, driver.number, self._components)
-        slot = _StartSlot(self._slots)
-        await slot.acquire()
-        driver.attempt = attempt
-        error: Exception | None = None
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._report_open, driver, attempt, slot)
-                tg.start_soon(self._report_health, driver, attempt)
-                try:
-                    end = await attempt.run()
-                except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                    # Raised outside the task group, so it is not wrapped in an
-                    # ExceptionGroup that would hide its type from classification.
-                    error = exc
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            slot.release()
-        if error is not None:
-            raise error
-        return end
-
-    async def _report_open(self, driver: _Driver, attempt: Attempt, slot: _StartSlot) -> None:
-        await attempt.opened_event.wait()
-        slot.release()
-        self._send.send_nowait(_Opened(driver))
-
-    async def _report_health(self, driver: _Driver, attempt: Attempt) -> None:
-        await attempt.opened_event.wait()
-        await anyio.sleep(self.config.retry.reset_after)
-        await attempt.checkpoint_event.wait()
-        self._send.send_nowait(_Healthy(driver))
+        self._driver = Driver(
+            number=self._drivers_started,
+            job=self.config,
+            ledger=self.ledger,
+            components=self._components,
+            slots=self._slots,
+            post=self._send.send_nowait,
+            retry_at=anyio.current_time() + delay if delay else None,
+        )
+        self._tasks.start_soon(self._driver.run, name=f"driver {self.name}")
 
     async def _on_healthy(self) -> None:
         if self.attempts or self.state is JobState.RETRYING:
@@ -284,7 +208,7 @@ class JobRunner:
             await self._transition(Event.HEALTHY)
             await self._persist_quietly()
 
-    async def _on_driver_ended(self, message: _Ended) -> None:
+    async def _on_driver_ended(self, message: Ended) -> None:
         driver, self._driver = message.driver, None
         for request in self._waiting_for_driver:
             request.done.set()
@@ -496,20 +420,3 @@ class JobRunner:
 
 def _cause(failure: FailureRecord) -> str:
     return f"{failure.error_type}: {failure.message}"
-
-
-class _StartSlot:
-    """One of `max_starts_in_flight`: held from before an attempt starts until its source opened."""
-
-    def __init__(self, slots: anyio.CapacityLimiter) -> None:
-        self._slots = slots
-        self._held = False
-
-    async def acquire(self) -> None:
-        await self._slots.acquire_on_behalf_of(self)
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._slots.release_on_behalf_of(self)

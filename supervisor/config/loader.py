@@ -111,7 +111,7 @@ def load_config(daemon_file: Path, *, environ: Mapping[str, str] | None = None) 
     """The daemon file and every job file it names; raises `ConfigError` with every problem."""
     environ = os.environ if environ is None else environ
     # Absolute from here on: the daemon may change directory, and logs should say where.
-    daemon_file = Path(os.path.abspath(daemon_file))
+    daemon_file = daemon_file.absolute()
     issues: list[ConfigIssue] = []
     document = _read_toml(daemon_file, issues)
     if document is None:
