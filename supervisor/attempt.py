@@ -56,6 +56,8 @@ class Attempt:
         self.opened = False
         """True once the source opened: from then on the attempt counts as having run."""
         self.records_read = 0
+        self.opened_at: float | None = None
+        """Event-loop time the source opened."""
         self.checkpoints = 0
         self.opened_event = anyio.Event()
         self.checkpoint_event = anyio.Event()
@@ -92,6 +94,7 @@ class Attempt:
                 )
             await source.open(offset)
             self.opened = True
+            self.opened_at = anyio.current_time()
             self.opened_event.set()
             return await self._pump(source, sink, processor, offset)
         finally:

@@ -7,15 +7,20 @@ job shown is SUSPENDED or FAILED; 4 daemon not reachable.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from supervisor import __version__
-from supervisor.config.loader import load_config
+from supervisor.config.loader import load_config, load_daemon_config
+from supervisor.control.client import call
+from supervisor.control.protocol import Request
+from supervisor.control.views import job_detail, status_table
 from supervisor.errors import (
     CommandRefused,
     ConfigError,
@@ -81,6 +86,61 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _call(args: argparse.Namespace, request: Request, *, timeout: float = 10.0) -> Any:
+    daemon = load_daemon_config(config_path(args))
+    return call(daemon.control_socket, request, timeout=timeout)
+
+
+def _status(args: argparse.Namespace) -> int:
+    jobs: list[dict[str, Any]] = _call(args, Request("status", tuple(args.jobs)))
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+    elif len(args.jobs) == 1:
+        print(job_detail(jobs[0]))
+    else:
+        print(status_table(jobs))
+    failed = any(job["state"] in ("suspended", "failed") for job in jobs)
+    return EXIT_JOB_FAILED if failed else EXIT_OK
+
+
+def _job_command(args: argparse.Namespace) -> int:
+    # pause/stop wait for the final checkpoint, which may take up to shutdown_timeout.
+    results = _call(args, Request(args.command, tuple(args.jobs)), timeout=120.0)
+    code = EXIT_OK
+    for result in results:
+        if result["ok"]:
+            print(f"{result['job']}: {result['state'].upper()}")
+        else:
+            _error(result["error"])
+            code = EXIT_REFUSED
+    return code
+
+
+def _offset(args: argparse.Namespace) -> int:
+    if args.set is None:
+        result = _call(args, Request("offset", (args.job,)))
+        print(json.dumps(result["offset"]))
+        return EXIT_OK
+    before = _call(args, Request("offset", (args.job,)))
+    result = _call(args, Request("offset", (args.job,), _parse_offset(args.set), {"set": True}))
+    print(f"{args.job}: offset {json.dumps(before['offset'])} -> {json.dumps(result['offset'])}")
+    return EXIT_OK
+
+
+def _parse_offset(text: str) -> Any:
+    """JSON if it parses (numbers, objects), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _events(args: argparse.Namespace) -> int:
+    for event in _call(args, Request("events", tuple(args.jobs))):
+        print(json.dumps(event))
+    return EXIT_OK
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supervisor", description="Keep streaming jobs running, checkpointed and honest."
@@ -102,6 +162,25 @@ def _build_parser() -> argparse.ArgumentParser:
     run = add("run", _run, "run the daemon in the foreground")
     run.add_argument("--exit-when-idle", action="store_true", help="exit 0 once no job is active")
     add("check", _check, "validate the daemon file and every job file")
+    status = add("status", _status, "show jobs: state, offset, attempts, last error")
+    status.add_argument("jobs", nargs="*", metavar="JOB")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    for verb, text in (
+        ("pause", "pause jobs (graceful: final checkpoint)"),
+        ("resume", "resume PAUSED or SUSPENDED jobs"),
+        ("stop", "stop jobs after a final checkpoint"),
+        ("start", "start STOPPED, FINISHED or FAILED jobs"),
+        ("restart", "stop then start jobs"),
+    ):
+        add(verb, _job_command, text).add_argument("jobs", nargs="+", metavar="JOB")
+    add("retry", _job_command, "end the backoff wait of a RETRYING job now").add_argument(
+        "jobs", nargs=1, metavar="JOB"
+    )
+    offset = add("offset", _offset, "show or set the committed offset of a job")
+    offset.add_argument("job", metavar="JOB")
+    offset.add_argument("--set", metavar="VALUE", help="new offset (JSON, or plain text)")
+    events = add("events", _events, "state changes as JSON lines")
+    events.add_argument("jobs", nargs="*", metavar="JOB")
     return parser
 
 

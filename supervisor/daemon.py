@@ -7,6 +7,7 @@ to end its attempt after a final checkpoint; jobs still running after
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections import deque
@@ -18,6 +19,8 @@ import structlog
 
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import Config, JobConfig
+from supervisor.control.commands import dispatch
+from supervisor.control.server import bind_control_socket, serve_control
 from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
@@ -57,11 +60,13 @@ class Supervisor:
         exit_when_idle: bool = False,
         store: SnapshotStore | InMemorySnapshotStore | None = None,
         components: Components = DEFAULT_COMPONENTS,
+        control_socket: bool = True,
     ) -> None:
         self.config = config
         self.exit_when_idle = exit_when_idle
         self.store = store if store is not None else SnapshotStore(config.daemon.state_dir)
         self._components = components
+        self._control_socket = control_socket
         self.start_slots = anyio.CapacityLimiter(config.daemon.max_starts_in_flight)
         self.runners: dict[str, JobRunner] = {}
         self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
@@ -76,8 +81,16 @@ class Supervisor:
         await self.store.prepare()
         for job in self.config.jobs:
             self.runners[job.name] = await self._build_runner(job)
+        socket_path = self.config.daemon.control_socket
+        control = (
+            bind_control_socket(socket_path, self.config.daemon.socket_mode)
+            if self._control_socket
+            else None
+        )
         log.info("daemon.started", jobs=len(self.runners), state_dir=str(self.store.directory))
         async with anyio.create_task_group() as daemon_tasks:
+            if control is not None:
+                await daemon_tasks.start(serve_control, control, functools.partial(dispatch, self))
             daemon_tasks.start_soon(self._stop_on_signals)
             daemon_tasks.start_soon(self._shut_down_when_requested)
             if self.exit_when_idle:

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -105,6 +106,10 @@ class JobRunner:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.ledger.path
 
     @property
     def attempt(self) -> Attempt | None:

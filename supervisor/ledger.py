@@ -31,6 +31,8 @@ class SnapshotStorage(Protocol):
 
     async def set_aside(self, job: str, reason: str) -> Path | None: ...
 
+    def path_for(self, job: str) -> Path: ...
+
 
 class JobLedger:
     """Holds the last durable snapshot of one job and writes its successors."""
@@ -44,6 +46,11 @@ class JobLedger:
         )
         self.live_state = self.snapshot.state
         """The job's state now, set by its owner; checkpoints record it."""
+
+    @property
+    def path(self) -> Path:
+        """Where the snapshot lives (for display)."""
+        return self._store.path_for(self.snapshot.job)
 
     @property
     def offset(self) -> Offset | None:

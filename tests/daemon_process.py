@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +46,7 @@ class DaemonProcess:
             env=env,
         )
         self.events: list[dict[str, Any]] = []
+        self._drain: threading.Thread | None = None
 
     def _stderr(self) -> IO[bytes]:
         assert self.process.stderr is not None
@@ -71,6 +74,21 @@ class DaemonProcess:
             f"daemon exited ({self.process.wait()}) before {name} {fields}; "
             f"last events: {self.events[-10:]}"
         )
+
+    def keep_draining(self) -> None:
+        """Read the rest of the log in a thread, so a chatty daemon never blocks on the pipe."""
+        self._drain = threading.Thread(target=lambda: [None for _ in self.iter_events()])
+        self._drain.start()
+
+    def stop(self) -> int:
+        """SIGTERM if still running; wait; release the pipe. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        if self._drain is not None:
+            self._drain.join(timeout=60)
+        self._stderr().close()
+        return code
 
     def finish(self, timeout: float = 60) -> int:
         """Drain the log and wait for exit; returns the exit code."""

@@ -71,7 +71,9 @@ async def test_persisted_states_and_attempts_survive_a_daemon_restart() -> None:
     world.add("broken", ScriptedSource(open_errors=[FatalError("credentials revoked")]))
     world.add("quiet", ScriptedSource(available=5))
     world.add("flaky", ScriptedSource(open_errors=[TransientError("refused")] * 2, available=5))
-    daemon = Supervisor(_config(*jobs), store=store, components=world.components)
+    daemon = Supervisor(
+        _config(*jobs), store=store, components=world.components, control_socket=False
+    )
 
     async def stop_quiet_once_running() -> None:
         await eventually(
@@ -91,7 +93,9 @@ async def test_persisted_states_and_attempts_survive_a_daemon_restart() -> None:
             ),
         )
 
-    again = Supervisor(_config(*jobs), store=store, components=world.components)
+    again = Supervisor(
+        _config(*jobs), store=store, components=world.components, control_socket=False
+    )
     await _run_until(
         again,
         lambda: again.runners.get("flaky") is not None and again.runners["flaky"].attempts == 2,
@@ -113,6 +117,7 @@ async def test_exit_when_idle_stops_once_no_job_is_active() -> None:
         exit_when_idle=True,
         store=InMemorySnapshotStore(),
         components=world.components,
+        control_socket=False,
     )
     await daemon.run()
     assert {name: r.state for name, r in daemon.runners.items()} == {
@@ -127,7 +132,10 @@ async def test_commands_name_unknown_jobs() -> None:
     world = World()
     world.add("a", ScriptedSource(available=1))
     daemon = Supervisor(
-        _config(make_job("a")), store=InMemorySnapshotStore(), components=world.components
+        _config(make_job("a")),
+        store=InMemorySnapshotStore(),
+        components=world.components,
+        control_socket=False,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
@@ -148,6 +156,7 @@ async def test_every_transition_is_one_event_and_kept_in_history() -> None:
         exit_when_idle=True,
         store=InMemorySnapshotStore(),
         components=world.components,
+        control_socket=False,
     )
     with capture_logs() as logs:
         await daemon.run()

@@ -38,7 +38,7 @@ from supervisor.config.schema import (
 )
 from supervisor.errors import ConfigError, ConfigIssue
 
-__all__ = ["JOB_NAME_PATTERN", "load_config", "parse_duration"]
+__all__ = ["JOB_NAME_PATTERN", "load_config", "load_daemon_config", "parse_duration"]
 
 JOB_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}", re.ASCII)
 """A job name is also a file name in the state directory: nothing else gets through."""
@@ -137,6 +137,26 @@ def load_config(daemon_file: Path, *, environ: Mapping[str, str] | None = None) 
     if issues:
         raise ConfigError(_unique(issues))
     return model.Config(daemon=daemon, jobs=tuple(jobs[name] for name in sorted(jobs)))
+
+
+def load_daemon_config(
+    daemon_file: Path, *, environ: Mapping[str, str] | None = None
+) -> model.DaemonConfig:
+    """Only the daemon file: what the control commands need to find the socket.
+
+    Job files are not read, so a broken job file never keeps an operator from
+    asking the running daemon about its jobs.
+    """
+    environ = os.environ if environ is None else environ
+    daemon_file = daemon_file.absolute()
+    issues: list[ConfigIssue] = []
+    document = _read_toml(daemon_file, issues)
+    if document is None:
+        raise ConfigError(issues)
+    daemon, _ = _daemon(daemon_file, document, environ, issues)
+    if issues:
+        raise ConfigError(issues)
+    return daemon
 
 
 def _read_toml(file: Path, issues: list[ConfigIssue]) -> dict[str, Any] | None:

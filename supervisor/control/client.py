@@ -1,0 +1,54 @@
+"""The `supervisor` command's end of the control socket (plain blocking I/O)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from supervisor.control.protocol import Request, encode_request
+from supervisor.errors import CommandRefused, DaemonUnreachable
+
+
+def call(path: Path, request: Request, *, timeout: float) -> Any:
+    """Send one request, return its result; raises CommandRefused or DaemonUnreachable."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnreachable(
+                f"no daemon answers on {path} ({exc.strerror}): is `supervisor run` running "
+                "with this configuration?"
+            ) from None
+        except PermissionError:
+            raise DaemonUnreachable(
+                f"permission denied on {path}: run as the daemon's user, root, or a member "
+                "of the socket's group"
+            ) from None
+        sock.sendall(encode_request(request))
+        reply = _read_line(sock, path)
+    except TimeoutError:
+        raise DaemonUnreachable(
+            f"the daemon on {path} did not answer within {timeout:g}s"
+        ) from None
+    finally:
+        sock.close()
+    body = json.loads(reply)
+    if not body.get("ok"):
+        raise CommandRefused(str(body.get("error")))
+    return body.get("result")
+
+
+def _read_line(sock: socket.socket, path: Path) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise DaemonUnreachable(f"the daemon on {path} closed the connection without answering")
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)

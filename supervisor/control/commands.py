@@ -1,0 +1,113 @@
+"""What each control verb does to the running supervisor, and how a job is shown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from supervisor.control.protocol import Request
+from supervisor.errors import CommandRefused
+
+if TYPE_CHECKING:
+    from supervisor.daemon import Supervisor
+    from supervisor.job import JobRunner
+
+JOB_VERBS = {"pause", "resume", "stop", "start", "restart", "retry"}
+
+
+async def dispatch(supervisor: Supervisor, request: Request) -> Any:
+    """Run one request; raises CommandRefused (or ProtocolError) with the reason."""
+    if request.verb == "status":
+        return [
+            job_view(runner, detail=len(request.jobs) == 1)
+            for runner in _select(supervisor, request.jobs)
+        ]
+    if request.verb == "events":
+        return [
+            {
+                "job": change.job,
+                "from": change.old.value,
+                "to": change.new.value,
+                "attempt": change.attempt,
+                "cause": change.cause,
+                "at": _iso(change.at),
+            }
+            for change in supervisor.history
+            if not request.jobs or change.job in request.jobs
+        ]
+    if request.verb == "offset":
+        if len(request.jobs) != 1:
+            raise CommandRefused("offset takes exactly one job")
+        (runner,) = _select(supervisor, request.jobs)
+        if request.options.get("set"):
+            await supervisor.command(runner.name, "set_offset", request.value)
+        return {"job": runner.name, "state": runner.state.value, "offset": runner.ledger.offset}
+    if not request.jobs:
+        raise CommandRefused(f"{request.verb} needs at least one job name")
+    runners = _select(supervisor, request.jobs)
+    results = []
+    for runner in runners:
+        try:
+            state = await supervisor.command(runner.name, request.verb)
+        except CommandRefused as exc:
+            results.append({"job": runner.name, "ok": False, "error": str(exc)})
+        else:
+            results.append({"job": runner.name, "ok": True, "state": state.value})
+    return results
+
+
+def _select(supervisor: Supervisor, names: tuple[str, ...]) -> list[JobRunner]:
+    unknown = [name for name in names if name not in supervisor.runners]
+    if unknown:
+        known = ", ".join(sorted(supervisor.runners)) or "none"
+        raise CommandRefused(f"no job named {', '.join(unknown)} (jobs: {known})")
+    if not names:
+        return [supervisor.runners[name] for name in sorted(supervisor.runners)]
+    return [supervisor.runners[name] for name in names]
+
+
+def job_view(runner: JobRunner, *, detail: bool = False) -> dict[str, Any]:
+    """One job as `supervisor status` shows it."""
+    attempt = runner.attempt
+    rate = None
+    if attempt is not None and attempt.opened_at is not None:
+        elapsed = anyio.current_time() - attempt.opened_at
+        rate = round(attempt.records_read / elapsed, 1) if elapsed > 0 else 0.0
+    retry_at = runner.next_retry_at
+    view: dict[str, Any] = {
+        "job": runner.name,
+        "state": runner.state.value,
+        "since": _iso(runner.since),
+        "offset": runner.ledger.offset,
+        "records_per_s": rate,
+        "attempt": runner.attempts,
+        "next_retry_in": None
+        if retry_at is None
+        else round(max(retry_at - anyio.current_time(), 0), 1),
+        "error": runner.cause if runner.failure is not None else None,
+        "persist_pending": runner.persist_pending,
+    }
+    if detail:
+        snapshot = runner.ledger.snapshot
+        failure = runner.failure
+        view["snapshot"] = {
+            "path": str(runner.snapshot_path),
+            "generation": snapshot.generation,
+        }
+        view["failure"] = None
+        if failure is not None:
+            view["failure"] = {
+                "type": failure.error_type,
+                "message": failure.message,
+                "attempts": failure.attempts,
+                "first_failure_at": failure.first_failure_at.isoformat(),
+                "last_failure_at": failure.last_failure_at.isoformat(),
+                "traceback": failure.traceback,
+            }
+    return view
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
