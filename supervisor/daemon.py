@@ -24,6 +24,7 @@ from supervisor.control.server import bind_control_socket, serve_control
 from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
+from supervisor.notify import SystemdNotifier, status_line
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import ACTIVE, JobState
@@ -67,12 +68,14 @@ class Supervisor:
         self.store = store if store is not None else SnapshotStore(config.daemon.state_dir)
         self._components = components
         self._control_socket = control_socket
+        self.notifier = SystemdNotifier()
         self.start_slots = anyio.CapacityLimiter(config.daemon.max_starts_in_flight)
         self.runners: dict[str, JobRunner] = {}
         self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
         self._stopping = False
         self._changed = anyio.Event()
         self._stop_requested = anyio.Event()
+        self._status_changed = anyio.Event()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -92,6 +95,10 @@ class Supervisor:
             if control is not None:
                 await daemon_tasks.start(serve_control, control, functools.partial(dispatch, self))
             daemon_tasks.start_soon(self._stop_on_signals)
+            if self.notifier.enabled:
+                daemon_tasks.start_soon(self._report_status)
+            if self.notifier.watchdog_interval:
+                daemon_tasks.start_soon(self._ping_watchdog, self.notifier.watchdog_interval)
             daemon_tasks.start_soon(self._shut_down_when_requested)
             if self.exit_when_idle:
                 daemon_tasks.start_soon(self._stop_when_idle)
@@ -100,7 +107,10 @@ class Supervisor:
                     for runner in self.runners.values():
                         job_tasks.start_soon(runner.run, name=f"job {runner.name}")
                     task_status.started()
+                    # Config read, state directory and control socket ready: tell systemd.
+                    self.notifier.send("READY=1", f"STATUS={self._summary()}")
             daemon_tasks.cancel_scope.cancel()
+        self.notifier.close()
         log.info("daemon.stopped")
 
     def request_stop(self) -> None:
@@ -148,6 +158,7 @@ class Supervisor:
             **{"from": old.value},
         )
         self._changed.set()
+        self._status_changed.set()
 
     async def _stop_on_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -157,6 +168,24 @@ class Supervisor:
                     continue
                 log.info("daemon.signal", signal=signal.Signals(signum).name)
                 self.request_stop()
+
+    def _summary(self) -> str:
+        return status_line(runner.state for runner in self.runners.values())
+
+    async def _report_status(self) -> None:
+        """STATUS= on state changes, at most once a second."""
+        while True:
+            await self._status_changed.wait()
+            self._status_changed = anyio.Event()
+            self.notifier.send(f"STATUS={self._summary()}")
+            await anyio.sleep(1.0)
+
+    async def _ping_watchdog(self, interval: float) -> None:
+        # From the event loop itself: if the loop is blocked, the pings stop
+        # and systemd restarts us, which is the point.
+        while True:
+            self.notifier.send("WATCHDOG=1")
+            await anyio.sleep(interval)
 
     async def _stop_when_idle(self) -> None:
         while any(runner.state in ACTIVE for runner in self.runners.values()):
@@ -169,6 +198,7 @@ class Supervisor:
         await self._stop_requested.wait()
         timeout = self.config.daemon.shutdown_timeout
         log.info("daemon.stopping", timeout=timeout)
+        self.notifier.send("STOPPING=1")
         for runner in self.runners.values():
             runner.shut_down()
         await anyio.sleep(timeout)

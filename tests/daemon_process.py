@@ -36,9 +36,11 @@ def write_config(root: Path, jobs: dict[str, str], daemon: str = DAEMON_TOML) ->
 class DaemonProcess:
     """`supervisor run` in a subprocess; its stderr is read as JSON log events."""
 
-    def __init__(self, config: Path, *extra: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
+    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        base = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            base.pop(name, None)
+        env = {**base, **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "-c", str(config), *extra],
             stdout=subprocess.DEVNULL,
