@@ -121,8 +121,8 @@ async def _serve_client(stream: anyio.abc.SocketStream, dispatch: Dispatch, grou
     async with stream:
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            pid, uid = _peer(raw)
-            if not _peer_allowed(pid, uid, group):
+            pid, uid, gid = _peer(raw)
+            if not _peer_allowed(pid, uid, gid, group):
                 log.warning("control.peer_refused", pid=pid, uid=uid)
                 await stream.send(encode_response(ok=False, error="permission denied"))
                 return
@@ -150,16 +150,17 @@ async def _serve_client(stream: anyio.abc.SocketStream, dispatch: Dispatch, grou
             log.exception("control.request_failed")
 
 
-def _peer(sock: socket.socket) -> tuple[int, int]:
+def _peer(sock: socket.socket) -> tuple[int, int, int]:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return pid, uid
+    pid, uid, gid = struct.unpack("3i", creds)
+    return pid, uid, gid
 
 
-def _peer_allowed(pid: int, uid: int, group: int) -> bool:
+def _peer_allowed(pid: int, uid: int, gid: int, group: int) -> bool:
     """Root, the daemon's own user, or a member of the socket's group."""
-    if uid in (0, os.geteuid()):
+    if uid in (0, os.geteuid()) or gid == group:
         return True
+    # Supplementary groups are not in SO_PEERCRED; /proc has them.
     return group in _groups_of(pid)
 
 
