@@ -135,6 +135,19 @@ def _parse_offset(text: str) -> Any:
         return text
 
 
+def _reload(args: argparse.Namespace) -> int:
+    result = _call(args, Request("reload"), timeout=120.0)
+    if not result["applied"]:
+        _error(
+            f"reload refused, nothing changed ({len(result['errors'])} error(s)):\n"
+            + "\n".join(result["errors"])
+        )
+        return EXIT_USAGE
+    for key in ("added", "removed", "changed"):
+        print(f"{key}: {', '.join(result[key]) or '-'}")
+    return EXIT_OK
+
+
 def _events(args: argparse.Namespace) -> int:
     for event in _call(args, Request("events", tuple(args.jobs))):
         print(json.dumps(event))
@@ -179,6 +192,7 @@ def _build_parser() -> argparse.ArgumentParser:
     offset = add("offset", _offset, "show or set the committed offset of a job")
     offset.add_argument("job", metavar="JOB")
     offset.add_argument("--set", metavar="VALUE", help="new offset (JSON, or plain text)")
+    add("reload", _reload, "re-read all TOML: start added, stop removed, restart changed jobs")
     events = add("events", _events, "state changes as JSON lines")
     events.add_argument("jobs", nargs="*", metavar="JOB")
     return parser

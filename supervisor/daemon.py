@@ -7,24 +7,27 @@ to end its attempt after a final checkpoint; jobs still running after
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from supervisor.components import DEFAULT_COMPONENTS, Components
+from supervisor.config.loader import load_config
 from supervisor.config.model import Config, JobConfig
 from supervisor.control.commands import dispatch
 from supervisor.control.server import bind_control_socket, serve_control
-from supervisor.errors import CommandRefused, SnapshotError
+from supervisor.errors import CommandRefused, ConfigError, SnapshotError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.notify import SystemdNotifier, status_line
+from supervisor.reload import plan_reload
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import ACTIVE, JobState
@@ -76,6 +79,7 @@ class Supervisor:
         self._changed = anyio.Event()
         self._stop_requested = anyio.Event()
         self._status_changed = anyio.Event()
+        self._reload_lock = anyio.Lock()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -104,6 +108,7 @@ class Supervisor:
                 daemon_tasks.start_soon(self._stop_when_idle)
             with anyio.CancelScope() as self._jobs_scope:
                 async with anyio.create_task_group() as job_tasks:
+                    self._job_tasks = job_tasks
                     for runner in self.runners.values():
                         job_tasks.start_soon(runner.run, name=f"job {runner.name}")
                     task_status.started()
@@ -112,6 +117,37 @@ class Supervisor:
             daemon_tasks.cancel_scope.cancel()
         self.notifier.close()
         log.info("daemon.stopped")
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read every file; apply the whole new set, or nothing if any of it is invalid.
+
+        Raises ConfigError with every problem when the new set is invalid.
+        """
+        async with self._reload_lock:
+            self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                new = await anyio.to_thread.run_sync(load_config, self.config.daemon.path)
+            except ConfigError as exc:
+                errors = [str(issue) for issue in exc.issues]
+                log.error("daemon.reload_refused", errors=errors)  # noqa: TRY400 - no traceback wanted
+                raise
+            finally:
+                self.notifier.send("READY=1")
+            plan = plan_reload(self.config, new)
+            self.config = new
+            for name in plan.removed:
+                runner = self.runners.pop(name)
+                runner.shut_down()  # final checkpoint; the snapshot stays on disk
+            for job in plan.added:
+                runner = self.runners[job.name] = await self._build_runner(job)
+                self._job_tasks.start_soon(runner.run, name=f"job {runner.name}")
+            for job in plan.changed:
+                await self.runners[job.name].request("reconfigure", job)
+            if plan.daemon_changed:
+                log.warning("daemon.settings_need_restart", path=str(new.daemon.path))
+            log.info("daemon.reloaded", **plan.summary())
+            self._status_changed.set()
+            return plan.summary()
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown."""
@@ -164,7 +200,8 @@ class Supervisor:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    log.warning("daemon.reload_unsupported", signal="SIGHUP")
+                    with contextlib.suppress(ConfigError):  # logged; nothing changed
+                        await self.reload()
                     continue
                 log.info("daemon.signal", signal=signal.Signals(signum).name)
                 self.request_stop()

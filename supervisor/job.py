@@ -311,6 +311,21 @@ class JobRunner:
         await self._begin_again(keep_offset=keep)
         return False
 
+    async def _cmd_reconfigure(self, job: JobConfig) -> bool:
+        """Take a new definition: an active job restarts on it; any other keeps its
+        state and uses it when next started or resumed."""
+        self._refuse_while_shutting_down()
+        self.config = job
+        if not job.enabled and self.state in ACTIVE:
+            await self._transition(Event.STOP, cause="disabled by reload")
+            self._stop_driver()
+            await self._persist_quietly()
+            return True
+        if self.state in ACTIVE:
+            self._stop_driver()
+            await self._transition(Event.RESTART, cause="definition changed by reload")
+        return False
+
     async def _cmd_retry(self, _: object) -> bool:
         self._refuse_while_shutting_down()
         driver = self._driver

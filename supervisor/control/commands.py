@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from supervisor.control.protocol import Request
-from supervisor.errors import CommandRefused
+from supervisor.errors import CommandRefused, ConfigError
 
 if TYPE_CHECKING:
     from supervisor.daemon import Supervisor
@@ -37,6 +37,11 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
             for change in supervisor.history
             if not request.jobs or change.job in request.jobs
         ]
+    if request.verb == "reload":
+        try:
+            return {"applied": True, **(await supervisor.reload())}
+        except ConfigError as exc:
+            return {"applied": False, "errors": [str(issue) for issue in exc.issues]}
     if request.verb == "offset":
         if len(request.jobs) != 1:
             raise CommandRefused("offset takes exactly one job")

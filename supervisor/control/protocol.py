@@ -18,7 +18,7 @@ REQUEST_TIMEOUT = 5.0
 """Seconds a client has to send its whole request line."""
 
 VERBS = frozenset(
-    {"status", "pause", "resume", "stop", "start", "restart", "retry", "offset", "events"}
+    {"status", "pause", "resume", "stop", "start", "restart", "retry", "offset", "events", "reload"}
 )
 
 
