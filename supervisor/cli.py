@@ -18,7 +18,7 @@ import anyio
 
 from supervisor import __version__
 from supervisor.config.loader import load_config, load_daemon_config
-from supervisor.control.client import call
+from supervisor.control.client import call, follow
 from supervisor.control.protocol import Request
 from supervisor.control.views import job_detail, status_table
 from supervisor.errors import (
@@ -149,6 +149,12 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
+    if args.follow:
+        daemon = load_daemon_config(config_path(args))
+        request = Request("events", tuple(args.jobs), options={"follow": True})
+        for event in follow(daemon.control_socket, request):
+            print(json.dumps(event), flush=True)
+        return EXIT_OK
     for event in _call(args, Request("events", tuple(args.jobs))):
         print(json.dumps(event))
     return EXIT_OK
@@ -195,6 +201,9 @@ def _build_parser() -> argparse.ArgumentParser:
     add("reload", _reload, "re-read all TOML: start added, stop removed, restart changed jobs")
     events = add("events", _events, "state changes as JSON lines")
     events.add_argument("jobs", nargs="*", metavar="JOB")
+    events.add_argument(
+        "--follow", action="store_true", help="keep printing changes as they happen"
+    )
     return parser
 
 

@@ -12,11 +12,13 @@ import functools
 import signal
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.loader import load_config
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from supervisor.testing import InMemorySnapshotStore
 
 log = structlog.get_logger("supervisor.daemon")
+
+FOLLOW_BUFFER = 1000
+"""State changes a `supervisor events --follow` client may fall behind by before it is dropped."""
 
 HISTORY_LENGTH = 1000
 """State changes kept in memory for `supervisor events`."""
@@ -80,6 +85,7 @@ class Supervisor:
         self._stop_requested = anyio.Event()
         self._status_changed = anyio.Event()
         self._reload_lock = anyio.Lock()
+        self._followers: set[MemoryObjectSendStream[StateChange]] = set()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -109,6 +115,9 @@ class Supervisor:
             with anyio.CancelScope() as self._jobs_scope:
                 async with anyio.create_task_group() as job_tasks:
                     self._job_tasks = job_tasks
+                    # Holds the group open with no jobs (or all removed by reload)
+                    # until shutdown: an empty daemon still serves and reloads.
+                    job_tasks.start_soon(self._stop_requested.wait)
                     for runner in self.runners.values():
                         job_tasks.start_soon(runner.run, name=f"job {runner.name}")
                     task_status.started()
@@ -195,6 +204,25 @@ class Supervisor:
         )
         self._changed.set()
         self._status_changed.set()
+        for follower in list(self._followers):
+            try:
+                follower.send_nowait(self.history[-1])
+            except anyio.WouldBlock:
+                # A follower that does not keep up is dropped, never waited for.
+                self._followers.discard(follower)
+                follower.close()
+
+    @contextlib.contextmanager
+    def follow(self) -> Iterator[MemoryObjectReceiveStream[StateChange]]:
+        """State changes from now on, until the block ends (or the reader falls behind)."""
+        send, receive = anyio.create_memory_object_stream[StateChange](FOLLOW_BUFFER)
+        self._followers.add(send)
+        try:
+            yield receive
+        finally:
+            self._followers.discard(send)
+            send.close()
+            receive.close()
 
     async def _stop_on_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,10 +148,8 @@ def test_sigterm_exits_0_and_removes_the_socket(daemon: tuple[DaemonProcess, Pat
 
 def test_socket_has_its_mode_even_with_umask_000(tmp_path: Path) -> None:
     """The socket is created with socket_mode, whatever the daemon's umask."""
-    config = write_config(
-        tmp_path, {}, DAEMON + "\n[supervisor.x]\n".replace("\n[supervisor.x]\n", "")
-    )
-    config.write_text(DAEMON.replace("[supervisor]\n", '[supervisor]\nsocket_mode = "0600"\n'))
+    daemon_file = DAEMON.replace("[supervisor]\n", '[supervisor]\nsocket_mode = "0600"\n')
+    config = write_config(tmp_path, {}, daemon_file)
     previous = os.umask(0)
     try:
         process = DaemonProcess(config)
@@ -205,3 +204,79 @@ def test_hostile_clients_do_not_delay_status(daemon: tuple[DaemonProcess, Path])
     # Not a timing assertion on the daemon: the stalled clients hold their
     # connections for 5 s, so an answer inside that proves they did not block it.
     assert elapsed < 5
+
+
+def test_restart_via_cli(daemon: tuple[DaemonProcess, Path]) -> None:
+    """`restart` stops a running job after a final checkpoint and starts it again."""
+    _, config = daemon
+    assert cli(config, "restart", "ticks").stdout == "ticks: PENDING\n"
+    events = [json.loads(line) for line in cli(config, "events", "ticks").stdout.splitlines()]
+    assert events[-1]["cause"] == "restarted by operator" or events[-1]["to"] == "running"
+
+
+def test_events_follow_streams_new_changes(daemon: tuple[DaemonProcess, Path]) -> None:
+    """`events --follow` prints the history, then each new change as it happens."""
+    _, config = daemon
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "events", "ticks", "--follow", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert first["job"] == "ticks" and first["to"] == "running"
+        assert cli(config, "pause", "ticks").returncode == 0
+        paused = json.loads(follower.stdout.readline())
+        assert (paused["from"], paused["to"]) == ("running", "paused")
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+        if follower.stdout is not None:
+            follower.stdout.close()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+    reason="needs root (to act as a second user) and a system python3 that user can run",
+)
+def test_a_peer_outside_the_allowed_users_is_refused() -> None:
+    """A client of another uid, not in the socket's group, is refused (SO_PEERCRED)."""
+    # Reachable by the other user (pytest's own tmp dirs are not); the socket is
+    # world-writable, so only the SO_PEERCRED check stands in the way.
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        root = Path(shared)
+        root.chmod(0o755)
+        _check_outsider_is_refused(root)
+
+
+def _check_outsider_is_refused(root: Path) -> None:
+    config = write_config(
+        root,
+        {"ticks": TICKS},
+        DAEMON.replace("[supervisor]\n", '[supervisor]\nsocket_mode = "0666"\n'),
+    )
+    process = DaemonProcess(config)
+    process.wait_for("control.listening")
+    try:
+        probe = (
+            "import socket,sys\n"
+            "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+            "print(s.recv(4096).decode())\n"  # refused before any request is read
+        )
+        outsider = subprocess.run(
+            ["/usr/bin/python3", "-c", probe, str(root / "supervisor.sock")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            check=False,
+        )
+        assert '"ok": false' in outsider.stdout and "permission denied" in outsider.stdout
+        refused = process.wait_for("control.peer_refused")
+        assert refused["uid"] == 65534
+        assert cli(config, "status", "ticks").returncode == 0  # root still served
+    finally:
+        process.stop()

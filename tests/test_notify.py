@@ -54,6 +54,14 @@ def test_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 0.3
         assert "STATUS=1 running" in messages
 
+        process.process.send_signal(signal.SIGHUP)  # reload
+        while "RELOADING=1" not in messages:
+            messages += _receive(receiver)
+        reloading = messages.index("RELOADING=1")
+        assert messages[reloading + 1].startswith("MONOTONIC_USEC=")
+        while "READY=1" not in messages[reloading:]:
+            messages += _receive(receiver)
+
         process.process.send_signal(signal.SIGTERM)
         while "STOPPING=1" not in messages:
             messages += _receive(receiver)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,25 @@ def call(path: Path, request: Request, *, timeout: float) -> Any:
     if not body.get("ok"):
         raise CommandRefused(str(body.get("error")))
     return body.get("result")
+
+
+def follow(path: Path, request: Request) -> Iterator[Any]:
+    """Send one request and yield each result line until the daemon closes the stream."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(os.fspath(path))
+        except OSError as exc:
+            raise DaemonUnreachable(f"no daemon answers on {path} ({exc.strerror})") from None
+        sock.sendall(encode_request(request))
+        with sock.makefile("rb") as lines:
+            for line in lines:
+                body = json.loads(line)
+                if not body.get("ok"):
+                    raise CommandRefused(str(body.get("error")))
+                yield body.get("result")
+    finally:
+        sock.close()
 
 
 def _read_line(sock: socket.socket, path: Path) -> bytes:

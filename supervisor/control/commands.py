@@ -11,7 +11,9 @@ from supervisor.control.protocol import Request
 from supervisor.errors import CommandRefused, ConfigError
 
 if TYPE_CHECKING:
-    from supervisor.daemon import Supervisor
+    from collections.abc import AsyncGenerator
+
+    from supervisor.daemon import StateChange, Supervisor
     from supervisor.job import JobRunner
 
 JOB_VERBS = {"pause", "resume", "stop", "start", "restart", "retry"}
@@ -25,15 +27,10 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
             for runner in _select(supervisor, request.jobs)
         ]
     if request.verb == "events":
+        if request.options.get("follow"):
+            return EventFeed(supervisor, request.jobs)
         return [
-            {
-                "job": change.job,
-                "from": change.old.value,
-                "to": change.new.value,
-                "attempt": change.attempt,
-                "cause": change.cause,
-                "at": _iso(change.at),
-            }
+            event_view(change)
             for change in supervisor.history
             if not request.jobs or change.job in request.jobs
         ]
@@ -61,6 +58,34 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
         else:
             results.append({"job": runner.name, "ok": True, "state": state.value})
     return results
+
+
+class EventFeed:
+    """`events --follow`: the kept history, then every new change as it happens."""
+
+    def __init__(self, supervisor: Supervisor, jobs: tuple[str, ...]) -> None:
+        self._supervisor = supervisor
+        self._jobs = jobs
+
+    async def items(self) -> AsyncGenerator[dict[str, Any], None]:
+        with self._supervisor.follow() as changes:
+            for change in list(self._supervisor.history):
+                if not self._jobs or change.job in self._jobs:
+                    yield event_view(change)
+            async for change in changes:
+                if not self._jobs or change.job in self._jobs:
+                    yield event_view(change)
+
+
+def event_view(change: StateChange) -> dict[str, Any]:
+    return {
+        "job": change.job,
+        "from": change.old.value,
+        "to": change.new.value,
+        "attempt": change.attempt,
+        "cause": change.cause,
+        "at": _iso(change.at),
+    }
 
 
 def _select(supervisor: Supervisor, names: tuple[str, ...]) -> list[JobRunner]:

@@ -26,6 +26,7 @@ import anyio.abc
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from supervisor.control.commands import EventFeed
 from supervisor.control.protocol import (
     MAX_REQUEST_BYTES,
     REQUEST_TIMEOUT,
@@ -131,10 +132,17 @@ async def _serve_client(stream: anyio.abc.SocketStream, dispatch: Dispatch, grou
                     b"\n", MAX_REQUEST_BYTES
                 )
             try:
-                response = encode_response(ok=True, result=await dispatch(decode_request(line)))
+                result = await dispatch(decode_request(line))
             except (ProtocolError, SupervisorError) as exc:
-                response = encode_response(ok=False, error=str(exc))
-            await stream.send(response)
+                await stream.send(encode_response(ok=False, error=str(exc)))
+                return
+            if isinstance(result, EventFeed):
+                # One response line per event, until the client or the daemon goes away.
+                async with contextlib.aclosing(result.items()) as items:
+                    async for item in items:
+                        await stream.send(encode_response(ok=True, result=item))
+                return
+            await stream.send(encode_response(ok=True, result=result))
         except TimeoutError:
             log.warning("control.client_stalled", timeout=REQUEST_TIMEOUT)
         except anyio.DelimiterNotFound:
