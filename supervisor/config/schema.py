@@ -4,10 +4,15 @@ A table is described by a dict of key -> `Field`; `check_table` converts the
 raw values it can and reports every problem as `Problem(key, message)`,
 never raising for bad input. Every message says what was expected and what
 was found; an unknown key gets a "did you mean" when a close one exists.
+
+Values merged in from the daemon file's ``[defaults]`` arrive wrapped in
+`Inherited`: they are resolved against the daemon file's directory and their
+problems are marked, so the loader can report them where they were written.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import math
 import os
@@ -16,8 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from supervisor.plugins import REFERENCE_PATTERN
 
 
 class Invalid(ValueError):
@@ -62,18 +65,27 @@ class Field:
     required: bool = False
 
 
+_TOML_TYPES: dict[type, str] = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "a table",
+    dt.datetime: "a date-time",
+    dt.date: "a date",
+    dt.time: "a time",
+}
+
+
 def describe(value: Any) -> str:
     """How a found value is shown in a message: its TOML type and a short repr."""
-    kind = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-    text = repr(value)
-    return f"{kind} ({text[:40]}{'...' if len(text) > 40 else ''})"
+    kind = _TOML_TYPES.get(type(value), type(value).__name__)
+    try:
+        shown = repr(value)
+    except ValueError:  # an integer beyond Python's limit of digits for str()
+        return f"{kind} (too long to show)"
+    return f"{kind} ({shown[:40]}{'...' if len(shown) > 40 else ''})"
 
 
 # --- field kinds ---------------------------------------------------------------------
@@ -88,54 +100,68 @@ def boolean() -> Convert:
     return convert
 
 
-def integer(minimum: int | None = None, maximum: int | None = None) -> Convert:
+def integer(minimum: int | None = None) -> Convert:
+    # TOML's true is a Python bool, an int subclass: not a count.
     def convert(value: Any, _: Path) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"expected an integer, got {describe(value)}")
-        _check_range(value, minimum, maximum)
+        if minimum is not None and value < minimum:
+            raise Invalid(f"expected an integer of at least {minimum}, got {describe(value)}")
         return value
 
     return convert
 
 
-def number(minimum: float | None = None, *, above: float | None = None) -> Convert:
+def number(minimum: float) -> Convert:
     def convert(value: Any, _: Path) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise Invalid(f"expected a number, got {describe(value)}")
-        if not math.isfinite(value):
-            raise Invalid(f"expected a finite number, got {value}")
-        _check_range(value, minimum, None, above=above)
-        return float(value)
+        as_float = _as_float(value)
+        if not (math.isfinite(as_float) and as_float >= minimum):
+            raise Invalid(
+                f"expected a finite number of at least {minimum:g}, got {describe(value)}"
+            )
+        return as_float
 
     return convert
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)", re.ASCII)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_FORM = 'a duration like "5s", "250ms", "2m", "1h" or a number of seconds'
 
 
 def parse_duration(value: object) -> float:
-    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"`` or a number of seconds -> seconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise Invalid(
-            f'expected a duration like "5s", "250ms" or a number of seconds, got {describe(value)}'
-        )
+    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"`` or a number of seconds -> seconds.
+
+    Raises `Invalid` (a `ValueError`) unless the result is finite and >= 0.
+    """
     if isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match is None:
-            raise Invalid(f'expected a duration like "5s", "250ms", "2m" or "1h", got {value!r}')
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            raise Invalid(f"expected {_DURATION_FORM}, got {describe(value)}")
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = _as_float(value)
     else:
-        seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise Invalid(f"expected a duration of 0 or more seconds, got {value!r}")
-    return seconds
+        raise Invalid(f"expected {_DURATION_FORM}, got {describe(value)}")
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise Invalid(f"expected a finite duration of 0 or more seconds, got {describe(value)}")
+    return seconds + 0.0  # -0.0 becomes 0.0
 
 
-def duration(*, above: float | None = None, minimum: float | None = None) -> Convert:
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # tomllib's integers are unbounded
+        return math.inf
+
+
+def duration(*, positive: bool = False) -> Convert:
     def convert(value: Any, _: Path) -> float:
         seconds = parse_duration(value)
-        _check_range(seconds, minimum, None, above=above, unit="s")
+        if positive and seconds == 0:
+            raise Invalid(f"expected a duration of more than 0s, got {describe(value)}")
         return seconds
 
     return convert
@@ -151,9 +177,9 @@ def choice(*options: str) -> Convert:
     return convert
 
 
-def text(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Convert:
+def text(pattern: re.Pattern[str], what: str) -> Convert:
     def convert(value: Any, _: Path) -> str:
-        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
             raise Invalid(f"expected {what}, got {describe(value)}")
         return value
 
@@ -164,60 +190,45 @@ def path() -> Convert:
     def convert(value: Any, base: Path) -> Path:
         if not isinstance(value, str) or not value or "\x00" in value:
             raise Invalid(f"expected a file path (a non-empty string), got {describe(value)}")
-        resolved = Path(value).expanduser()
-        if not resolved.is_absolute():
-            resolved = base / resolved
+        found = Path(value)
+        if value.startswith("~"):
+            try:
+                found = found.expanduser()
+            except RuntimeError:  # "~user" for no such user, or no $HOME
+                raise Invalid(f"expected a path whose ~ can be expanded, got {value!r}") from None
         # Lexically normalised, not resolved: a symlink in the path stays visible.
-        return Path(os.path.normpath(resolved))
+        return Path(os.path.normpath(base / found))
 
     return convert
 
 
-_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", re.ASCII)
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
 
 def exception_names() -> Convert:
     def convert(value: Any, _: Path) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(
-            isinstance(item, str) and _DOTTED_NAME.fullmatch(item) for item in value
-        ):
-            raise Invalid(
-                'expected an array of exception names like ["TimeoutError", '
-                f'"mylib.errors.Busy"], got {describe(value)}'
-            )
+        expected = 'expected an array of exception names like ["TimeoutError", "mylib.Busy"]'
+        if not isinstance(value, list):
+            raise Invalid(f"{expected}, got {describe(value)}")
+        for item in value:
+            if not isinstance(item, str) or not _DOTTED_NAME.fullmatch(item):
+                raise Invalid(f"{expected}, got an element {describe(item)}")
         return tuple(value)
 
     return convert
 
 
-def reference() -> Convert:
-    return text(REFERENCE_PATTERN, 'a reference like "package.module:Name"')
+_OCTAL_MODE = re.compile(r"0?[0-7]{3}", re.ASCII)
 
 
 def octal_mode() -> Convert:
+    # A string, because a TOML integer 660 would silently be decimal.
     def convert(value: Any, _: Path) -> int:
-        if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value, re.ASCII):
+        if not isinstance(value, str) or not _OCTAL_MODE.fullmatch(value):
             raise Invalid(f'expected an octal mode as a string like "0660", got {describe(value)}')
         return int(value, 8)
 
     return convert
-
-
-def _check_range(
-    value: float,
-    minimum: float | None,
-    maximum: float | None,
-    *,
-    above: float | None = None,
-    unit: str = "",
-) -> None:
-    shown = f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
-    if above is not None and not value > above:
-        raise Invalid(f"expected more than {above:g}{unit}, got {shown}")
-    if minimum is not None and value < minimum:
-        raise Invalid(f"expected at least {minimum:g}{unit}, got {shown}")
-    if maximum is not None and value > maximum:
-        raise Invalid(f"expected at most {maximum:g}{unit}, got {shown}")
 
 
 # --- tables ------------------------------------------------------------------------------
@@ -225,7 +236,7 @@ def _check_range(
 
 def unknown_key(key: str, known: Mapping[str, object] | set[str]) -> str:
     """The message for a key the table does not have, with the closest known one."""
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     hint = f'; did you mean "{close[0]}"?' if close else ""
     return f'unknown key "{key}"{hint}'
 
@@ -237,36 +248,38 @@ def check_table(
     origin: Origin,
     problems: list[Problem],
     *,
-    extra: Callable[[str], bool] | None = None,
+    extra: bool = False,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Convert `raw` by `fields`; append every problem; return what converted.
 
-    Keys accepted by `extra` (plugin options) are passed through unconverted.
-    A value wrapped in `Inherited` is resolved against the daemon file's directory.
+    With `extra`, unknown keys (plugin options) are passed through unconverted.
+    With `partial` (``[defaults]`` on their own), required keys may be missing.
     """
     out: dict[str, Any] = {}
-    if not isinstance(raw, dict):
-        problems.append(Problem(prefix.rstrip("."), f"expected a table, got {describe(raw)}"))
+    all_inherited = isinstance(raw, Inherited)
+    table = raw.value if isinstance(raw, Inherited) else raw
+    if not isinstance(table, dict):
+        message = f"expected a table, got {describe(table)}"
+        problems.append(Problem(prefix.rstrip("."), message, all_inherited))
         return out
-    for key, wrapped in raw.items():
-        inherited = isinstance(wrapped, Inherited)
-        value = wrapped.value if inherited else wrapped
-        dotted = f"{prefix}{key}"
+    for key, wrapped in table.items():
+        inherited = all_inherited or isinstance(wrapped, Inherited)
+        value = unwrap(wrapped)
         field = fields.get(key)
         if field is None:
-            if extra is not None and extra(key):
-                out[key] = unwrap(value)
+            if extra:
+                out[key] = value
             else:
-                problems.append(Problem(dotted, unknown_key(key, fields), inherited))
+                problems.append(Problem(prefix + key, unknown_key(key, fields), inherited))
             continue
-        base = origin.defaults_dir if inherited else origin.job_dir
         try:
-            out[key] = field.convert(value, base)
+            out[key] = field.convert(value, origin.defaults_dir if inherited else origin.job_dir)
         except Invalid as exc:
-            problems.append(Problem(dotted, str(exc), inherited))
+            problems.append(Problem(prefix + key, str(exc), inherited))
     for key, field in fields.items():
-        if field.required and key not in raw:
-            problems.append(Problem(f"{prefix}{key}", "required key is missing"))
+        if field.required and key not in table and not partial:
+            problems.append(Problem(prefix + key, "required key is missing"))
     return out
 
 

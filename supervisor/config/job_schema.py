@@ -1,0 +1,283 @@
+"""The job file's schema as data, and checking one job file against it.
+
+`[defaults]` from the daemon file are checked once on their own (partial: a
+default may leave required keys to each job), then merged under every job
+file, tables key by key, with what came from them marked `Inherited`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.config import model
+from supervisor.config.schema import (
+    Field,
+    Inherited,
+    Origin,
+    Problem,
+    boolean,
+    check_table,
+    choice,
+    describe,
+    duration,
+    exception_names,
+    integer,
+    number,
+    path,
+    text,
+    unknown_key,
+    unwrap,
+)
+from supervisor.errors import ConfigIssue
+from supervisor.plugins import REFERENCE_PATTERN
+
+JOB_NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z", re.ASCII)
+"""A job name is also a file name in the state directory: nothing else gets through.
+
+Anchored with ``\\A`` and ``\\Z`` (``$`` would allow a trailing newline), so
+`match`, `search` and `fullmatch` all agree."""
+JOB_NAME_RULE = (
+    "a job name of 1 to 63 lowercase ASCII letters, digits, '_' or '-', starting with a letter "
+    "or digit (^[a-z0-9][a-z0-9_-]{0,62}$)"
+)
+_REFERENCE = text(REFERENCE_PATTERN, 'a reference like "package.module:Name"')
+_SOURCES: dict[str, dict[str, Field]] = {
+    "file": {
+        "path": Field(path(), required=True),
+        "format": Field(choice("lines", "jsonl")),
+        "follow": Field(boolean()),
+        "start": Field(choice("beginning", "end")),
+        "poll_interval": Field(duration(positive=True)),
+    },
+    "generate": {"count": Field(integer(0)), "rate": Field(number(0))},
+    "python": {"class": Field(_REFERENCE, required=True)},
+}
+_SINKS: dict[str, dict[str, Field]] = {
+    "jsonl": {"path": Field(path(), required=True)},
+    "sqlite": {
+        "path": Field(path(), required=True),
+        "table": Field(text(re.compile(r"[A-Za-z_]\w{0,62}", re.ASCII), "an SQL identifier")),
+    },
+    "stdout": {},
+    "null": {},
+    "python": {"class": Field(_REFERENCE, required=True)},
+}
+_BUILDERS: dict[tuple[str, str], Any] = {
+    ("source", "file"): model.FileSourceConfig,
+    ("source", "generate"): model.GenerateSourceConfig,
+    ("sink", "jsonl"): model.JsonlSinkConfig,
+    ("sink", "sqlite"): model.SqliteSinkConfig,
+    ("sink", "stdout"): model.StdoutSinkConfig,
+    ("sink", "null"): model.NullSinkConfig,
+}
+_POLICIES: dict[str, dict[str, Field]] = {
+    "processor": {"function": Field(_REFERENCE, required=True)},
+    "checkpoint": {"every_records": Field(integer(1)), "interval": Field(duration(positive=True))},
+    "retry": {
+        "initial": Field(duration(positive=True)),
+        "max": Field(duration(positive=True)),
+        "multiplier": Field(number(1)),
+        "jitter": Field(boolean()),
+        "max_attempts": Field(integer(0)),
+        "reset_after": Field(duration()),
+        "retry_on": Field(exception_names()),
+        "fatal_on": Field(exception_names()),
+    },
+    "records": {
+        "on_error": Field(choice("fail", "skip", "dead_letter")),
+        "dead_letter": Field(path()),
+        "max_errors": Field(integer(0)),
+    },
+}
+_JOB_SCALARS = {
+    "name": Field(text(JOB_NAME_PATTERN, JOB_NAME_RULE)),
+    "enabled": Field(boolean()),
+    "suspend_on_failure": Field(boolean()),
+}
+_JOB_KEYS = {*_JOB_SCALARS, "source", "sink", *_POLICIES}
+_DEFAULT_RETRY = model.RetryPolicy()
+
+
+# --- defaults ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """The daemon file's ``[defaults]``, and the problems already reported in them."""
+
+    file: Path
+    table: dict[str, Any]
+    reported: frozenset[tuple[str, str]]
+
+
+def check_defaults(file: Path, raw: Any, issues: list[ConfigIssue]) -> Defaults:
+    """Check the daemon file's `[defaults]` alone; each problem is reported once, here."""
+    problems: list[Problem] = []
+    if not isinstance(raw, dict):
+        problems.append(Problem("", f"expected a table of job keys, got {describe(raw)}"))
+        raw = {}
+    if "name" in raw:
+        problems.append(Problem("name", "expected no name here: a name belongs to one job file"))
+    table = {key: value for key, value in raw.items() if key != "name"}
+    origin = Origin(file.parent, file.parent)
+    _check_job(
+        {key: Inherited(value) for key, value in table.items()}, origin, problems, partial=True
+    )
+    for problem in problems:
+        issues.append(
+            ConfigIssue(str(file), f"defaults.{problem.key}".rstrip("."), problem.message)
+        )
+    return Defaults(file, table, frozenset((p.key, p.message) for p in problems))
+
+
+# --- job files ---------------------------------------------------------------------------
+
+
+def check_job_file(
+    file: Path, document: dict[str, Any], defaults: Defaults, issues: list[ConfigIssue]
+) -> tuple[str | None, model.JobConfig | None]:
+    """The job's name (None when unusable) and the job (None when anything is wrong)."""
+    problems: list[Problem] = []
+    parts = _check_job(
+        _merge(defaults.table, document), Origin(file.parent, defaults.file.parent), problems
+    )
+    name = parts.get("name") if "name" in document else file.stem
+    if "name" not in document and not JOB_NAME_PATTERN.match(file.stem):
+        name = None
+        found = f"the file name makes the job name {file.stem!r}"
+        problems.append(
+            Problem("name", f"expected {JOB_NAME_RULE}; {found}: rename the file or set name")
+        )
+    for problem in problems:
+        # A bad default is reported once, against the daemon file; a default that
+        # only fails in this job (a key of another source type) is reported here.
+        if problem.inherited and (problem.key, problem.message) in defaults.reported:
+            continue
+        note = f" (the value is from [defaults] in {defaults.file})" if problem.inherited else ""
+        issues.append(ConfigIssue(str(file), problem.key, problem.message + note))
+    if problems or name is None:
+        return name, None
+    return name, model.JobConfig(
+        name=name,
+        path=file,
+        source=parts["source"],
+        sink=parts["sink"],
+        processor=model.ProcessorConfig(**parts["processor"]) if "processor" in parts else None,
+        checkpoint=model.CheckpointPolicy(**parts.get("checkpoint", {})),
+        retry=model.RetryPolicy(**parts.get("retry", {})),
+        records=model.RecordsPolicy(**parts.get("records", {})),
+        **{key: parts[key] for key in ("enabled", "suspend_on_failure") if key in parts},
+    )
+
+
+def _check_job(
+    raw: dict[str, Any], origin: Origin, problems: list[Problem], *, partial: bool = False
+) -> dict[str, Any]:
+    """Every key of one (merged) job table, converted; `partial` for `[defaults]` alone."""
+    for key, value in raw.items():
+        if key not in _JOB_KEYS:
+            problems.append(Problem(key, unknown_key(key, _JOB_KEYS), isinstance(value, Inherited)))
+    scalars = {key: value for key, value in raw.items() if key in _JOB_SCALARS}
+    parts = check_table(scalars, _JOB_SCALARS, "", origin, problems)
+    for role, kinds in (("source", _SOURCES), ("sink", _SINKS)):
+        if role in raw:
+            parts[role] = _typed_table(raw[role], role, kinds, origin, problems, partial=partial)
+        elif not partial:
+            problems.append(Problem(role, f"required table [{role}] is missing"))
+    for key, fields in _POLICIES.items():
+        if key in raw:
+            parts[key] = check_table(raw[key], fields, f"{key}.", origin, problems, partial=partial)
+    _cross_checks(raw, parts, problems, partial=partial)
+    return parts
+
+
+def _typed_table(
+    raw: Any,
+    role: str,
+    kinds: dict[str, dict[str, Field]],
+    origin: Origin,
+    problems: list[Problem],
+    *,
+    partial: bool,
+) -> Any:
+    """A ``[source]`` or ``[sink]``: its ``type`` picks the fields; None if anything is wrong."""
+    inherited = isinstance(raw, Inherited)
+    table = unwrap(raw) if inherited else raw
+    if not isinstance(table, dict):
+        problems.append(Problem(role, f"expected a table, got {describe(table)}", inherited))
+        return None
+    kind = unwrap(table.get("type"))
+    if not isinstance(kind, str) or kind not in kinds:
+        if kind is None and partial:
+            return None  # a default [source] may leave the type to each job
+        listed = ", ".join(f'"{name}"' for name in kinds)
+        found = "nothing (required key is missing)" if kind is None else describe(kind)
+        from_defaults = inherited or isinstance(table.get("type"), Inherited)
+        problems.append(
+            Problem(f"{role}.type", f"expected one of {listed}, got {found}", from_defaults)
+        )
+        return None
+    rest = {key: value for key, value in table.items() if key != "type"}
+    before = len(problems)
+    values = check_table(
+        Inherited(rest) if inherited else rest,
+        kinds[kind],
+        f"{role}.",
+        origin,
+        problems,
+        extra=kind == "python",  # every other key of a plugin is its options, untouched
+        partial=partial,
+    )
+    if len(problems) > before or partial:
+        return None
+    if kind == "python":
+        build = model.PythonSourceConfig if role == "source" else model.PythonSinkConfig
+        return build(class_ref=values.pop("class"), options=values)
+    return _BUILDERS[(role, kind)](**values)
+
+
+def _cross_checks(
+    raw: dict[str, Any], parts: dict[str, Any], problems: list[Problem], *, partial: bool
+) -> None:
+    retry: dict[str, Any] = parts.get("retry", {})
+    retry_converted = not any(problem.key.startswith("retry.") for problem in problems)
+    if retry_converted and (not partial or {"initial", "max"} <= retry.keys()):
+        initial = retry.get("initial", _DEFAULT_RETRY.initial)
+        maximum = retry.get("max", _DEFAULT_RETRY.max)
+        if maximum < initial:
+            unset = "" if "max" in retry else " (the default)"
+            message = f"expected at least retry.initial ({initial:g}s), got {maximum:g}s{unset}"
+            inherited = all(_inherited(raw.get("retry"), key) for key in ("initial", "max"))
+            problems.append(Problem("retry.max", message, inherited))
+    records: dict[str, Any] = parts.get("records", {})
+    if not partial and records.get("on_error") == "dead_letter" and "dead_letter" not in records:
+        message = 'expected a file path, required when records.on_error = "dead_letter"'
+        problems.append(Problem("records.dead_letter", message))
+
+
+def _inherited(section: Any, key: str) -> bool:
+    """Whether `key` of a merged table was set by `[defaults]` alone."""
+    if isinstance(section, Inherited):
+        return isinstance(section.value, dict) and key in section.value
+    return isinstance(section, dict) and isinstance(section.get(key), Inherited)
+
+
+def _merge(defaults: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
+    """`job` over `defaults`, tables key by key; what only `defaults` set is `Inherited`."""
+    merged: dict[str, Any] = {key: Inherited(value) for key, value in defaults.items()}
+    for key, value in job.items():
+        base = defaults.get(key)
+        if isinstance(base, dict) and isinstance(value, dict) and _same_kind(base, value):
+            merged[key] = _merge(base, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _same_kind(base: dict[str, Any], value: dict[str, Any]) -> bool:
+    # A job's [source] of another type than the default one replaces it whole.
+    return "type" not in value or base.get("type", value["type"]) == value["type"]
