@@ -47,9 +47,8 @@ def main() -> None:
     print(f"quiet:   {percentiles(args.socket, args.requests)}")
     clients = hostile_clients(args.socket)
     try:
-        print(
-            f"hostile: {percentiles(args.socket, args.requests)} (50 stalled, 10 garbage, 5 oversized)"
-        )
+        hostile = percentiles(args.socket, args.requests)
+        print(f"hostile: {hostile} (50 stalled, 10 garbage, 5 oversized)")
     finally:
         for client in clients:
             client.close()
