@@ -54,21 +54,17 @@ _SOCKET_PATH_MAX = 107
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> model.Config:
     """The daemon file and every job file it names; raises `ConfigError` with every problem."""
-    daemon_file = _absolute(path)
     issues: list[ConfigIssue] = []
-    document = _read_toml(daemon_file, issues)
-    if document is None:
-        raise ConfigError(issues)
-    daemon = _daemon(daemon_file, document, os.environ if environ is None else environ, issues)
+    daemon_file, document, daemon = _load_daemon_file(path, environ, issues)
     defaults = check_defaults(daemon_file, document.get("defaults", {}), issues)
     glob_is_valid = not any(issue.where == "supervisor.jobs" for issue in issues)
     owners: dict[str, Path] = {}
     jobs: list[model.JobConfig] = []
     for job_file in _job_files(daemon, issues) if glob_is_valid else []:
-        document = _read_toml(job_file, issues)
-        if document is None:
+        job_document = _read_toml(job_file, issues)
+        if job_document is None:
             continue
-        name, job = check_job_file(job_file, document, defaults, issues)
+        name, job = check_job_file(job_file, job_document, defaults, issues)
         if name is not None and name in owners:
             message = f'job name "{name}" is already used by {owners[name]}: expected a new name'
             issues.append(ConfigIssue(str(job_file), "name", message))
@@ -88,15 +84,26 @@ def load_daemon_config(
     Job files and ``[defaults]`` are not checked, so a broken job never keeps an
     operator from asking the running daemon about its jobs.
     """
-    daemon_file = _absolute(path)
     issues: list[ConfigIssue] = []
+    _, _, daemon = _load_daemon_file(path, environ, issues)
+    if issues:
+        raise ConfigError(issues)
+    return daemon
+
+
+def _load_daemon_file(
+    path: Path, environ: Mapping[str, str] | None, issues: list[ConfigIssue]
+) -> tuple[Path, dict[str, Any], model.DaemonConfig]:
+    """The daemon file's absolute path, its TOML and its `[supervisor]` settings.
+
+    Raises at once if the file cannot be read or parsed; schema problems go to `issues`.
+    """
+    daemon_file = _absolute(path)
     document = _read_toml(daemon_file, issues)
     if document is None:
         raise ConfigError(issues)
     daemon = _daemon(daemon_file, document, os.environ if environ is None else environ, issues)
-    if issues:
-        raise ConfigError(issues)
-    return daemon
+    return daemon_file, document, daemon
 
 
 # --- files ----------------------------------------------------------------------------
