@@ -59,7 +59,7 @@ class SnapshotStore:
 
     def __init__(self, directory: Path, *, on_step: Callable[[str], None] | None = None) -> None:
         self.directory = directory
-        self._on_step = on_step or _no_step
+        self._on_step = on_step or _crash_point_from_environment()
         self._generations: dict[str, int] = {}  # highest written or loaded, per job
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -267,6 +267,23 @@ def _previous(job: str) -> str:
 
 def _temp_name(job: str) -> str:
     return f".{job}.snapshot.{secrets.token_hex(8)}.tmp"
+
+
+CRASH_AT_ENV = "SUPERVISOR_CRASH_AT"
+"""Crash-consistency testing: name a step of WRITE_STEPS and the process dies
+(exit 70, no cleanup) right after that step of its first snapshot write."""
+
+
+def _crash_point_from_environment() -> Callable[[str], None]:
+    crash_at = os.environ.get(CRASH_AT_ENV)
+    if crash_at not in WRITE_STEPS:
+        return _no_step
+
+    def crash(step: str) -> None:
+        if step == crash_at:
+            os._exit(70)
+
+    return crash
 
 
 def _no_step(step: str) -> None:
