@@ -255,6 +255,10 @@ class JobRunner:
     # --- operator commands -----------------------------------------------------------
 
     async def _on_request(self, request: _Request) -> None:
+        if self._shutting_down and request.verb != "shutdown":
+            request.error = CommandRefused(f"{self.name}: the daemon is shutting down")
+            request.done.set()
+            return
         handler = getattr(self, f"_cmd_{request.verb}")
         try:
             settle = await handler(request.value)
@@ -267,44 +271,35 @@ class JobRunner:
             request.done.set()
         self._drive_if_active()
 
-    def _refuse_while_shutting_down(self) -> None:
-        if self._shutting_down:
-            raise CommandRefused(f"{self.name}: the daemon is shutting down")
-
     async def _cmd_shutdown(self, _: object) -> bool:
         self._shutting_down = True
         self._stop_driver()
         return False
 
     async def _cmd_pause(self, _: object) -> bool:
-        self._refuse_while_shutting_down()
         await self._transition(Event.PAUSE, cause="paused by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_stop(self, _: object) -> bool:
-        self._refuse_while_shutting_down()
         await self._transition(Event.STOP, cause="stopped by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_resume(self, _: object) -> bool:
-        self._refuse_while_shutting_down()
         await self._transition(Event.RESUME, cause="resumed by operator")
         await self._begin_again(keep_offset=True)
         return False
 
     async def _cmd_start(self, _: object) -> bool:
-        self._refuse_while_shutting_down()
         keep = self.state is not JobState.FAILED
         await self._transition(Event.START, cause="started by operator")
         await self._begin_again(keep_offset=keep)
         return False
 
     async def _cmd_restart(self, _: object) -> bool:
-        self._refuse_while_shutting_down()
         keep = self.state is not JobState.FAILED
         self._stop_driver()
         await self._transition(Event.RESTART, cause="restarted by operator")
@@ -314,7 +309,6 @@ class JobRunner:
     async def _cmd_reconfigure(self, job: JobConfig) -> bool:
         """Take a new definition: an active job restarts on it; any other keeps its
         state and uses it when next started or resumed."""
-        self._refuse_while_shutting_down()
         self.config = job
         if not job.enabled and self.state in ACTIVE:
             await self._transition(Event.STOP, cause="disabled by reload")
@@ -327,7 +321,6 @@ class JobRunner:
         return False
 
     async def _cmd_retry(self, _: object) -> bool:
-        self._refuse_while_shutting_down()
         driver = self._driver
         if self.state is not JobState.RETRYING or driver is None or driver.retry_at is None:
             raise CommandRefused(f"{self.name} is {self.state.name}, not waiting to retry")
@@ -335,7 +328,6 @@ class JobRunner:
         return False
 
     async def _cmd_set_offset(self, value: Offset) -> bool:
-        self._refuse_while_shutting_down()
         if self.state not in OFFSET_SETTABLE or self._driver is not None:
             raise CommandRefused(
                 f"{self.name} is {self.state.name}: pause or stop it before setting its offset"

@@ -70,11 +70,17 @@ async def running_job(
         runner.shut_down()
 
 
-async def eventually(condition: Callable[[], bool], *, within: float = 86_400) -> None:
-    """Wait until `condition` holds, re-checking every 100 ms of *virtual* time."""
+async def eventually(
+    condition: Callable[[], bool], *, within: float = 86_400, step: float = 0.1
+) -> None:
+    """Wait until `condition` holds, re-checking every `step` seconds.
+
+    Free on a virtual clock; on real time (tests whose disk I/O runs in threads,
+    which virtual time cannot stand in for) pass a small `within` and `step`.
+    """
     with anyio.fail_after(within):
-        while not condition():  # noqa: ASYNC110 - polling is free on a virtual clock
-            await anyio.sleep(0.1)
+        while not condition():  # noqa: ASYNC110 - see the docstring
+            await anyio.sleep(step)
 
 
 def states_of(watch: Watch, job: str) -> list[JobState]:

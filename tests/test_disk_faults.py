@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import JobState
 from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
 from tests.helpers import make_job
-from tests.lifecycle import Watch
+from tests.lifecycle import Watch, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -69,31 +68,24 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
     snapshot_file = tmp_path / "state" / "orders.snapshot.toml"
     async with anyio.create_task_group() as tg:
         await tg.start(runner.run)
-        with anyio.fail_after(30):
-            await _until(lambda: runner.ledger.offset == 20)
+        await eventually(lambda: runner.ledger.offset == 20, within=30, step=0.01)
         good = snapshot_file.read_bytes()
 
         fsync.failing = True
         source.available = 40
-        with anyio.fail_after(30):
-            await _until(lambda: runner.state is JobState.SUSPENDED and runner.persist_pending)
+        await eventually(
+            lambda: runner.state is JobState.SUSPENDED and runner.persist_pending,
+            within=30,
+            step=0.01,
+        )
         assert snapshot_file.read_bytes() == good  # byte-identical through the fault
         assert runner.ledger.offset == 20
         assert runner.cause is not None
         assert str(snapshot_file) in runner.cause and "EIO" in runner.cause
 
         fsync.failing = False
-        with anyio.fail_after(30):
-            await _until(lambda: not runner.persist_pending)
+        await eventually(lambda: not runner.persist_pending, within=30, step=0.01)
         await runner.request("resume")
-        with anyio.fail_after(30):
-            await _until(lambda: runner.ledger.offset == 40)
+        await eventually(lambda: runner.ledger.offset == 40, within=30, step=0.01)
         runner.shut_down()
     assert [r["seq"] for r in sink.flushed][-20:] == list(range(20, 40))
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    # Real threads do the disk I/O here, so virtual time cannot stand in: poll
-    # briefly, always under the caller's fail_after.
-    while not condition():  # noqa: ASYNC110
-        await anyio.sleep(0.01)
