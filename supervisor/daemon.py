@@ -102,9 +102,11 @@ class Supervisor:
         )
         log.info("daemon.started", jobs=len(self.runners), state_dir=str(self.store.directory))
         async with anyio.create_task_group() as daemon_tasks:
+            # Signal handlers first: a SIGHUP or SIGTERM sent as soon as the socket
+            # answers (or READY=1 is sent) must be handled, not kill the process.
+            await daemon_tasks.start(self._handle_signals)
             if control is not None:
                 await daemon_tasks.start(serve_control, control, functools.partial(dispatch, self))
-            daemon_tasks.start_soon(self._stop_on_signals)
             if self.notifier.enabled:
                 daemon_tasks.start_soon(self._report_status)
             if self.notifier.watchdog_interval:
@@ -224,8 +226,12 @@ class Supervisor:
             send.close()
             receive.close()
 
-    async def _stop_on_signals(self) -> None:
+    async def _handle_signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """SIGHUP reloads; SIGTERM and SIGINT stop. Started once the handlers are installed."""
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     with contextlib.suppress(ConfigError):  # logged; nothing changed

@@ -94,3 +94,14 @@ def test_sighup_reloads(daemon: tuple[DaemonProcess, Path]) -> None:
         if "new" in _states(config):
             break
     assert "new" in _states(config)
+
+
+def test_a_sighup_as_soon_as_the_socket_listens_reloads(tmp_path: Path) -> None:
+    """Signal handlers are installed before the socket listens: an early SIGHUP never kills."""
+    config = write_config(tmp_path, {"keep": _job(10)}, DAEMON)
+    process = DaemonProcess(config)
+    process.wait_for("control.listening")
+    process.process.send_signal(signal.SIGHUP)
+    process.wait_for("daemon.reloaded")
+    assert process.process.poll() is None
+    assert process.stop() == 0
