@@ -115,6 +115,9 @@ class Attempt:
             self._read_scope = None
             if self.stop_requested():
                 break
+            if batch.rejects:
+                await processor.reject(batch.rejects)
+                uncommitted += len(batch.rejects)
             if batch.records:
                 await sink.write(await processor.process(batch.records))
                 uncommitted += len(batch.records)

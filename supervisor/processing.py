@@ -2,7 +2,8 @@
 
 A processor returns a record, None (drop it) or a list (fan out; to emit a
 list as one record, return it wrapped: ``[the_list]``). An exception raised
-for one record is that record's error, handled by the job's `[records]`
+for one record is that record's error, and so is a record the source could
+not decode (`Batch.rejects`); both are handled by the job's `[records]`
 policy: `fail` ends the attempt, `skip` counts and logs it, `dead_letter`
 appends the record and its error to the dead-letter file. More than
 `max_errors` in one attempt is fatal.
@@ -25,7 +26,7 @@ from supervisor.config.model import RecordsPolicy
 from supervisor.durable import write_all
 from supervisor.errors import TooManyBadRecords
 from supervisor.plugins import load_reference
-from supervisor.protocols import Processor, Record
+from supervisor.protocols import Processor, Record, Rejected
 
 log = structlog.get_logger("supervisor.processing")
 
@@ -73,6 +74,14 @@ class BatchProcessor:
         if dead:
             await self._write_dead_letters(dead)
         return out
+
+    async def reject(self, rejects: Sequence[Rejected]) -> None:
+        """Judge records the source could not decode, as if the processor had raised."""
+        dead: list[tuple[Record, BaseException]] = []
+        for rejected in rejects:
+            self._reject(rejected.raw, rejected.error, dead)
+        if dead:
+            await self._write_dead_letters(dead)
 
     def _reject(
         self, record: Record, error: Exception, dead: list[tuple[Record, BaseException]]

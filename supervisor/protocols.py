@@ -29,6 +29,18 @@ Processor: TypeAlias = Callable[[Record], "ProcessorResult | Awaitable[Processor
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record the source read but could not decode; the job's `[records]` policy decides.
+
+    ``raw`` is what was read (for a line source, the line's text); it is what a
+    dead-letter file receives.
+    """
+
+    raw: Record
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Records read together, and the source position just after the last of them."""
 
@@ -37,6 +49,8 @@ class Batch:
     """Where to resume after these records; None only if nothing was ever read."""
     end: bool = False
     """True when a bounded source has nothing more after these records."""
+    rejects: Sequence[Rejected] = ()
+    """Records read (and passed by `offset`) that could not be decoded."""
 
 
 @runtime_checkable

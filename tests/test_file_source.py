@@ -226,31 +226,30 @@ async def test_jsonl_parses_lines_and_skips_blank_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_jsonl_decode_error_comes_after_the_good_lines(tmp_path: Path) -> None:
-    """A bad line ends the batch before it; the next read raises, and so does a retry."""
+async def test_a_line_that_is_not_json_is_a_reject_not_a_record(tmp_path: Path) -> None:
+    """A bad line is returned in `rejects` with an error naming its byte; the good lines flow."""
     path = tmp_path / "app.jsonl"
     path.write_text('{"n": 1}\n{"n": 2}\n{bad\n{"n": 4}\n')
     source = await opened(path, format="jsonl")
     batch = await source.read(10, WAIT)
-    assert batch.records == [{"n": 1}, {"n": 2}]
-    assert offset_field(batch, "pos") == len('{"n": 1}\n{"n": 2}\n')
-    with pytest.raises(json.JSONDecodeError, match=f"byte 18 of {path}"):
-        await source.read(10, WAIT)
+    assert batch.records == [{"n": 1}, {"n": 2}, {"n": 4}]
+    assert [r.raw for r in batch.rejects] == ["{bad"]
+    assert isinstance(batch.rejects[0].error, json.JSONDecodeError)
+    assert f"byte 18 of {path}" in str(batch.rejects[0].error)
+    assert offset_field(batch, "pos") == path.stat().st_size  # read past, policy decides
     await source.close()
-    retry = await opened(path, batch.offset, format="jsonl")
-    with pytest.raises(json.JSONDecodeError):
-        await retry.read(10, WAIT)
-    await retry.close()
 
 
 @pytest.mark.anyio
-async def test_jsonl_bad_line_after_blank_ones_raises_at_once(tmp_path: Path) -> None:
-    """With no good line before it, a bad line raises on the first read, naming its byte."""
+async def test_a_bad_line_after_blank_ones_names_its_byte(tmp_path: Path) -> None:
+    """Blank lines are skipped; a bad line after them is a reject naming its own byte."""
     path = tmp_path / "app.jsonl"
     path.write_text("\n \nnot json\n")
     source = await opened(path, format="jsonl")
-    with pytest.raises(json.JSONDecodeError, match="byte 3 of"):
-        await source.read(10, WAIT)
+    batch = await source.read(10, WAIT)
+    assert batch.records == []
+    assert [r.raw for r in batch.rejects] == ["not json"]
+    assert "byte 3 of" in str(batch.rejects[0].error)
     await source.close()
 
 

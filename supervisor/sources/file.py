@@ -37,7 +37,7 @@ import anyio.to_thread
 import structlog
 
 from supervisor.config.model import FileSourceConfig
-from supervisor.protocols import Batch, Offset, Record
+from supervisor.protocols import Batch, Offset, Record, Rejected
 from supervisor.sources.file_lines import LineBuffer
 from supervisor.sources.file_position import (
     FINGERPRINT_BYTES,
@@ -71,6 +71,7 @@ class _OpenFile:
 
 class _Step(NamedTuple):
     records: list[Record]
+    rejects: list[Rejected]
     end: bool
     progressed: bool
     """Bytes were read or the position moved, so it is worth looking again at once."""
@@ -103,8 +104,8 @@ class FileSource:
         while True:
             step = await anyio.to_thread.run_sync(self._step, max_records, anyio.current_time())
             remaining = deadline - anyio.current_time()
-            if step.records or step.end or remaining <= 0:
-                return Batch(step.records, self._offset(), end=step.end)
+            if step.records or step.rejects or step.end or remaining <= 0:
+                return Batch(step.records, self._offset(), end=step.end, rejects=step.rejects)
             if not step.progressed:
                 await anyio.sleep(min(self._poll_interval, remaining))
 
@@ -156,9 +157,9 @@ class FileSource:
         end = False
         if not self._buffer.has_lines:
             end = self._refill(now)
-        records = self._take(max_records)
+        records, rejects = self._take(max_records)
         end = end and not self._buffer.has_lines
-        return _Step(records, end, self._progress_mark() != before)
+        return _Step(records, rejects, end, self._progress_mark() != before)
 
     def _refill(self, now: float) -> bool:
         """Read the next chunk into the buffer; True once an unfollowed file is finished."""
@@ -278,18 +279,26 @@ class FileSource:
             file.identity = read_identity(file.fd)
         self._buffer.add(data)
 
-    def _take(self, max_records: int) -> list[Record]:
-        """Return up to `max_records` buffered records, and move the position past them."""
+    def _take(self, max_records: int) -> tuple[list[Record], list[Rejected]]:
+        """Up to `max_records` buffered records and the lines that were not records;
+        the position moves past both."""
         file = self._file
         if file is None:
-            return []
-        try:
-            records, consumed = self._buffer.take(max_records)
-        except json.JSONDecodeError as exc:
-            message = f"{exc.msg} (the line at byte {file.pos} of {file.name})"
-            raise json.JSONDecodeError(message, exc.doc, exc.pos) from exc
-        file.pos += consumed
-        return records
+            return [], []
+        taken = self._buffer.take(max_records)
+        rejects = [
+            Rejected(
+                bad.text,
+                json.JSONDecodeError(
+                    f"{bad.error.msg} (the line at byte {file.pos + bad.at} of {file.name})",
+                    bad.error.doc,
+                    bad.error.pos,
+                ),
+            )
+            for bad in taken.bad
+        ]
+        file.pos += taken.consumed
+        return taken.records, rejects
 
     def _offset(self) -> Offset | None:
         if self._file is None:

@@ -8,9 +8,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisor.protocols import Record
+
+
+class BadLine(NamedTuple):
+    """A line that is not a record of the format."""
+
+    at: int
+    """Its first byte, counted from the start of the `take` that returned it."""
+    text: str
+    error: json.JSONDecodeError
+
+
+class Taken(NamedTuple):
+    """What one `LineBuffer.take` returns."""
+
+    records: list[Record]
+    bad: list[BadLine]
+    consumed: int
+    """Bytes of the file the records and bad lines came from, newlines included."""
 
 
 class LineBuffer:
@@ -64,30 +82,32 @@ class LineBuffer:
         self._partial = []
         return dropped
 
-    def take(self, max_records: int) -> tuple[list[Record], int]:
-        """Up to `max_records` records, and how many bytes of the file they came from.
+    def take(self, max_records: int) -> Taken:
+        """Up to `max_records` lines as records, and how many bytes of the file they came from.
 
-        For jsonl, records stop before the first line that is not JSON; a
-        `json.JSONDecodeError` is raised only when that line comes first, so a
-        batch holds the good lines and the next `take` raises.
+        For jsonl, a line that is not JSON is not a record: it is returned in
+        `Taken.bad` with its error, for the job's records policy to judge.
         """
         start, stop = self._next_line, min(self._next_line + max_records, len(self._lines))
         if start >= stop:
-            return [], 0
+            return Taken([], [], 0)
         lines = self._lines[start:stop] if start or stop < len(self._lines) else self._lines
         texts = _decode_lines(lines)
-        records, used = self._parse_jsonl(texts) if self._jsonl else (texts, len(texts))
-        self._next_line = start + used
+        records, bad = self._parse_jsonl(texts, lines) if self._jsonl else (texts, [])
+        self._next_line = stop
         if self._next_line == len(self._lines):
             consumed = self._line_bytes  # exact even for a finished file's unterminated line
             self._lines, self._next_line = [], 0
         else:
-            consumed = sum(map(len, lines[:used])) + used
+            consumed = sum(map(len, lines)) + len(lines)
         self._line_bytes -= consumed
-        return records, consumed
+        return Taken(records, bad, consumed)
 
-    def _parse_jsonl(self, texts: list[str]) -> tuple[list[Record], int]:
+    def _parse_jsonl(
+        self, texts: list[str], lines: list[bytes]
+    ) -> tuple[list[Record], list[BadLine]]:
         records: list[Record] = []
+        bad: list[BadLine] = []
         scan = self._scan_json
         for index, text in enumerate(texts):
             # The C scanner alone is about three times faster than json.loads when the
@@ -99,14 +119,13 @@ class LineBuffer:
             if end != len(text):
                 try:
                     record = json.loads(text)
-                except json.JSONDecodeError:
-                    if not text.strip():  # blank lines are skipped
-                        continue
-                    if index:  # return the good lines; the next take starts at the bad one
-                        return records, index
-                    raise
+                except json.JSONDecodeError as exc:
+                    if text.strip():  # blank lines are skipped
+                        at = sum(map(len, lines[:index])) + index  # rare: computed only here
+                        bad.append(BadLine(at, text, exc))
+                    continue
             records.append(record)
-        return records, len(texts)
+        return records, bad
 
 
 def _decode_lines(lines: list[bytes]) -> list[str]:
