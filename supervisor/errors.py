@@ -6,6 +6,7 @@
     ├── ConfigError              a daemon or job file is invalid (CLI exit 2)
     ├── SnapshotError            a snapshot cannot be read or written
     │   ├── SnapshotCorrupt      a snapshot file fails its checks
+    │   ├── SnapshotUnsupported  a snapshot file from a newer format: never used, never moved
     │   └── SnapshotWriteError   a durable write did not complete
     ├── PluginError              a "pkg.mod:Name" reference cannot be loaded
     ├── JobError                 raised by sources, sinks and processors to steer retries
@@ -62,6 +63,10 @@ class SnapshotError(SupervisorError):
 
 class SnapshotCorrupt(SnapshotError):
     """A snapshot file fails its checks."""
+
+
+class SnapshotUnsupported(SnapshotError):
+    """A snapshot file was written in a newer format than this supervisor reads."""
 
 
 class SnapshotWriteError(SnapshotError):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from supervisor.errors import SnapshotError
 from supervisor.protocols import Offset
 from supervisor.snapshot import Snapshot
 from supervisor.states import JobState
@@ -64,7 +65,14 @@ class JobLedger:
         """
         changes.setdefault("state", self.live_state)
         async with self._lock:
-            self.snapshot = await self._store.write(self.snapshot.successor(**changes))
+            successor = self.snapshot.successor(**changes)
+            try:
+                self.snapshot = await self._store.write(successor)
+            except SnapshotError:
+                # A failed write may still have reached the disk (a rename done, its
+                # directory fsync failed): never give another content that generation.
+                self.snapshot = replace(self.snapshot, generation=successor.generation)
+                raise
             return self.snapshot
 
     async def set_aside(self, reason: str) -> None:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from supervisor.errors import SnapshotCorrupt
+from supervisor.errors import SnapshotCorrupt, SnapshotUnsupported
 from supervisor.protocols import Offset
 from supervisor.states import JobState
 
@@ -82,6 +82,10 @@ class _Invalid(ValueError):
     """A reason a document is not a snapshot; `decode` adds the path."""
 
 
+class _Newer(ValueError):
+    """The document is intact but in a newer format; `decode` adds the path."""
+
+
 def checksum(document: Mapping[str, Any]) -> str:
     """``"sha256:<hex>"`` of the canonical JSON form of `document` (without its checksum)."""
     canonical = json.dumps(
@@ -121,11 +125,21 @@ def encode(snapshot: Snapshot) -> bytes:
 
 
 def decode(data: bytes, *, job: str, path: Path) -> Snapshot:
-    """The snapshot in `data`, which was read from `path`; SnapshotCorrupt says what is wrong."""
+    """The snapshot in `data`, which was read from `path`.
+
+    SnapshotCorrupt says what is wrong with a damaged file. SnapshotUnsupported
+    means an intact file from a newer supervisor: not damage, so it must not be
+    set aside for an older generation (that would silently rewind the job).
+    """
     try:
         return _decode(data, job)
     except _Invalid as exc:
         raise SnapshotCorrupt(f"corrupt snapshot {path}: {exc}") from None
+    except _Newer as exc:
+        raise SnapshotUnsupported(
+            f"snapshot {path} {exc}: run that version, or move the file away to start "
+            "from the previous generation (or the source's start)"
+        ) from None
 
 
 def _decode(data: bytes, job: str) -> Snapshot:
@@ -137,14 +151,19 @@ def _decode(data: bytes, job: str) -> Snapshot:
         raise _Invalid(f"not UTF-8 text (bad byte at {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise _Invalid(f"not valid TOML ({exc})") from None
-    # The format first: a newer layout may checksum differently, and saying so helps more.
+    # The format first: an intact newer file is refused as such, not taken for damage.
     version = _get(document, "format", int)
     if version != FORMAT_VERSION:
+        if version > FORMAT_VERSION and _sealed(document):
+            raise _Newer(
+                f"was written by a newer stream-supervisor (format {version}; "
+                f"this one reads format {FORMAT_VERSION})"
+            )
+        # A damaged digit, or a newer layout that does not verify: damage either way.
         raise _Invalid(f"unknown format version {version} (this supervisor reads {FORMAT_VERSION})")
-    stored = _get(document, "checksum", str)
-    del document["checksum"]
-    if not hmac.compare_digest(stored.encode("utf-8"), checksum(document).encode("utf-8")):
+    if not _sealed(document):
         raise _Invalid("checksum mismatch: the file was changed or damaged after it was written")
+    del document["checksum"]
     _no_unknown_keys(document, _TOP_KEYS, "")
     if (owner := _get(document, "job", str)) != job:
         raise _Invalid(f"it belongs to job {owner!r}, not {job!r}")
@@ -166,6 +185,13 @@ def _decode(data: bytes, job: str) -> Snapshot:
         failure=None if failure is None else _failure(failure),
         written_at=_moment(document, "written_at"),
     )
+
+
+def _sealed(document: Mapping[str, Any]) -> bool:
+    """Whether `document` holds a checksum of the rest of it; _Invalid if it has none."""
+    stored = _get(document, "checksum", str)
+    rest = {key: value for key, value in document.items() if key != "checksum"}
+    return hmac.compare_digest(stored.encode("utf-8"), checksum(rest).encode("utf-8"))
 
 
 def _failure(table: object) -> FailureRecord:

@@ -16,6 +16,12 @@ fsynced. The current name never disappears: a crash at any instant leaves it
 holding the old or the new generation, each complete on disk. Every name is
 opened relative to one O_NOFOLLOW descriptor of the directory, so a planted
 symlink is refused, never written through.
+
+The directory itself must be a real directory (not a symlink), owned by the
+user the supervisor runs as, and writable by no one else (as sshd's StrictModes
+and PostgreSQL's data directory check demand): anyone who can write to it can
+swap a snapshot, or plant a link, under the supervisor's feet. It is checked on
+the open descriptor, each time, so the check and the use are of the same inode.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ WRITE_STEPS = ("temp_written", "temp_fsynced", "previous_kept", "renamed", "dire
 
 _JOB = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _REASON = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_TEMP = re.compile(r"\.[a-z0-9][a-z0-9_-]{0,62}\.snapshot\.[0-9a-f]{16}\.tmp")
+_TEMP = re.compile(r"\.([a-z0-9][a-z0-9_-]{0,62})\.snapshot\.[0-9a-f]{16}\.tmp")
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP})
 _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -68,7 +74,12 @@ class SnapshotStore:
         return self.directory / _current(job)
 
     async def prepare(self) -> None:
-        """Create the directory (0700) if missing, refuse a symlink, remove crashed writes."""
+        """Create the directory (0700) if missing, refuse an unsafe one, remove crashed writes.
+
+        Refused with SnapshotError naming the path and the fix: a symlink, a
+        non-directory, a directory owned by another user, or one that its group
+        or others may write to.
+        """
         await anyio.to_thread.run_sync(self._prepare)
 
     async def load(self, job: str) -> Snapshot | None:
@@ -125,11 +136,21 @@ class SnapshotStore:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             with _directory(self.directory) as fd:
                 for name in os.listdir(fd):  # noqa: PTH208 - by descriptor: no symlink race
-                    if _TEMP.fullmatch(name):
-                        os.unlink(name, dir_fd=fd)
-                        log.warning("snapshot.stale_temp_removed", path=str(self.directory / name))
+                    if match := _TEMP.fullmatch(name):
+                        self._remove_stale_temp(fd, match.group(1), name)
         except OSError as exc:
             raise SnapshotError(f"state directory {self.directory}: {_why(exc)}") from exc
+
+    def _remove_stale_temp(self, fd: int, job: str, name: str) -> None:
+        """A crashed write's temp file is removed; anything else by that name is kept aside."""
+        path = self.directory / name
+        if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=fd)
+            log.warning("snapshot.stale_temp_removed", path=str(path))
+            return
+        # Not something this store writes (a planted symlink, a FIFO): never followed, kept.
+        log.error("snapshot.corrupt", job=job, path=str(path), error="not a regular file")
+        self._move_broken_aside(fd, job, path)
 
     def _load(self, job: str) -> Snapshot | None:
         current, previous = self.path_for(job), self.directory / _previous(job)
@@ -137,6 +158,8 @@ class SnapshotStore:
             with _directory(self.directory) as fd:
                 found = _examine(fd, job, current)
                 if isinstance(found, Snapshot):
+                    if isinstance(_examine(fd, job, previous), SnapshotCorrupt):
+                        self._move_broken_aside(fd, job, previous)  # kept, and out of the way
                     return found
                 fallback = _examine(fd, job, previous)
                 if isinstance(fallback, SnapshotCorrupt):
@@ -154,10 +177,10 @@ class SnapshotStore:
         except OSError as exc:
             raise SnapshotError(f"cannot read snapshot {current}: {_why(exc)}") from exc
 
-    def _move_broken_aside(self, fd: int, job: str, current: Path) -> None:
+    def _move_broken_aside(self, fd: int, job: str, path: Path) -> None:
         aside = f"{_aside_stem(fd, job, 'broken')}.toml"
-        os.rename(current.name, aside, src_dir_fd=fd, dst_dir_fd=fd)
-        log.warning("snapshot.moved_aside", job=job, path=str(current), to=aside)
+        os.rename(path.name, aside, src_dir_fd=fd, dst_dir_fd=fd)
+        log.warning("snapshot.moved_aside", job=job, path=str(path), to=aside)
         # Not durable yet is fine: the next load finds the same file and does the same.
         with contextlib.suppress(OSError):
             os.fsync(fd)
@@ -208,7 +231,11 @@ class SnapshotStore:
 
     def _keep_previous(self, fd: int, job: str) -> None:
         """Make ``prev`` the current generation if it is valid; keep a corrupt one aside."""
-        current = self.path_for(job)
+        current, previous = self.path_for(job), self.directory / _previous(job)
+        if not _regular_or_missing(fd, previous.name):
+            # Planted at prev: replaced by a rename it is never followed, but keep it for a look.
+            log.error("snapshot.corrupt", job=job, path=str(previous), error="not a regular file")
+            self._move_broken_aside(fd, job, previous)
         found = _examine(fd, job, current)
         if isinstance(found, Snapshot):
             self._duplicate(fd, job, current.name, _previous(job))
@@ -302,16 +329,50 @@ def _aside_stem(fd: int, job: str, label: str) -> str:
 
 @contextlib.contextmanager
 def _directory(path: Path) -> Iterator[int]:
+    """An O_NOFOLLOW descriptor of the state directory, once it is found safe to use."""
     try:
         fd = os.open(path, _OPEN_DIRECTORY)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise OSError(exc.errno, "a symlink or not a directory: refused") from exc
+            raise OSError(
+                exc.errno,
+                "a symlink or not a directory: refused; set state_dir to a real directory",
+            ) from exc
         raise
     try:
+        _check_directory(fd, path)
         yield fd
     finally:
         os.close(fd)
+
+
+def _check_directory(fd: int, path: Path) -> None:
+    """Refuse a directory someone other than this process's user could write to."""
+    info, user = os.fstat(fd), os.geteuid()
+    if info.st_uid != user:
+        raise SnapshotError(
+            f"state directory {path} is owned by uid {info.st_uid}, not by uid {user} that "
+            f"the supervisor runs as: refused, since its owner could replace snapshots; "
+            f"`chown {user} {path}`, or run the supervisor as uid {info.st_uid}"
+        )
+    if mode := stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
+        who = (
+            "group- and world"
+            if mode == stat.S_IWGRP | stat.S_IWOTH
+            else ("group" if mode == stat.S_IWGRP else "world")
+        )
+        raise SnapshotError(
+            f"state directory {path} is {who}-writable (mode {stat.S_IMODE(info.st_mode):04o}): "
+            f"refused, since other users could replace snapshots; `chmod go-w {path}` "
+            "(0700 is what the supervisor creates)"
+        )
+
+
+def _regular_or_missing(fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return True
 
 
 def _examine(fd: int, job: str, path: Path) -> Snapshot | SnapshotCorrupt | None:
