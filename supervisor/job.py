@@ -338,7 +338,7 @@ class JobRunner:
             await self.ledger.set_aside("failed")
         try:
             await self.ledger.write(offset=value)
-        except SnapshotError as exc:
+        except (SnapshotError, ValueError) as exc:  # ValueError: not an offset TOML can hold
             fresh = (
                 " (it stays FAILED and `start` begins afresh)" if old != self.ledger.offset else ""
             )

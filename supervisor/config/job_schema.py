@@ -28,6 +28,7 @@ from supervisor.config.schema import (
     integer,
     number,
     path,
+    show_key,
     text,
     unknown_key,
     unwrap,
@@ -180,7 +181,8 @@ def _check_job(
     """Every key of one (merged) job table, converted; `partial` for `[defaults]` alone."""
     for key, value in raw.items():
         if key not in _JOB_KEYS:
-            problems.append(Problem(key, unknown_key(key, _JOB_KEYS), isinstance(value, Inherited)))
+            message = unknown_key(key, _JOB_KEYS)
+            problems.append(Problem(show_key(key), message, isinstance(value, Inherited)))
     scalars = {key: value for key, value in raw.items() if key in _JOB_SCALARS}
     parts = check_table(scalars, _JOB_SCALARS, "", origin, problems)
     for role, kinds in (("source", _SOURCES), ("sink", _SINKS)):

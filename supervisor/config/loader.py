@@ -9,9 +9,11 @@ then merged under each job file, tables key by key.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from supervisor.config.schema import (
     octal_mode,
     parse_duration,
     path,
+    show_key,
     text,
     unknown_key,
 )
@@ -114,11 +117,24 @@ def _absolute(file: Path) -> Path:
     return Path(os.path.normpath(file.absolute()))
 
 
+MAX_FILE_BYTES = 1024 * 1024
+"""A daemon or job file is a few hundred bytes; a bigger one is refused unread."""
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
 def _read_toml(file: Path, issues: list[ConfigIssue]) -> dict[str, Any] | None:
     try:
-        data = file.read_bytes()
+        data = _read_regular_file(file)
     except OSError as exc:
         issues.append(ConfigIssue(str(file), "", f"cannot read the file: {exc.strerror or exc}"))
+        return None
+    except _NotAConfigFile as exc:
+        issues.append(ConfigIssue(str(file), "", f"cannot read the file: {exc}"))
         return None
     try:
         document = data.decode("utf-8")
@@ -132,11 +148,63 @@ def _read_toml(file: Path, issues: list[ConfigIssue]) -> dict[str, Any] | None:
     except tomllib.TOMLDecodeError as exc:
         where, message = _syntax_error(exc, document)
     except RecursionError:
-        where, message = "", "invalid TOML: arrays or tables nested too deeply to read"
+        where = _line_column(document, _too_deep(document))
+        message = "invalid TOML: arrays or tables nested too deeply to read"
     except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
-        where, message = "", "invalid TOML: a number with too many digits to read"
+        digits = _TOO_MANY_DIGITS.search(document)
+        where = _line_column(document, digits.start() if digits else len(document))
+        message = "invalid TOML: a number with too many digits to read"
     issues.append(ConfigIssue(str(file), where, message))
     return None
+
+
+class _NotAConfigFile(Exception):
+    """The path names something that is not a regular file of a sane size."""
+
+
+def _read_regular_file(file: Path) -> bytes:
+    """The file's bytes; a FIFO, a device or a huge file is refused without blocking on it."""
+    # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever (and
+    # hang `check`, or a reload in the daemon). It changes nothing for a regular file.
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise _NotAConfigFile(f"it is {kind}, not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise _NotAConfigFile(f"it is larger than {MAX_FILE_BYTES} bytes, too large to be one")
+    return data
+
+
+_TOO_MANY_DIGITS = re.compile(r"[0-9_]{4000,}")
+
+
+def _too_deep(document: str) -> int:
+    """Roughly where nesting gets deep (brackets outside strings and comments counted)."""
+    depth, quote, comment = 0, "", False
+    for position, char in enumerate(document):
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            quote = "" if char == quote and document[position - 1] != "\\" else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > 100:
+                return position
+        elif char in "]}":
+            depth -= 1
+    return len(document)
 
 
 _AT_POSITION = re.compile(r" \(at (?:line (\d+), column (\d+)|end of document)\)\Z")
@@ -182,7 +250,7 @@ def _daemon(
     file: Path, document: dict[str, Any], environ: Mapping[str, str], issues: list[ConfigIssue]
 ) -> model.DaemonConfig:
     problems = [
-        Problem(key, unknown_key(key, _DAEMON_TABLES))
+        Problem(show_key(key), unknown_key(key, _DAEMON_TABLES))
         for key in document
         if key not in _DAEMON_TABLES
     ]

@@ -234,11 +234,31 @@ def octal_mode() -> Convert:
 # --- tables ------------------------------------------------------------------------------
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+
+
+def show_key(key: str) -> str:
+    """A key as it goes into a dotted path: bare when TOML allows, else quoted and
+    escaped, so ``source."a.b"`` is not ``source.a.b`` and no key breaks the line."""
+    return key if _BARE_KEY.fullmatch(key) else _quoted(key)
+
+
+def _quoted(key: str) -> str:
+    def escape(char: str) -> str:
+        if char in '"\\':
+            return "\\" + char
+        if char.isprintable():
+            return char
+        return f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}"
+
+    return '"' + "".join(escape(char) for char in key) + '"'
+
+
 def unknown_key(key: str, known: Mapping[str, object] | set[str]) -> str:
     """The message for a key the table does not have, with the closest known one."""
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     hint = f'; did you mean "{close[0]}"?' if close else ""
-    return f'unknown key "{key}"{hint}'
+    return f"unknown key {_quoted(key)}{hint}"
 
 
 def check_table(
@@ -271,12 +291,13 @@ def check_table(
             if extra:
                 out[key] = value
             else:
-                problems.append(Problem(prefix + key, unknown_key(key, fields), inherited))
+                where = prefix + show_key(key)
+                problems.append(Problem(where, unknown_key(key, fields), inherited))
             continue
         try:
             out[key] = field.convert(value, origin.defaults_dir if inherited else origin.job_dir)
         except Invalid as exc:
-            problems.append(Problem(prefix + key, str(exc), inherited))
+            problems.append(Problem(prefix + show_key(key), str(exc), inherited))
     for key, field in fields.items():
         if field.required and key not in table and not partial:
             problems.append(Problem(prefix + key, "required key is missing"))

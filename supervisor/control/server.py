@@ -5,7 +5,11 @@ no moment with wider permissions), replaces a stale socket left by a crashed
 daemon but never a live one, and is removed on exit. Each client sends one
 request line within `REQUEST_TIMEOUT` and at most `MAX_REQUEST_BYTES`; a peer
 that is not root, the daemon's user or in the socket's group is refused.
-Nothing a client does can raise out of its own handler.
+Nothing a client does can raise out of its own handler, and nothing it does
+can stop the daemon accepting: at most `MAX_CLIENTS` are served at once (the
+rest are told so and closed), a reply the client does not read within
+`SEND_TIMEOUT` is dropped, and running out of file descriptors pauses
+accepting for `ACCEPT_BACKOFF` instead of crashing or spinning.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import socket
 import stat
 import struct
@@ -40,6 +45,17 @@ from supervisor.errors import SupervisorError
 log = structlog.get_logger("supervisor.control")
 
 Dispatch = Callable[[Request], Awaitable[Any]]
+
+MAX_CLIENTS = 256
+"""Clients served at once, and at most a quarter of the process's file
+descriptor limit; more are answered "too many clients" and closed, so control
+clients can never take the file descriptors the jobs need."""
+SEND_TIMEOUT = 10.0
+"""Seconds a reply line may take to send; a client that stops reading is dropped."""
+ACCEPT_BACKOFF = 0.1
+"""Seconds to wait before accepting again when the process or system is out of
+file descriptors or memory (accept would fail again at once: a busy loop)."""
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,51 +127,142 @@ async def serve_control(
             mode = oct(stat.S_IMODE(control.identity.st_mode))
             log.info("control.listening", path=str(control.path), mode=mode)
             task_status.started()
+            served = _Served()
             while True:
-                stream = await listener.accept()
-                clients.start_soon(_serve_client, stream, dispatch, group)
+                stream = await _accept(listener)
+                if stream is None:
+                    continue
+                if served.count >= client_limit():
+                    clients.start_soon(_turn_away, stream)
+                else:
+                    served.count += 1  # here, not in the task: a burst is counted as it comes
+                    clients.start_soon(_serve_client, stream, dispatch, group, served)
     finally:
         control.remove()
 
 
-async def _serve_client(stream: anyio.abc.SocketStream, dispatch: Dispatch, group: int) -> None:
+async def _accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream | None:
+    """The next client; None after an error that only this connection or a moment had."""
+    try:
+        return await listener.accept()
+    except anyio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        if cause.errno in _ACCEPT_CAPACITY_ERRNOS:
+            # The connection waits in the backlog; accepting again now would fail
+            # again at once. Jobs and connected clients carry on meanwhile.
+            log.warning("control.accept_failed", error=os.strerror(cause.errno or 0))
+            await anyio.sleep(ACCEPT_BACKOFF)
+            return None
+        if cause.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+            return None  # that client gave up before we accepted it
+        raise
+
+
+def client_limit() -> int:
+    """`MAX_CLIENTS`, or a quarter of the open-files limit if that is lower (read each time:
+    an operator may change it with prlimit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CLIENTS if soft == resource.RLIM_INFINITY else max(min(MAX_CLIENTS, soft // 4), 1)
+
+
+async def _turn_away(stream: anyio.abc.SocketStream) -> None:
+    async with stream:
+        limit = client_limit()
+        log.warning("control.too_many_clients", limit=limit)
+        with contextlib.suppress(*_GONE):
+            error = f"too many control clients connected (limit {limit}): try again"
+            await _send(stream, encode_response(ok=False, error=error))
+
+
+@dataclass(slots=True)
+class _Served:
+    """How many clients are being served now."""
+
+    count: int = 0
+
+
+class _RequestTooLong(Exception):
+    """The request line (with its newline) is longer than `MAX_REQUEST_BYTES`."""
+
+
+class _Stalled(Exception):
+    """The client did not send its request, or read its reply, in time."""
+
+
+_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, _Stalled)
+"""What sending a last error line to a client that may have gone away can raise."""
+
+
+async def _serve_client(
+    stream: anyio.abc.SocketStream,
+    dispatch: Dispatch,
+    group: int,
+    served: _Served,
+) -> None:
     async with stream:
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             pid, uid, gid = _peer(raw)
             if not _peer_allowed(pid, uid, gid, group):
                 log.warning("control.peer_refused", pid=pid, uid=uid)
-                await stream.send(encode_response(ok=False, error="permission denied"))
+                await _send(stream, encode_response(ok=False, error="permission denied"))
                 return
-            with anyio.fail_after(REQUEST_TIMEOUT):
-                line = await BufferedByteReceiveStream(stream).receive_until(
-                    b"\n", MAX_REQUEST_BYTES
-                )
+            line = await _receive_request(stream)
             try:
                 result = await dispatch(decode_request(line))
             except (ProtocolError, SupervisorError) as exc:
-                await stream.send(encode_response(ok=False, error=str(exc)))
+                await _send(stream, encode_response(ok=False, error=str(exc)))
                 return
             if isinstance(result, EventFeed):
                 # One response line per event, until the client or the daemon goes away.
                 async with contextlib.aclosing(result.items()) as items:
                     async for item in items:
-                        await stream.send(encode_response(ok=True, result=item))
+                        await _send(stream, encode_response(ok=True, result=item))
                 return
-            await stream.send(encode_response(ok=True, result=result))
-        except TimeoutError:
-            log.warning("control.client_stalled", timeout=REQUEST_TIMEOUT)
-        except anyio.DelimiterNotFound:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await stream.send(
-                    encode_response(
-                        ok=False, error=f"request longer than {MAX_REQUEST_BYTES} bytes"
-                    )
-                )
+            await _send(stream, encode_response(ok=True, result=result))
+        except _RequestTooLong:
+            with contextlib.suppress(*_GONE):
+                error = f"request line longer than {MAX_REQUEST_BYTES} bytes"
+                await _send(stream, encode_response(ok=False, error=error))
+        except _Stalled as exc:
+            log.warning("control.client_stalled", waiting_for=str(exc))
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
             pass  # the client went away; nothing to answer
         except Exception:
             log.exception("control.request_failed")
+            with contextlib.suppress(*_GONE):
+                error = "internal error; the daemon logged it as control.request_failed"
+                await _send(stream, encode_response(ok=False, error=error))
+        finally:
+            served.count -= 1
+
+
+async def _receive_request(stream: anyio.abc.SocketStream) -> bytes:
+    """One request line without its newline, exactly as long as the limit allows.
+
+    `receive_until` checks its limit only between reads, so by itself it would let
+    through lines of up to twice the limit depending on how they were chunked.
+    """
+    try:
+        with anyio.fail_after(REQUEST_TIMEOUT):
+            line = await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_REQUEST_BYTES)
+    except TimeoutError:
+        raise _Stalled(f"request within {REQUEST_TIMEOUT:g}s") from None
+    except anyio.DelimiterNotFound:
+        raise _RequestTooLong from None
+    if len(line) >= MAX_REQUEST_BYTES:  # + 1 for the newline
+        raise _RequestTooLong
+    return line
+
+
+async def _send(stream: anyio.abc.SocketStream, data: bytes) -> None:
+    try:
+        with anyio.fail_after(SEND_TIMEOUT):
+            await stream.send(data)
+    except TimeoutError:
+        raise _Stalled(f"reply read within {SEND_TIMEOUT:g}s") from None
 
 
 def _peer(sock: socket.socket) -> tuple[int, int, int]:
