@@ -29,6 +29,10 @@ log = structlog.get_logger("supervisor.attempt")
 MAX_BATCH = 4096
 """Records asked of the source at once: large enough that per-batch costs vanish."""
 
+IDLE_WAIT = 3600.0
+"""How long a caught-up job's read may wait: with nothing new, no checkpoint is due, so an
+idle job wakes only when its source has something (or when stopped), not every interval."""
+
 
 class AttemptEnd(enum.Enum):
     """How an attempt ended without an error."""
@@ -108,8 +112,10 @@ class Attempt:
         offset = committed
         uncommitted = 0
         next_checkpoint_at = anyio.current_time() + policy.interval
+        caught_up = False  # the last checkpoint time found nothing new: reads may wait for data
         while not self.stop_requested():
-            wait = max(next_checkpoint_at - anyio.current_time(), 0.0)
+            due_in = max(next_checkpoint_at - anyio.current_time(), 0.0)
+            wait = IDLE_WAIT if caught_up else due_in
             with anyio.CancelScope() as self._read_scope:
                 batch = await source.read(min(MAX_BATCH, policy.every_records - uncommitted), wait)
             self._read_scope = None
@@ -128,6 +134,10 @@ class Attempt:
                 await self._checkpoint(sink, offset)
                 return AttemptEnd.FINISHED
             now = anyio.current_time()
+            if caught_up and (uncommitted or offset != committed):
+                # The first news after a quiet spell: due for a checkpoint one interval on.
+                caught_up = False
+                next_checkpoint_at = now + policy.interval
             if uncommitted >= policy.every_records or now >= next_checkpoint_at:
                 if offset != committed or uncommitted:
                     await self._checkpoint(sink, offset)
@@ -136,6 +146,7 @@ class Attempt:
                     # Nothing new to commit: the job is caught up, which proves
                     # health as well as a checkpoint does (`retry.reset_after`).
                     self.checkpoint_event.set()
+                    caught_up = True
                 next_checkpoint_at = now + policy.interval
             # One yield per batch keeps a fast source from starving other jobs.
             await anyio.lowlevel.checkpoint()

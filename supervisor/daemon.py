@@ -28,6 +28,7 @@ from supervisor.control.server import bind_control_socket, serve_control
 from supervisor.errors import CommandRefused, ConfigError, SnapshotError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
+from supervisor.loop_lag import report_loop_lag
 from supervisor.notify import SystemdNotifier, status_line
 from supervisor.reload import plan_reload
 from supervisor.snapshot import Snapshot
@@ -111,6 +112,8 @@ class Supervisor:
                 daemon_tasks.start_soon(self._report_status)
             if self.notifier.watchdog_interval:
                 daemon_tasks.start_soon(self._ping_watchdog, self.notifier.watchdog_interval)
+            if self.config.daemon.log_level == "debug":
+                daemon_tasks.start_soon(report_loop_lag)
             daemon_tasks.start_soon(self._shut_down_when_requested)
             if self.exit_when_idle:
                 daemon_tasks.start_soon(self._stop_when_idle)
