@@ -1,14 +1,20 @@
-"""Disk faults under a running job, with the real snapshot store: fsync raising EIO.
+"""Disk faults under a running job, with the real snapshot store.
 
-The previous snapshot stays byte-identical, the committed offset does not
-advance, the job ends SUSPENDED with an error naming the path and errno, and
-once the fault clears `resume` carries on with no manual cleanup.
+EIO (faked: a disk cannot be made to fail on cue here) from fsync or write,
+once or persistently, and ENOSPC from a genuinely full tmpfs under a real
+daemon. Throughout, the previous snapshot stays byte-identical and the
+committed offset does not advance until a write succeeds. Once: the attempt
+is retried and the job is RUNNING again by itself. Persistently: the job ends
+SUSPENDED with an error naming the path and errno, and once the fault clears
+`resume` carries on with no manual cleanup.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,11 +24,12 @@ import pytest
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
+from supervisor.snapshot import decode
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import JobState
 from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
 from tests.helpers import make_job
-from tests.lifecycle import Watch, eventually
+from tests.lifecycle import Watch, eventually, states_of
 
 pytestmark = pytest.mark.anyio
 
@@ -88,4 +95,107 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
         await runner.request("resume")
         await eventually(lambda: runner.ledger.offset == 40, within=30, step=0.01)
         runner.shut_down()
+    assert [r["seq"] for r in sink.flushed][-20:] == list(range(20, 40))
+
+
+def is_temp_file(fd: int) -> bool:
+    return Path(f"/proc/self/fd/{fd}").readlink().suffix == ".tmp"
+
+
+def is_directory(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+class FaultOnce:
+    """os.<call> raising EIO once for the fds `target` picks; the next such call then
+    waits until `release()`, so a test can look at the disk between the two."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, call: str, target: str) -> None:
+        self.real = getattr(os, call)
+        self.target = {"temp file": is_temp_file, "directory": is_directory}[target]
+        self.fired = False
+        self.held = threading.Event()
+        self._released = threading.Event()
+        monkeypatch.setattr(os, call, self)
+
+    def __call__(self, fd: int, *args: object) -> object:
+        if self.target(fd):
+            if not self.fired:
+                self.fired = True
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            self.held.set()
+            assert self._released.wait(timeout=30), "never released"
+        return self.real(fd, *args)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def runner_for(
+    store: SnapshotStore, source: ScriptedSource, sink: RecordingSink, watch: Watch
+) -> JobRunner:
+    job = make_job(
+        "orders",
+        retry=RetryPolicy(initial=0.01, max=0.01, jitter=False, max_attempts=5, reset_after=0.2),
+        checkpoint=CheckpointPolicy(every_records=10, interval=0.05),
+    )
+    return JobRunner(
+        job,
+        JobLedger(store, "orders", None),
+        watch.record,
+        start_slots=anyio.CapacityLimiter(1),
+        components=fixed_components(source, sink),
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "target"),
+    [("fsync", "temp file"), ("write", "temp file"), ("fsync", "directory")],
+)
+async def test_eio_once_is_retried_and_the_job_recovers_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, target: str
+) -> None:
+    """One EIO from a snapshot write: the old snapshot and the committed offset hold,
+    the attempt is retried and the job is RUNNING again with no operator step."""
+    store = SnapshotStore(tmp_path / "state")
+    await store.prepare()
+    source, sink, watch = ScriptedSource(available=20, batch=10), RecordingSink(), Watch()
+    runner = runner_for(store, source, sink, watch)
+    snapshot_file = store.path_for("orders")
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await eventually(lambda: runner.ledger.offset == 20, within=30, step=0.01)
+        good = snapshot_file.read_bytes()
+        generation = runner.ledger.snapshot.generation
+
+        fault = FaultOnce(monkeypatch, call, target)
+        try:
+            source.available = 40
+            await eventually(fault.held.is_set, within=30, step=0.01)  # failed once; next held
+            assert runner.state is JobState.RETRYING
+            assert runner.ledger.offset == 20
+            if target == "temp file":
+                assert snapshot_file.read_bytes() == good  # byte-identical through the fault
+            else:
+                # The failed write was renamed into place before its directory fsync
+                # failed; the next one (RETRYING, held at its own directory fsync) did
+                # not reuse that generation for other contents.
+                prev = snapshot_file.with_name("orders.snapshot.prev.toml")
+                landed = decode(prev.read_bytes(), job="orders", path=prev)
+                after = decode(snapshot_file.read_bytes(), job="orders", path=snapshot_file)
+                assert (landed.generation, landed.offset) == (generation + 1, 30)
+                assert (after.generation, after.offset) == (generation + 2, 20)
+        finally:
+            fault.release()
+        await eventually(
+            lambda: runner.state is JobState.RUNNING and runner.ledger.offset == 40,
+            within=30,
+            step=0.01,
+        )
+        runner.shut_down()
+    assert states_of(watch, "orders")[-2:] == [JobState.RETRYING, JobState.RUNNING]
+    assert runner.attempts == 0
+    final = decode(snapshot_file.read_bytes(), job="orders", path=snapshot_file)
+    assert final.offset == 40
+    assert not [p for p in snapshot_file.parent.iterdir() if p.suffix == ".tmp"]
     assert [r["seq"] for r in sink.flushed][-20:] == list(range(20, 40))
