@@ -36,13 +36,21 @@ def write_config(root: Path, jobs: dict[str, str], daemon: str = DAEMON_TOML) ->
 class DaemonProcess:
     """`supervisor run` in a subprocess; its stderr is read as JSON log events."""
 
-    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
+        """`wrapper`: a command that execs the daemon's command line given after it
+        (e.g. ``unshare``), so the daemon keeps this process's pid and pipes."""
         base = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             base.pop(name, None)
         env = {**base, **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "run", "-c", str(config), *extra],
+            [*wrapper, sys.executable, "-m", "supervisor", "run", "-c", str(config), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,

@@ -12,9 +12,15 @@ SUSPENDED with an error naming the path and errno, and once the fault clears
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from supervisor.snapshot import decode
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.states import JobState
 from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
+from tests.daemon_process import DAEMON_TOML, DaemonProcess, write_config
 from tests.helpers import make_job
 from tests.lifecycle import Watch, eventually, states_of
 
@@ -199,3 +206,112 @@ async def test_eio_once_is_retried_and_the_job_recovers_by_itself(
     assert final.offset == 40
     assert not [p for p in snapshot_file.parent.iterdir() if p.suffix == ".tmp"]
     assert [r["seq"] for r in sink.flushed][-20:] == list(range(20, 40))
+
+
+MOUNT_TMPFS = 'mount -t tmpfs -o size=64k,mode=0700 tmpfs "$0"'
+JOB_TOML = """\
+suspend_on_failure = true
+[source]
+type = "generate"
+rate = 1000
+[sink]
+type = "null"
+[checkpoint]
+interval = "50ms"
+[retry]
+initial = "50ms"
+max = "50ms"
+jitter = false
+max_attempts = 2
+"""
+
+
+def fill(path: Path) -> None:
+    """Append to `path` until the file system says ENOSPC."""
+    with path.open("ab", buffering=0) as file:
+        try:
+            while file.write(b"\0" * 4096):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def until(condition: Callable[[], bool], within: float = 30) -> None:
+    """Re-check `condition` every 20 ms until it holds (another process's progress)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.02)
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_full_disk_suspends_naming_path_and_enospc_and_resume_continues(tmp_path: Path) -> None:
+    """ENOSPC from a real, full 64 KiB tmpfs under a real daemon: SUSPENDED with the path and
+    ENOSPC in `status`, the previous snapshot byte-identical, and `resume` carries on once
+    space is freed, with no other cleanup."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1): cannot mount a small tmpfs without root")
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", MOUNT_TMPFS, str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"the kernel refused a tmpfs in a user+mount namespace: {probe.stderr.strip()}")
+    config = write_config(tmp_path, {"orders": JOB_TOML}, DAEMON_TOML.replace('"debug"', '"info"'))
+    wrapper = ("unshare", "-rm", "sh", "-c", MOUNT_TMPFS + ' && exec "$@"', str(state))
+    daemon = DaemonProcess(config, wrapper=wrapper)
+    try:
+        daemon.wait_for("job.state_changed", job="orders", to="running")
+        # The daemon's tmpfs, seen from outside its mount namespace.
+        inside = Path(f"/proc/{daemon.process.pid}/root") / state.relative_to("/")
+        snapshot = inside / "orders.snapshot.toml"
+        until((inside / "orders.snapshot.prev.toml").exists)
+
+        fill(inside / "filler")
+        daemon.wait_for("job.attempt_failed", job="orders")
+        good = snapshot.read_bytes()  # the last write that got through: nothing frees space now
+        daemon.wait_for("job.state_changed", job="orders", to="suspended")
+        shown = cli(config, "status", "orders", "--json")
+        assert shown.returncode == 3, shown.stderr
+        [view] = json.loads(shown.stdout)
+        assert view["state"] == "suspended"
+        assert f"cannot write snapshot {state / 'orders.snapshot.toml'}: ENOSPC" in view["error"]
+        committed = decode(good, job="orders", path=snapshot)
+        assert view["offset"] == committed.offset
+        assert snapshot.read_bytes() == good
+        assert sorted(p.name for p in inside.iterdir()) == [
+            "filler",
+            "orders.snapshot.prev.toml",
+            "orders.snapshot.toml",
+        ]
+
+        (inside / "filler").unlink()  # the fault clears
+        resumed = cli(config, "resume", "orders")
+        assert resumed.returncode == 0, resumed.stderr
+        daemon.wait_for("job.state_changed", job="orders", to="running")
+        until(
+            lambda: (
+                decode(snapshot.read_bytes(), job="orders", path=snapshot).offset
+                != committed.offset
+            )
+        )
+        after = decode(snapshot.read_bytes(), job="orders", path=snapshot)
+        assert isinstance(after.offset, int) and isinstance(committed.offset, int)
+        assert after.offset > committed.offset
+        assert after.generation > committed.generation
+    finally:
+        daemon.keep_draining()
+        assert daemon.stop() == 0
