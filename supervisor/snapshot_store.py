@@ -355,16 +355,11 @@ def _check_directory(fd: int, path: Path) -> None:
             f"the supervisor runs as: refused, since its owner could replace snapshots; "
             f"`chown {user} {path}`, or run the supervisor as uid {info.st_uid}"
         )
-    if mode := stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
-        who = (
-            "group- and world"
-            if mode == stat.S_IWGRP | stat.S_IWOTH
-            else ("group" if mode == stat.S_IWGRP else "world")
-        )
+    if stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
         raise SnapshotError(
-            f"state directory {path} is {who}-writable (mode {stat.S_IMODE(info.st_mode):04o}): "
-            f"refused, since other users could replace snapshots; `chmod go-w {path}` "
-            "(0700 is what the supervisor creates)"
+            f"state directory {path} is writable by its group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): refused, since they could replace "
+            f"snapshots; `chmod go-w {path}` (0700 is what the supervisor creates)"
         )
 
 
