@@ -41,7 +41,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from supervisor.durable import write_all
+from supervisor.durable import fsync_directory, write_all
 from supervisor.errors import SnapshotCorrupt, SnapshotError, SnapshotWriteError
 from supervisor.snapshot import Snapshot, decode, encode
 
@@ -133,7 +133,14 @@ class SnapshotStore:
 
     def _prepare(self) -> None:
         try:
+            missing = []
+            for path in (self.directory, *self.directory.parents):
+                if path.exists():
+                    break
+                missing.append(path)
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for created in missing:  # its name in its parent must survive a power cut too
+                fsync_directory(created.parent)
             with _directory(self.directory) as fd:
                 for name in os.listdir(fd):  # noqa: PTH208 - by descriptor: no symlink race
                     if match := _TEMP.fullmatch(name):
@@ -267,9 +274,11 @@ class SnapshotStore:
         try:
             with _directory(self.directory) as fd:
                 stem = _aside_stem(fd, job, reason)
-                # prev first: a crash in between leaves the current file, so nothing is half done.
+                # prev first, and durably: a power cut in between must leave the current
+                # file in place, never prev alone (which load would take for the current).
                 if _exists(fd, _previous(job)):
                     os.rename(_previous(job), f"{stem}.prev.toml", src_dir_fd=fd, dst_dir_fd=fd)
+                    os.fsync(fd)
                 moved = None
                 if _exists(fd, current.name):
                     os.rename(current.name, f"{stem}.toml", src_dir_fd=fd, dst_dir_fd=fd)

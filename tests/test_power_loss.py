@@ -42,27 +42,34 @@ def snap(generation: int) -> Snapshot:
     )
 
 
-def record_write(directory: Path, existing: int, writer: Writer) -> tuple[Points, Snapshot | None]:
-    """Write generations 1..`existing` for real, then record `writer` writing the next one.
+def write_generations(directory: Path, count: int) -> Snapshot | None:
+    """Write generations 1..`count` for real; the last one written."""
 
-    Returns the crash images after each call, and the generation that was current before.
-    """
-
-    async def write_existing() -> Snapshot | None:
+    async def write() -> Snapshot | None:
         store = SnapshotStore(directory)
         await store.prepare()
         written = None
-        for generation in range(1, existing + 1):
+        for generation in range(1, count + 1):
             written = await store.write(snap(generation))
         return written
 
-    old = anyio.run(write_existing)
+    return anyio.run(write)
+
+
+def record_write(directory: Path, existing: int, writer: Writer) -> tuple[Points, Snapshot | None]:
+    """Write generations 1..`existing`, then record `writer` writing the next one.
+
+    Returns the crash images after each call, and the generation that was current before.
+    """
+    old = write_generations(directory, existing)
     with recording(directory) as rec:
         writer(SnapshotStore(directory), JOB, encode(snap(existing + 1)))
     return rec.points, old
 
 
-def check(root: Path, points: Points, old: Snapshot | None, new: Snapshot) -> tuple[list[str], int]:
+def check(
+    root: Path, points: Points, old: Snapshot | None, new: Snapshot | None
+) -> tuple[list[str], int]:
     """Load each distinct crash image once; what is wrong with each, and how many there were."""
     returned: dict[Image, bool] = {}
     first_seen: dict[Image, str] = {}
@@ -93,11 +100,14 @@ def check(root: Path, points: Points, old: Snapshot | None, new: Snapshot) -> tu
             if leftover := sorted(p.name for p in directory.iterdir() if p.suffix == ".tmp"):
                 problems.append(f"{where}: temp files left after prepare: {leftover}")
             if loaded != new and (after_return or loaded != old):
-                got = "nothing" if loaded is None else f"generation {loaded.generation}"
-                problems.append(f"{where}: loaded {got}, not the new generation {new.generation}")
+                problems.append(f"{where}: loaded {describe(loaded)}, not {describe(new)}")
         return problems
 
     return anyio.run(load_all), len(returned)
+
+
+def describe(snapshot: Snapshot | None) -> str:
+    return "nothing" if snapshot is None else f"generation {snapshot.generation}"
 
 
 def mutant(*, fsync_temp: str, fsync_directory: bool) -> Writer:
@@ -146,7 +156,7 @@ def test_the_mutants_scaffold_in_its_correct_order_passes(tmp_path: Path) -> Non
     [
         ("never", True, "a corrupt file set aside"),
         ("after rename", True, "a corrupt file set aside"),
-        ("before rename", False, "loaded generation 2, not the new generation 3"),
+        ("before rename", False, "loaded generation 2, not generation 3"),
     ],
     ids=["no-temp-fsync", "rename-before-fsync", "no-directory-fsync"],
 )
@@ -158,3 +168,13 @@ def test_the_model_catches_a_writer_that_leaves_out_or_reorders_an_fsync(
     points, old = record_write(tmp_path / "state", 2, writer)
     problems, _ = check(tmp_path / "cuts", points, old, snap(3))
     assert any(caught in problem for problem in problems), problems
+
+
+def test_a_power_cut_while_setting_aside_leaves_all_or_nothing_set_aside(tmp_path: Path) -> None:
+    """Setting a FAILED job's files aside: every power cut leaves both in place or both
+    aside (load gives generation 2 or nothing), never prev alone as if it were current."""
+    state = tmp_path / "state"
+    old = write_generations(state, 2)
+    with recording(state) as rec:
+        SnapshotStore(state)._set_aside(JOB, "failed")
+    assert check(tmp_path / "cuts", rec.points, old, None)[0] == []

@@ -253,6 +253,25 @@ async def test_prepare_creates_a_private_directory(tmp_path: Path) -> None:
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
 
 
+async def test_prepare_makes_the_directories_it_creates_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each directory prepare creates is fsynced into its parent, or a power cut could lose it."""
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(Path(f"/proc/self/fd/{fd}").readlink())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    await SnapshotStore(tmp_path / "a" / "state").prepare()
+    assert sorted(synced) == [tmp_path, tmp_path / "a"]
+    synced.clear()
+    await SnapshotStore(tmp_path / "a" / "state").prepare()
+    assert synced == []
+
+
 @pytest.mark.parametrize("kind", ["symlink", "file"])
 async def test_a_state_dir_that_is_not_a_directory_is_refused(tmp_path: Path, kind: str) -> None:
     """A symlink (or a file) at the state directory is refused; nothing is written through it."""
@@ -348,7 +367,7 @@ async def test_every_step_runs_in_a_worker_thread(
     )
     await store.write(snap(2))
     await store.set_aside("orders", "failed")
-    assert len(threads) == 2 + len(WRITE_STEPS) + 1
+    assert len(threads) == 2 + len(WRITE_STEPS) + 2  # write: 2 fsyncs; set_aside: 2
     assert threading.main_thread() not in threads
 
 
