@@ -10,16 +10,21 @@ failures on cue without touching the real world::
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
+import structlog
 
 from supervisor.components import Components
-from supervisor.errors import SnapshotWriteError
+from supervisor.errors import SnapshotWriteError, TransientError
 from supervisor.protocols import Batch, Offset, Record
 from supervisor.snapshot import Snapshot, decode, encode
 
@@ -174,3 +179,135 @@ class InMemorySnapshotStore:
 def fixed_components(source: ScriptedSource, sink: RecordingSink) -> Components:
     """Components that hand every attempt the same source and sink objects."""
     return Components(source=lambda _: source, sink=lambda _: sink)
+
+
+def pad_record(record: Record) -> Record:
+    """A processor that makes records wide (adds a 400-character `pad`), for soak tests."""
+    return {**record, "pad": "p" * 400}
+
+
+_switch_log = structlog.get_logger("supervisor.testing")
+
+
+@dataclass
+class _Switch:
+    """What one switch file was last seen as, shared by every source watching it."""
+
+    on: bool = False
+    checked_at: float = -math.inf
+    checking: bool = False
+
+
+class SwitchedSource:
+    """Emits ``{"seq": n}`` from the offset, and fails while the file `switch` exists.
+
+    For failure storms with the real daemon (``type = "python"``,
+    ``class = "supervisor.testing:SwitchedSource"``): create the switch file and
+    every `open` and `read` raises `TransientError`; remove it and they work
+    again. The file is looked at, in a worker thread, at most every
+    `check_every` seconds per process, however many sources watch it.
+
+    - `key`: a name for this job's sources (use the job name). Each `open` logs
+      ``testing.source_opened`` and each `close` ``testing.source_closed`` with
+      it and `open_now`, the number of this key's sources open at once; more
+      than one also logs ``testing.source_overlap`` (overlapping attempts).
+    - `per_read`, `interval`: each read waits `interval` seconds (at most its
+      `wait`) and returns up to `per_read` records.
+    - `count`: the source ends after `count` records (0: unbounded).
+    """
+
+    _switches: ClassVar[dict[str, _Switch]] = {}
+    _open_now: ClassVar[dict[str, int]] = {}
+
+    def __init__(
+        self,
+        switch: str,
+        key: str,
+        count: int = 0,
+        per_read: int = 1,
+        interval: float = 1.0,
+        check_every: float = 0.1,
+    ) -> None:
+        self._switch_path = switch
+        self._switch = self._switches.setdefault(switch, _Switch())
+        self._key = key
+        self._count = count
+        self._per_read = per_read
+        self._interval = interval
+        self._check_every = check_every
+        self._next = 0
+        self._opened = False
+
+    async def open(self, offset: Offset | None) -> None:
+        self._opened = True
+        open_now = self._open_now[self._key] = self._open_now.get(self._key, 0) + 1
+        _switch_log.info("testing.source_opened", key=self._key, open_now=open_now)
+        if open_now > 1:
+            _switch_log.error("testing.source_overlap", key=self._key, open_now=open_now)
+        await self._fail_if_switched_on()
+        self._next = offset if isinstance(offset, int) else 0
+
+    async def read(self, max_records: int, wait: float) -> Batch:
+        await self._fail_if_switched_on()
+        await anyio.sleep(min(self._interval, wait))
+        end = self._next + min(self._per_read, max_records)
+        if self._count:
+            end = min(end, self._count)
+        records = [{"seq": seq} for seq in range(self._next, end)]
+        self._next = end
+        return Batch(records, self._next, end=bool(self._count) and end >= self._count)
+
+    async def close(self) -> None:
+        if not self._opened:
+            return  # the attempt failed before opening us (e.g. its sink did not open)
+        self._opened = False
+        open_now = self._open_now[self._key] = self._open_now[self._key] - 1
+        _switch_log.info("testing.source_closed", key=self._key, open_now=open_now)
+
+    async def _fail_if_switched_on(self) -> None:
+        switch = self._switch
+        now = anyio.current_time()
+        if now - switch.checked_at >= self._check_every and not switch.checking:
+            switch.checking = True
+            try:
+                switch.on = await anyio.to_thread.run_sync(os.path.exists, self._switch_path)
+                switch.checked_at = anyio.current_time()
+            finally:
+                switch.checking = False
+        if switch.on:
+            raise TransientError(f"switch {self._switch_path} is on")
+
+
+class LoopLagProbe:
+    """A source that measures the event loop's lag, for load tests; it emits nothing.
+
+    Each read sleeps `tick` seconds (at most its `wait`) and notes how much
+    later than asked it woke up: that is how long the loop was busy with other
+    tasks. Every `report_every` seconds it logs ``testing.loop_lag`` with the
+    lags seen since, in milliseconds (`lags_ms`).
+    """
+
+    def __init__(self, tick: float = 0.01, report_every: float = 1.0) -> None:
+        self._tick = tick
+        self._report_every = report_every
+        self._lags: list[float] = []
+        self._reported_at = 0.0
+
+    async def open(self, offset: Offset | None) -> None:
+        self._reported_at = anyio.current_time()
+
+    async def read(self, max_records: int, wait: float) -> Batch:
+        asked = min(self._tick, wait)
+        if asked > 0:
+            before = anyio.current_time()
+            await anyio.sleep(asked)
+            woke = anyio.current_time()
+            self._lags.append(max(woke - before - asked, 0.0) * 1000)
+            if woke - self._reported_at >= self._report_every:
+                lags, self._lags = self._lags, []
+                self._reported_at = woke
+                _switch_log.info("testing.loop_lag", lags_ms=[round(lag, 2) for lag in lags])
+        return Batch([], None)
+
+    async def close(self) -> None:
+        return None
