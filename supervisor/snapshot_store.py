@@ -42,7 +42,12 @@ import anyio.to_thread
 import structlog
 
 from supervisor.durable import fsync_directory, write_all
-from supervisor.errors import SnapshotCorrupt, SnapshotError, SnapshotWriteError
+from supervisor.errors import (
+    SnapshotCorrupt,
+    SnapshotError,
+    SnapshotUnsupported,
+    SnapshotWriteError,
+)
 from supervisor.snapshot import Snapshot, decode, encode
 
 log = structlog.get_logger("supervisor.snapshot")
@@ -165,8 +170,10 @@ class SnapshotStore:
             with _directory(self.directory) as fd:
                 found = _examine(fd, job, current)
                 if isinstance(found, Snapshot):
-                    if isinstance(_examine(fd, job, previous), SnapshotCorrupt):
-                        self._move_broken_aside(fd, job, previous)  # kept, and out of the way
+                    # A newer-format prev predates this current: the next write rotates it out.
+                    with contextlib.suppress(SnapshotUnsupported):
+                        if isinstance(_examine(fd, job, previous), SnapshotCorrupt):
+                            self._move_broken_aside(fd, job, previous)  # kept, out of the way
                     return found
                 fallback = _examine(fd, job, previous)
                 if isinstance(fallback, SnapshotCorrupt):

@@ -83,6 +83,14 @@ def newer_format(data: bytes) -> bytes:
     return seal({**document, "format": 2})
 
 
+def plant_hard_link(name: str) -> Callable[[Path, Outside], None]:
+    def plant(state: Path, outside: Outside) -> None:
+        (state / name).unlink(missing_ok=True)
+        (state / name).hardlink_to(outside.sentinel)
+
+    return plant
+
+
 def plant_link(name: str) -> Callable[[Path, Outside], None]:
     def plant(state: Path, outside: Outside) -> None:
         (state / name).unlink(missing_ok=True)
@@ -123,6 +131,8 @@ DAMAGE = {
         damage_current(newer_format), CURRENT, None, "newer stream-supervisor (format 2"
     ),
     "symlink-at-snapshot": Damage(plant_link(CURRENT), CURRENT, 1, "it is a symlink"),
+    # Never followed, and a write never opens an existing file: the linked inode is safe.
+    "hard-link-at-snapshot": Damage(plant_hard_link(CURRENT), CURRENT, 1, "not valid TOML"),
     "symlink-at-prev": Damage(plant_link(PREV), PREV, 2, "it is a symlink"),
     "symlink-at-temp": Damage(plant_link(STALE_TEMP), STALE_TEMP, 2, "not a regular file"),
 }
@@ -162,6 +172,8 @@ async def test_damage_is_detected_reported_by_path_kept_and_never_written_throug
                 await store.load("orders")
             assert str(state / damage.name) in str(refused.value)
             assert damage.reason in str(refused.value)
+            with pytest.raises(SnapshotUnsupported):  # nor overwritten by an older writer
+                await store.write(snap(3))
             assert fingerprint(state / damage.name) == kept  # left where it is, untouched
             assert outside.untouched()
             return

@@ -6,6 +6,7 @@ import errno
 import os
 import stat
 import threading
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from structlog.testing import capture_logs
 
 from supervisor import snapshot_store
 from supervisor.errors import SnapshotCorrupt, SnapshotError, SnapshotWriteError
-from supervisor.snapshot import Snapshot, decode
+from supervisor.snapshot import Snapshot, decode, seal
 from supervisor.snapshot_store import WRITE_STEPS, SnapshotStore
 from supervisor.states import JobState
 
@@ -419,3 +420,18 @@ async def test_unsafe_job_names_are_refused(tmp_path: Path, job: str) -> None:
         await store.write(snap(1, job=job))
     with pytest.raises(ValueError):
         await store.set_aside("orders", "../x")
+
+
+async def test_a_newer_format_prev_beside_a_valid_current_is_left_to_rotate_out(
+    tmp_path: Path,
+) -> None:
+    """Only the current file decides: a newer-format prev is neither an error nor set aside."""
+    store = await store_with(tmp_path, 1, 2)
+    prev = store.directory / "orders.snapshot.prev.toml"
+    document = tomllib.loads(prev.read_text())
+    del document["checksum"]
+    prev.write_bytes(seal({**document, "format": 2}))
+    loaded = await SnapshotStore(store.directory).load("orders")
+    assert loaded is not None
+    assert loaded.generation == 2
+    assert names(store) == {"orders.snapshot.toml", "orders.snapshot.prev.toml"}
