@@ -41,25 +41,29 @@ from tests.lifecycle import Watch, eventually, states_of
 pytestmark = pytest.mark.anyio
 
 
-class FailingFsync:
-    """os.fsync that raises EIO while `failing` (for every file), else the real one."""
+class Failing:
+    """os.<call> that raises EIO while `failing` (fsync: for every file; write: for the
+    snapshot temp files, so nothing else in the process is hit), else the real one."""
 
-    def __init__(self) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
         self.failing = False
-        self.real = os.fsync
+        self.real = getattr(os, call)
+        self.hits = is_temp_file if call == "write" else lambda fd: True
+        monkeypatch.setattr(os, call, self)
 
-    def __call__(self, fd: int) -> None:
-        if self.failing:
+    def __call__(self, fd: int, *args: object) -> object:
+        if self.failing and self.hits(fd):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        self.real(fd)
+        return self.real(fd, *args)
 
 
+@pytest.mark.parametrize("call", ["fsync", "write"])
 async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
 ) -> None:
-    """EIO on every fsync: old snapshot intact, SUSPENDED naming path and errno; resume recovers."""
-    fsync = FailingFsync()
-    monkeypatch.setattr(os, "fsync", fsync)
+    """EIO on every fsync (or snapshot write): old snapshot intact, SUSPENDED naming path
+    and errno; resume recovers."""
+    fault = Failing(monkeypatch, call)
     store = SnapshotStore(tmp_path / "state")
     await store.prepare()
     job = replace(
@@ -85,7 +89,7 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
         await eventually(lambda: runner.ledger.offset == 20, within=30, step=0.01)
         good = snapshot_file.read_bytes()
 
-        fsync.failing = True
+        fault.failing = True
         source.available = 40
         await eventually(
             lambda: runner.state is JobState.SUSPENDED and runner.persist_pending,
@@ -97,7 +101,7 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
         assert runner.cause is not None
         assert str(snapshot_file) in runner.cause and "EIO" in runner.cause
 
-        fsync.failing = False
+        fault.failing = False
         await eventually(lambda: not runner.persist_pending, within=30, step=0.01)
         await runner.request("resume")
         await eventually(lambda: runner.ledger.offset == 40, within=30, step=0.01)

@@ -11,6 +11,7 @@ rename before it, or skip the directory's fsync, which no process kill
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -142,6 +143,20 @@ def test_every_power_cut_leaves_the_old_or_the_new_generation(
     assert problems == []
     assert len(points) >= 6
     assert images >= len(points)
+
+
+def test_every_power_cut_leaves_the_old_or_the_new_generation_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where links are refused (prev is then a fsynced copy), every power cut is just as safe."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", refuse)
+    points, old = record_write(tmp_path / "state", 2, SnapshotStore._write)
+    assert check(tmp_path / "cuts", points, old, snap(3))[0] == []
+    assert [call for call, _ in points].count("fsync(file)") == 2  # the new file, and the copy
 
 
 def test_the_mutants_scaffold_in_its_correct_order_passes(tmp_path: Path) -> None:
