@@ -1,4 +1,6 @@
-"""Test doubles that ship with the package: a scripted source and a recording sink.
+"""Test doubles that ship with the package: a scripted source and a recording sink,
+and, for load tests of the real daemon, a `SwitchedSource` that fails while a file
+exists, a `LoopLagProbe` and a `pad_record` processor.
 
 Use them through `supervisor.components.Components` to drive a job through
 failures on cue without touching the real world::
@@ -211,8 +213,8 @@ class SwitchedSource:
       ``testing.source_opened`` and each `close` ``testing.source_closed`` with
       it and `open_now`, the number of this key's sources open at once; more
       than one also logs ``testing.source_overlap`` (overlapping attempts).
-    - `per_read`, `interval`: each read waits `interval` seconds (at most its
-      `wait`) and returns up to `per_read` records.
+    - `per_read`, `interval`: `per_read` records become available every
+      `interval` seconds; a read waits for them at most its `wait`.
     - `count`: the source ends after `count` records (0: unbounded).
     """
 
@@ -236,6 +238,7 @@ class SwitchedSource:
         self._interval = interval
         self._check_every = check_every
         self._next = 0
+        self._due_at = 0.0
         self._opened = False
 
     async def open(self, offset: Offset | None) -> None:
@@ -246,10 +249,16 @@ class SwitchedSource:
             _switch_log.error("testing.source_overlap", key=self._key, open_now=open_now)
         await self._fail_if_switched_on()
         self._next = offset if isinstance(offset, int) else 0
+        self._due_at = anyio.current_time() + self._interval
 
     async def read(self, max_records: int, wait: float) -> Batch:
         await self._fail_if_switched_on()
-        await anyio.sleep(min(self._interval, wait))
+        now = anyio.current_time()
+        if now < self._due_at:
+            await anyio.sleep(min(self._due_at - now, wait))
+            if anyio.current_time() < self._due_at:
+                return Batch([], self._next)  # nothing yet: the job may checkpoint
+        self._due_at = max(self._due_at + self._interval, anyio.current_time())
         end = self._next + min(self._per_read, max_records)
         if self._count:
             end = min(end, self._count)
