@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,36 @@ from supervisor.control.protocol import Request, encode_request
 from supervisor.errors import CommandRefused, DaemonUnreachable
 
 
-def call(path: Path, request: Request, *, timeout: float) -> Any:
-    """Send one request, return its result; raises CommandRefused or DaemonUnreachable."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
+def connect(path: Path, *, timeout: float) -> socket.socket:
+    """A socket connected to `path`, with `timeout` on every operation.
+
+    A Unix socket whose listen backlog is full refuses a non-blocking connect with
+    EAGAIN at once (it does not wait, as TCP does): try again until `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(path))
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"connect to {path}: the backlog stayed full") from None
+            time.sleep(0.005)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+def call(path: Path, request: Request, *, timeout: float) -> Any:
+    """Send one request, return its result; raises CommandRefused or DaemonUnreachable."""
+    sock: socket.socket | None = None
+    try:
+        try:
+            sock = connect(path, timeout=timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnreachable(
                 f"no daemon answers on {path} ({exc.strerror}): is `supervisor run` running "
@@ -36,9 +60,17 @@ def call(path: Path, request: Request, *, timeout: float) -> Any:
         raise DaemonUnreachable(
             f"the daemon on {path} did not answer within {timeout:g}s"
         ) from None
+    except OSError as exc:  # reset, broken pipe, not a socket, ...
+        raise DaemonUnreachable(f"talking to the daemon on {path} failed: {exc}") from None
     finally:
-        sock.close()
-    body = json.loads(reply)
+        if sock is not None:
+            sock.close()
+    try:
+        body = json.loads(reply)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise DaemonUnreachable(f"what answers on {path} does not speak the control protocol")
     if not body.get("ok"):
         raise CommandRefused(str(body.get("error")))
     return body.get("result")

@@ -84,7 +84,7 @@ def bind_control_socket(path: Path, mode: int) -> ControlSocket:
             sock.bind(os.fspath(path))
         finally:
             os.umask(previous)
-        sock.listen(128)
+        sock.listen(socket.SOMAXCONN)  # a burst of clients waits here, not in EAGAIN
         sock.setblocking(False)
         return ControlSocket(sock, path, path.stat())
     except BaseException:
