@@ -282,6 +282,7 @@ class Stop:
     ran_for: float
     exit_code: int
     committed: dict[str, int] = field(default_factory=dict)
+    generation: dict[str, int] = field(default_factory=dict)
     held_end: dict[str, int] = field(default_factory=dict)
     """One past the highest sequence number the sink held (what a restart must not need)."""
 
@@ -342,18 +343,19 @@ class JsonlTrack:
         self._resume, self._next = committed, None
 
 
-def committed_offset(state_dir: Path, job: SoakJob, violations: list[str]) -> Any:
-    """The offset in the job's snapshot, checksum verified; None before the first one."""
+def committed_offset(state_dir: Path, job: SoakJob, violations: list[str]) -> tuple[Any, int]:
+    """(offset, generation) of the job's snapshot, checksum verified; (None, 0) before one."""
     path = state_dir / f"{job.name}.snapshot.toml"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None
+        return None, 0
     try:
-        return decode(data, job=job.name, path=path).offset
+        snapshot = decode(data, job=job.name, path=path)
     except SnapshotError as exc:
         violations.append(f"{job.name}: snapshot unreadable after a stop: {exc}")
-        return None
+        return None, 0
+    return snapshot.offset, snapshot.generation
 
 
 def sqlite_state(path: Path) -> tuple[int, Any]:
@@ -481,6 +483,10 @@ def run_soak(
             violations.append(f"final SIGTERM: exit code {code}, not 0")
     final = Stop(len(stops) + 1, signal.SIGTERM, 0.0, code)
     _observe(final, stops[-1] if stops else None, jobs, tracks, workdir, violations)
+    expected_files = {f"{job.name}.snapshot{kind}.toml" for job in jobs for kind in ("", ".prev")}
+    stray = sorted({p.name for p in (workdir / "state").iterdir()} - expected_files)
+    if stray:
+        violations.append(f"state directory holds more than the snapshots: {stray}")
     totals = {job.name: lines_written if job.name == "file_jsonl" else _count(job) for job in jobs}
     result = SoakResult(
         kills=sum(stop.sig is signal.SIGKILL for stop in stops),
@@ -555,7 +561,13 @@ def _observe(
     """With the daemon dead: what each job committed, and what its sink held."""
     where = f"stop {stop.number}, {stop.sig.name} after {stop.ran_for:.2f} s"
     for job in jobs:
-        offset = committed_offset(workdir / "state", job, violations)
+        offset, generation = committed_offset(workdir / "state", job, violations)
+        if last is not None and generation < last.generation.get(job.name, 0):
+            violations.append(
+                f"{job.name}: snapshot generation went back from "
+                f"{last.generation[job.name]} to {generation} ({where})"
+            )
+        stop.generation[job.name] = generation
         try:
             committed = job.seq_of_offset(offset)
         except (ValueError, KeyError, TypeError) as exc:
