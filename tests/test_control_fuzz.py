@@ -190,11 +190,16 @@ def _read_line(client: socket.socket) -> bytes:
 
 
 def _exchange(path: Path, data: bytes, *, first_line_only: bool = False) -> bytes:
-    """Send `data`, half-close, and return everything the daemon answers."""
+    """Send `data`, half-close, and return everything the daemon answers.
+
+    A follower (`first_line_only`) does not half-close: the end of its requests
+    is how the daemon learns that it has gone.
+    """
     with _connect(path) as client:
         try:
             client.sendall(data)
-            client.shutdown(socket.SHUT_WR)
+            if not first_line_only:
+                client.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the daemon refused the rest; its answer is still there to read
         if first_line_only:  # events --follow streams until we go
@@ -462,30 +467,34 @@ def test_running_out_of_file_descriptors_pauses_accepting(
 def test_control_clients_cannot_take_the_jobs_descriptors(
     small_daemon: tuple[DaemonProcess, Path],
 ) -> None:
-    """Clients beyond a quarter of the descriptor limit are told to try again and closed,
-    so the jobs keep checkpointing while stalled clients hold every client slot."""
+    """At most a quarter of the descriptor limit goes to clients: a client that sent nothing
+    makes room for a new one, and when every slot is busy the newcomer is told to try again;
+    the jobs keep checkpointing throughout."""
     process, path = small_daemon
     pid = process.process.pid
     limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, limits[1]))
+    fds_before = _fds(process)
+    failures_before = _count(process, "job.attempt_failed")
     with contextlib.ExitStack() as stack:
         stack.callback(resource.prlimit, pid, resource.RLIMIT_NOFILE, limits)
-        failures_before = sum(1 for e in process.events if e.get("event") == "job.attempt_failed")
-        # 64 // 4 = 16 slots; one more in case a status call of the fixture is still
-        # finishing: either way 16 are held and the rest turned away.
-        stalled = [stack.enter_context(_connect(path)) for _ in range(17)]
-        busy = [
-            {
-                "v": 1,
-                "ok": False,
-                "error": "too many control clients connected (limit 16): try again",
-            }
-        ]
-        _poll_until(lambda: _replies(_exchange(path, STATUS)) == busy)
-        turned_away = [_replies(_exchange(path, STATUS)) for _ in range(30)]
-        assert turned_away == [busy] * 30
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, limits[1]))  # 16 client slots
+        stalled = [stack.enter_context(_connect(path)) for _ in range(40)]
+        assert _states(path) == {"ticks": "running", "tocks": "running"}  # made room for itself
+        _poll_until(lambda: _fds(process) <= fds_before + 16)
+        (evicted,) = _replies(_read_line(stalled[0]))
+        assert evicted["error"] == "too many control clients connected: you sent no request in time"
         for client in stalled:
             client.close()
-        _poll_until(lambda: set(_states(path).values()) == {"running"})
-        failures = sum(1 for e in process.events if e.get("event") == "job.attempt_failed")
-        assert failures == failures_before
+        _poll_until(lambda: _fds(process) <= fds_before)
+        for _ in range(16):  # each one busy streaming, none waiting to send
+            follower = stack.enter_context(_connect(path))
+            follower.sendall(b'{"v": 1, "verb": "events", "follow": true}\n')
+            assert _replies(_read_line(follower))[0]["ok"] is True
+        (busy,) = _replies(_exchange(path, STATUS))
+        assert busy["error"] == "too many control clients connected (limit 16): try again"
+    assert _count(process, "job.attempt_failed") == failures_before
+    _poll_until(lambda: _fds(process) <= fds_before)
+
+
+def _count(process: DaemonProcess, event: str) -> int:
+    return sum(1 for logged in process.events if logged.get("event") == event)

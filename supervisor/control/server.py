@@ -6,10 +6,12 @@ daemon but never a live one, and is removed on exit. Each client sends one
 request line within `REQUEST_TIMEOUT` and at most `MAX_REQUEST_BYTES`; a peer
 that is not root, the daemon's user or in the socket's group is refused.
 Nothing a client does can raise out of its own handler, and nothing it does
-can stop the daemon accepting: at most `MAX_CLIENTS` are served at once (the
-rest are told so and closed), a reply the client does not read within
-`SEND_TIMEOUT` is dropped, and running out of file descriptors pauses
-accepting for `ACCEPT_BACKOFF` instead of crashing or spinning.
+can stop the daemon accepting: at most `MAX_CLIENTS` are served at once (when
+all are taken, the one that has waited longest without sending its request is
+dropped to make room, and if every one is busy the newcomer is told so and
+closed), a reply the client does not read within `SEND_TIMEOUT` is dropped,
+and running out of file descriptors pauses accepting for `ACCEPT_BACKOFF`
+instead of crashing or spinning.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +134,7 @@ async def serve_control(
                 stream = await _accept(listener)
                 if stream is None:
                     continue
-                if served.count >= client_limit():
+                if served.count >= client_limit() and not served.make_room():
                     clients.start_soon(_turn_away, stream)
                 else:
                     served.count += 1  # here, not in the task: a burst is counted as it comes
@@ -178,13 +180,26 @@ async def _turn_away(stream: anyio.abc.SocketStream) -> None:
 
 @dataclass(slots=True)
 class _Served:
-    """How many clients are being served now."""
+    """How many clients are being served now, and which are still waiting for a request."""
 
     count: int = 0
+    reading: dict[int, anyio.CancelScope] = field(default_factory=dict)
+    """The clients yet to send their request line, oldest first (dicts keep order)."""
+
+    def make_room(self) -> bool:
+        """Drop the client that has waited longest without sending a request; False if none."""
+        if not self.reading:
+            return False
+        self.reading.pop(next(iter(self.reading))).cancel()
+        return True
 
 
 class _RequestTooLong(Exception):
     """The request line (with its newline) is longer than `MAX_REQUEST_BYTES`."""
+
+
+class _Evicted(Exception):
+    """Dropped before sending a request, to make room for a newer client."""
 
 
 class _Stalled(Exception):
@@ -209,17 +224,14 @@ async def _serve_client(
                 log.warning("control.peer_refused", pid=pid, uid=uid)
                 await _send(stream, encode_response(ok=False, error="permission denied"))
                 return
-            line = await _receive_request(stream)
+            line = await _receive_request(stream, served)
             try:
                 result = await dispatch(decode_request(line))
             except (ProtocolError, SupervisorError) as exc:
                 await _send(stream, encode_response(ok=False, error=str(exc)))
                 return
             if isinstance(result, EventFeed):
-                # One response line per event, until the client or the daemon goes away.
-                async with contextlib.aclosing(result.items()) as items:
-                    async for item in items:
-                        await _send(stream, encode_response(ok=True, result=item))
+                await _follow(stream, result)
                 return
             await _send(stream, encode_response(ok=True, result=result))
         except _RequestTooLong:
@@ -228,6 +240,11 @@ async def _serve_client(
                 await _send(stream, encode_response(ok=False, error=error))
         except _Stalled as exc:
             log.warning("control.client_stalled", waiting_for=str(exc))
+        except _Evicted:
+            log.warning("control.client_evicted", limit=client_limit())
+            with contextlib.suppress(*_GONE):
+                error = "too many control clients connected: you sent no request in time"
+                await _send(stream, encode_response(ok=False, error=error))
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
             pass  # the client went away; nothing to answer
         except Exception:
@@ -239,19 +256,56 @@ async def _serve_client(
             served.count -= 1
 
 
-async def _receive_request(stream: anyio.abc.SocketStream) -> bytes:
+async def _follow(stream: anyio.abc.SocketStream, feed: EventFeed) -> None:
+    """One response line per event until the daemon or the client goes away.
+
+    A follower that hangs up is noticed at once, not at the next event (which may
+    never come): until then it would hold a file descriptor and a client slot.
+    """
+    async with anyio.create_task_group() as watch:
+        watch.start_soon(_cancel_on_hang_up, stream, watch.cancel_scope)
+        try:
+            async with contextlib.aclosing(feed.items()) as items:
+                async for item in items:
+                    await _send(stream, encode_response(ok=True, result=item))
+        except _Stalled as exc:
+            log.warning("control.client_stalled", waiting_for=str(exc))
+        except _GONE:
+            pass  # the client went away
+        finally:
+            watch.cancel_scope.cancel()
+
+
+async def _cancel_on_hang_up(stream: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
+    # A follower sends nothing after its request: any data, or the end, means it is done.
+    with contextlib.suppress(anyio.EndOfStream, *_GONE):
+        await stream.receive()
+    scope.cancel()
+
+
+async def _receive_request(stream: anyio.abc.SocketStream, served: _Served) -> bytes:
     """One request line without its newline, exactly as long as the limit allows.
 
     `receive_until` checks its limit only between reads, so by itself it would let
     through lines of up to twice the limit depending on how they were chunked.
+    Until the line is in, `served.make_room` may cancel this read (`_Evicted`).
     """
-    try:
-        with anyio.fail_after(REQUEST_TIMEOUT):
-            line = await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_REQUEST_BYTES)
-    except TimeoutError:
-        raise _Stalled(f"request within {REQUEST_TIMEOUT:g}s") from None
-    except anyio.DelimiterNotFound:
-        raise _RequestTooLong from None
+    line = b""
+    with anyio.CancelScope() as waiting:
+        served.reading[id(waiting)] = waiting
+        try:
+            with anyio.fail_after(REQUEST_TIMEOUT):
+                line = await BufferedByteReceiveStream(stream).receive_until(
+                    b"\n", MAX_REQUEST_BYTES
+                )
+        except TimeoutError:
+            raise _Stalled(f"request within {REQUEST_TIMEOUT:g}s") from None
+        except anyio.DelimiterNotFound:
+            raise _RequestTooLong from None
+        finally:
+            served.reading.pop(id(waiting), None)
+    if waiting.cancelled_caught:
+        raise _Evicted
     if len(line) >= MAX_REQUEST_BYTES:  # + 1 for the newline
         raise _RequestTooLong
     return line
