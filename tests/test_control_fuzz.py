@@ -22,11 +22,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.from_thread
+import anyio.to_thread
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from supervisor.config.model import Config, DaemonConfig, GenerateSourceConfig
 from supervisor.control.client import call, connect
+from supervisor.control.commands import EventFeed, dispatch
 from supervisor.control.protocol import (
     MAX_REQUEST_BYTES,
     VERBS,
@@ -34,8 +39,15 @@ from supervisor.control.protocol import (
     Request,
     decode_request,
     encode_request,
+    encode_response,
 )
+from supervisor.daemon import Supervisor
+from supervisor.errors import SupervisorError
+from supervisor.snapshot import decode
+from supervisor.states import JobState
+from supervisor.testing import InMemorySnapshotStore
 from tests.daemon_process import DaemonProcess, write_config
+from tests.helpers import make_job
 
 DAEMON = """\
 [supervisor]
@@ -142,6 +154,80 @@ def test_malformed_requests_are_protocol_errors(line: bytes) -> None:
     """Each of these once raised TypeError or RecursionError, or was accepted."""
     with pytest.raises(ProtocolError):
         decode_request(line)
+
+
+held_requests = st.fixed_dictionaries(
+    {
+        "v": st.just(1),
+        "verb": st.sampled_from(["offset"] * 4 + ["status", "events", "pause"]),
+        "jobs": st.sampled_from([["held"]] * 4 + [["held", "held"], ["held", "nope"], []]),
+        "set": st.booleans(),
+        "value": json_values | st.floats(allow_nan=False),
+    },
+)
+"""Requests naming a real job, with verbs that leave a paused job paused."""
+
+
+def test_the_dispatcher_answers_any_line_in_process(tmp_path: Path) -> None:
+    """In-process, any line gets a result the protocol can send, or a refusal; an offset
+    is refused or stored so that it reads back equal; nothing escapes, no job changes."""
+    jobs = tuple(
+        make_job(name, source=GenerateSourceConfig(rate=50), path=tmp_path / f"{name}.toml")
+        for name in ("held", "ticks")
+    )
+    daemon_config = DaemonConfig(
+        path=tmp_path / "supervisor.toml",
+        state_dir=tmp_path / "state",
+        control_socket=tmp_path / "unused.sock",
+    )
+    store = InMemorySnapshotStore()
+    supervisor = Supervisor(
+        Config(daemon=daemon_config, jobs=jobs), store=store, control_socket=False
+    )
+
+    async def answer(line: bytes) -> bytes:
+        try:
+            result = await dispatch(supervisor, decode_request(line))
+        except (ProtocolError, SupervisorError) as exc:
+            return encode_response(ok=False, error=str(exc))
+        if isinstance(result, EventFeed):
+            return encode_response(ok=True, result="a feed")
+        return encode_response(ok=True, result=result)
+
+    stored_offsets: list[Any] = []
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.one_of(
+            st.binary(max_size=100),
+            request_bodies.map(_encode),
+            held_requests.map(_encode),
+        )
+    )
+    def any_line(line: bytes) -> None:
+        reply = json.loads(anyio.from_thread.run(answer, line), parse_constant=_no_constant)
+        assert reply["v"] == 1 and reply["ok"] in (True, False)
+        assert supervisor.runners["held"].state is JobState.PAUSED
+        request = json.loads(line) if reply["ok"] else {}
+        if reply["ok"] and request.get("verb") == "offset" and request.get("set") is True:
+            stored = decode(store.files["held"], job="held", path=store.path_for("held"))
+            assert stored.offset == request["value"] == reply["result"]["offset"]
+            stored_offsets.append(stored.offset)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(supervisor.run)
+            await supervisor.command("held", "pause")
+            await anyio.to_thread.run_sync(any_line)
+            assert supervisor.runners["ticks"].state is JobState.RUNNING
+            assert len(stored_offsets) > 10  # the property was exercised
+            supervisor.request_stop()
+
+    anyio.run(main)
+
+
+def _no_constant(name: str) -> Any:
+    raise AssertionError(f"the reply holds {name}, which is not JSON")
 
 
 # --- the real daemon ----------------------------------------------------------------
