@@ -463,8 +463,8 @@ def run_soak(
             stop = Stop(len(stops) + 1, sig, time.monotonic() - spawned, code)
             stops.append(stop)
             kills_done += sig is signal.SIGKILL
-            if sig is signal.SIGTERM and code != 0:
-                violations.append(f"stop {stop.number}: SIGTERM exit code {code}, not 0")
+            if code != (0 if sig is signal.SIGTERM else -signal.SIGKILL):
+                violations.append(f"stop {stop.number}: {sig.name} but exit code {code}")
             _observe(stop, stops[-2] if len(stops) > 1 else None, jobs, tracks, workdir, violations)
         lines_written = writer.stop()
         # The end: run until every job has everything, then a clean stop.

@@ -5,8 +5,8 @@ Usage: python bench/storm.py [--jobs N] [--workdir DIR]
 Starts `python -m supervisor run` with N jobs whose source
 (`supervisor.testing:SwitchedSource`, one record a second each) fails with
 `TransientError` while a switch file exists (one record every 5 s each,
-checkpointed within a second), plus one `LoopLagProbe` job that
-measures how late the event loop wakes it. A client thread asks for `status`
+checkpointed within a second). The daemon runs at `log_level = "debug"`, so it
+logs its own event-loop lag (``daemon.loop_lag``). A client thread asks for `status`
 every `POLL_GAP` seconds throughout, each request on a new connection, reading
 the whole answer. The run: wait until every job is running; create the switch;
 wait until every job has failed `STORM_ATTEMPTS` attempts in a row; remove it;
@@ -49,16 +49,13 @@ STORM_ATTEMPTS = 2
 PHASE_TIMEOUT = 300.0
 """The longest any phase may take before the run is declared stuck."""
 
-PROBE = "looplag"
-"""The job that measures event-loop lag; it is not switched."""
-
 DAEMON_TOML = """\
 [supervisor]
 jobs = "jobs/*.toml"
 state_dir = "state"
 control_socket = "supervisor.sock"
 log_format = "json"
-log_level = "info"
+log_level = "debug"
 shutdown_timeout = "30s"
 """
 
@@ -84,25 +81,14 @@ max_attempts = 0
 reset_after = "1s"
 """
 
-PROBE_TOML = """\
-[source]
-type = "python"
-class = "supervisor.testing:LoopLagProbe"
-tick = 0.01
-
-[sink]
-type = "null"
-"""
-
 
 def write_config(jobs: int, workdir: Path) -> Path:
-    """The daemon file, `jobs` switched jobs and the probe; returns the daemon file."""
+    """The daemon file and `jobs` switched jobs; returns the daemon file."""
     (workdir / "jobs").mkdir(parents=True, exist_ok=True)
     switch = workdir / "storm.switch"
     for index in range(jobs):
         name = f"job{index:04d}"
         (workdir / "jobs" / f"{name}.toml").write_text(JOB_TOML.format(switch=switch, name=name))
-    (workdir / "jobs" / f"{PROBE}.toml").write_text(PROBE_TOML)
     config = workdir / "supervisor.toml"
     config.write_text(DAEMON_TOML)
     return config
@@ -192,16 +178,12 @@ class StatusPoller:
             return self.samples[-1].at
 
 
-def _switched(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [job for job in jobs if job["job"] != PROBE]
-
-
 def all_running(jobs: list[dict[str, Any]]) -> bool:
     return all(job["state"] == "running" and job["attempt"] == 0 for job in jobs)
 
 
 def all_failing(jobs: list[dict[str, Any]]) -> bool:
-    return all(job["attempt"] >= STORM_ATTEMPTS for job in _switched(jobs))
+    return all(job["attempt"] >= STORM_ATTEMPTS for job in jobs)
 
 
 class Daemon:
@@ -295,7 +277,7 @@ def run_storm(jobs: int, workdir: Path) -> dict[str, float]:
     lags = [
         lag
         for event in events
-        if event.get("event") == "testing.loop_lag"
+        if event.get("event") == "daemon.loop_lag"
         and flipped <= _epoch(event) - wall_to_mono <= recovered
         for lag in event["lags_ms"]
     ]

@@ -1,6 +1,6 @@
 """Test doubles that ship with the package: a scripted source and a recording sink,
 and, for load tests of the real daemon, a `SwitchedSource` that fails while a file
-exists, a `LoopLagProbe` and a `pad_record` processor.
+exists and a `pad_record` processor.
 
 Use them through `supervisor.components.Components` to drive a job through
 failures on cue without touching the real world::
@@ -285,38 +285,3 @@ class SwitchedSource:
                 switch.checking = False
         if switch.on:
             raise TransientError(f"switch {self._switch_path} is on")
-
-
-class LoopLagProbe:
-    """A source that measures the event loop's lag, for load tests; it emits nothing.
-
-    Each read sleeps `tick` seconds (at most its `wait`) and notes how much
-    later than asked it woke up: that is how long the loop was busy with other
-    tasks. Every `report_every` seconds it logs ``testing.loop_lag`` with the
-    lags seen since, in milliseconds (`lags_ms`).
-    """
-
-    def __init__(self, tick: float = 0.01, report_every: float = 1.0) -> None:
-        self._tick = tick
-        self._report_every = report_every
-        self._lags: list[float] = []
-        self._reported_at = 0.0
-
-    async def open(self, offset: Offset | None) -> None:
-        self._reported_at = anyio.current_time()
-
-    async def read(self, max_records: int, wait: float) -> Batch:
-        asked = min(self._tick, wait)
-        if asked > 0:
-            before = anyio.current_time()
-            await anyio.sleep(asked)
-            woke = anyio.current_time()
-            self._lags.append(max(woke - before - asked, 0.0) * 1000)
-            if woke - self._reported_at >= self._report_every:
-                lags, self._lags = self._lags, []
-                self._reported_at = woke
-                _switch_log.info("testing.loop_lag", lags_ms=[round(lag, 2) for lag in lags])
-        return Batch([], None)
-
-    async def close(self) -> None:
-        return None
