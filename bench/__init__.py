@@ -1,1 +1,1 @@
-"""Benchmarks of the daemon against the plain-Python limit of the same work (`python bench/run.py`)."""
+"""Benchmarks: the daemon against the plain-Python limit of the same work (`bench/run.py`)."""

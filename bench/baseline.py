@@ -30,7 +30,7 @@ def durable_offset_write(directory: Path, offset: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temp, directory / "offset")
+    temp.replace(directory / "offset")
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

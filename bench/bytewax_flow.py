@@ -60,14 +60,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     args = parser.parse_args()
     args.recovery.mkdir(parents=True, exist_ok=True)
-    init_db_dir(args.recovery, 1)
+    init_db_dir(args.recovery, 1)  # type: ignore[no-untyped-call,unused-ignore]
     flow = build(args.input, args.output, mode=args.mode, batch=args.batch)
+    recovery = RecoveryConfig(args.recovery)  # type: ignore[no-untyped-call,unused-ignore]
     started = time.perf_counter()
-    cli_main(
-        flow,
-        workers_per_process=1,
-        epoch_interval=timedelta(seconds=1),
-        recovery_config=RecoveryConfig(args.recovery),
+    cli_main(  # type: ignore[no-untyped-call,unused-ignore]
+        flow, workers_per_process=1, epoch_interval=timedelta(seconds=1), recovery_config=recovery
     )
     seconds = time.perf_counter() - started
     with args.output.open("rb") as written:

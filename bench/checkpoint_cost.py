@@ -24,7 +24,7 @@ from supervisor.logs import configure_logging
 from supervisor.snapshot import encode
 from supervisor.snapshot_store import SnapshotStore
 
-OFFSET = {
+OFFSET: dict[str, int | str] = {
     "dev": 2049,
     "ino": 1_234_567,
     "pos": 141_592_419,
@@ -43,7 +43,7 @@ def raw_cycle(directory: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temp, directory / "raw")
+    temp.replace(directory / "raw")
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
@@ -64,7 +64,7 @@ async def _measure(directory: Path, writes: int) -> dict[str, Any]:
     raw_ms: list[float] = []
     for index in range(writes):
         started = time.perf_counter()
-        await ledger.write(offset={**OFFSET, "pos": OFFSET["pos"] + index})
+        await ledger.write(offset={**OFFSET, "pos": 141_592_419 + index})
         daemon_ms.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         raw_cycle(raw_dir, payload)

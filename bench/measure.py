@@ -55,7 +55,7 @@ def wait_measured(
         if time.perf_counter() > deadline:
             process.kill()
             pid, status, usage = os.wait4(process.pid, 0)
-            raise TimeoutError(f"{' '.join(argv) or process.args} took over {timeout:g}s")
+            raise TimeoutError(f"{_describe(argv, process)} took over {timeout:g}s")
         time.sleep(0.005)
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -63,8 +63,12 @@ def wait_measured(
         process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
     )
     if cost.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv) or process.args} exited {cost.returncode}")
+        raise RuntimeError(f"{_describe(argv, process)} exited {cost.returncode}")
     return cost
+
+
+def _describe(argv: Sequence[str], process: subprocess.Popen[bytes]) -> str:
+    return " ".join(argv) or str(process.args)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -61,7 +60,9 @@ def write_snapshots(state: Path, names: list[str]) -> None:
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = datetime.now(UTC)
     for name in names:
-        snapshot = Snapshot(job=name, generation=7, offset=0, state=JobState.RUNNING, written_at=now)
+        snapshot = Snapshot(
+            job=name, generation=7, offset=0, state=JobState.RUNNING, written_at=now
+        )
         (state / f"{name}.snapshot.toml").write_bytes(encode(snapshot))
 
 
@@ -174,6 +175,7 @@ def scale(
     idle_seconds: float,
     status_requests: int,
     scratch: Path,
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> dict[str, Any]:
     """Workload 3 for each of `counts` jobs, and workload 4 for each of `restart_counts`."""
     results: dict[str, Any] = {"idle_rate": IDLE_RATE, "idle_seconds": idle_seconds}
@@ -218,7 +220,7 @@ def scale(
 
 def _fresh(scratch: Path, count: int) -> Path:
     directory = Path(tempfile.mkdtemp(prefix=f"scale-{count}-", dir=scratch))
-    os.chmod(directory, 0o700)
+    directory.chmod(0o700)
     write_daemon(
         directory,
         {name: job_file() for name in job_names(count)},

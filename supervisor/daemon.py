@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import signal
 import time
 from collections import deque
@@ -45,6 +46,11 @@ FOLLOW_BUFFER = 1000
 
 HISTORY_LENGTH = 1000
 """State changes kept in memory for `supervisor events`."""
+
+GC_THRESHOLDS = (50_000, 20, 10)
+"""The cyclic collector's thresholds while the daemon runs (Python's default is 700, 10, 10):
+young collections every 50,000 net allocations, so full ones come about 70 times less often.
+Almost everything the daemon allocates is freed by reference counting anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,10 @@ class Supervisor:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Prepare state, run every job, return once all have stopped."""
+        # The daemon's heap is large and long-lived (tasks, scopes and runners of
+        # every job): with the default thresholds each full collection of 10,000
+        # jobs took ~0.5 s, 13 of them while starting. See GC_THRESHOLDS.
+        gc.set_threshold(*GC_THRESHOLDS)
         await self.store.prepare()
         for job in self.config.jobs:
             self.runners[job.name] = await self._build_runner(job)

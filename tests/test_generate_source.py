@@ -36,3 +36,13 @@ async def test_rate_paces_records_in_virtual_time() -> None:
     while anyio.current_time() - started < 1.0:
         seen += len((await source.read(1000, wait=0.1)).records)
     assert 95 <= seen <= 101
+
+
+@pytest.mark.anyio
+async def test_a_fresh_counter_has_no_offset_until_its_first_record() -> None:
+    """From a fresh start an empty read reports offset None: an idle job has nothing to commit."""
+    source = GenerateSource(GenerateSourceConfig(rate=0.001))
+    await source.open(None)
+    assert (await source.read(10, wait=0.5)).offset is None
+    await source.open(0)
+    assert (await source.read(10, wait=0.5)).offset == 0

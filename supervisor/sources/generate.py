@@ -22,11 +22,15 @@ class GenerateSource:
         self._next = 0
         self._started_at = 0.0
         self._first = 0
+        self._has_position = False
+        """False from a fresh start until the first record: the offset stays None, so an
+        idle job that never read anything has nothing to checkpoint."""
 
     async def open(self, offset: Offset | None) -> None:
         if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
             raise ValueError(f"generate source offset must be an integer, got {offset!r}")
         self._next = self._first = offset or 0
+        self._has_position = offset is not None
         self._started_at = anyio.current_time()
 
     async def read(self, max_records: int, wait: float) -> Batch:
@@ -43,7 +47,12 @@ class GenerateSource:
         start = self._next
         self._next = start + available
         records = [{"seq": seq} for seq in range(start, self._next)]
-        return Batch(records, self._next, end=bool(self._count) and self._next >= self._count)
+        self._has_position = self._has_position or bool(records)
+        return Batch(
+            records,
+            self._next if self._has_position else None,
+            end=bool(self._count) and self._next >= self._count,
+        )
 
     def _due(self) -> int:
         elapsed = anyio.current_time() - self._started_at

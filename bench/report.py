@@ -1,0 +1,278 @@
+"""The results as Markdown: the machine, each workload's table, and every target met or missed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One of issue #6's targets, and where its figure is in the results."""
+
+    name: str
+    limit: str
+    figure: Callable[[dict[str, Any]], float | None]
+    met: Callable[[float], bool]
+    unit: str = ""
+
+
+def _path(*keys: str | int) -> Callable[[dict[str, Any]], float | None]:
+    def get(results: dict[str, Any]) -> float | None:
+        value: Any = results
+        for key in keys:
+            try:
+                value = value[key]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return None if value is None else float(value)
+
+    return get
+
+
+def _scale(count: int, key: str, section: str = "cold") -> Callable[[dict[str, Any]], float | None]:
+    def get(results: dict[str, Any]) -> float | None:
+        for row in results.get("scale", {}).get(section, []):
+            if row["jobs"] == count and row.get(key) is not None:
+                return float(row[key])
+        return None
+
+    return get
+
+
+TARGETS = [
+    Target(
+        "JSON throughput, daemon / plain loop",
+        ">= 0.95x",
+        _path("throughput_json", "ratio_daemon_to_baseline"),
+        lambda v: v >= 0.95,
+        "x",
+    ),
+    Target(
+        "JSON throughput, daemon / bytewax",
+        ">= 1.0x",
+        _path("throughput_json", "ratio_daemon_to_bytewax"),
+        lambda v: v >= 1.0,
+        "x",
+    ),
+    Target(
+        "pass-through throughput, daemon / plain loop",
+        ">= 0.8x",
+        _path("throughput_lines", "ratio_daemon_to_baseline"),
+        lambda v: v >= 0.8,
+        "x",
+    ),
+    Target(
+        "snapshot write / raw durable-write cycle",
+        "<= 1.2x",
+        _path("checkpoint", "ratio_daemon_to_raw"),
+        lambda v: v <= 1.2,
+        "x",
+    ),
+    Target(
+        "memory per job, 10,000 jobs",
+        "< 30 KB",
+        _scale(10_000, "kb_per_job"),
+        lambda v: v < 30,
+        " KB",
+    ),
+    Target(
+        "idle CPU, 10,000 jobs",
+        "< 1% of a core",
+        _scale(10_000, "idle_cpu_percent_of_core"),
+        lambda v: v < 1,
+        "%",
+    ),
+    Target(
+        "`status` p99, 10,000 jobs",
+        "< 200 ms",
+        _scale(10_000, "status_p99_ms"),
+        lambda v: v < 200,
+        " ms",
+    ),
+    Target(
+        "all RUNNING after start, 10,000 jobs",
+        "< 5 s",
+        _scale(10_000, "all_running_s"),
+        lambda v: v < 5,
+        " s",
+    ),
+    Target(
+        "all RUNNING after restart, 10,000 snapshots",
+        "< 5 s",
+        _scale(10_000, "all_running_s", "restart"),
+        lambda v: v < 5,
+        " s",
+    ),
+    Target(
+        "failure storm (1,000 jobs), event-loop lag p99",
+        "< 50 ms",
+        _path("storm", "loop_lag_p99_ms"),
+        lambda v: v < 50,
+        " ms",
+    ),
+]
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def targets_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| target | limit | measured | |", "|---|---|---|---|"]
+    for target in TARGETS:
+        value = target.figure(results)
+        if value is None:
+            lines.append(f"| {target.name} | {target.limit} | not measured | - |")
+            continue
+        verdict = "met" if target.met(value) else "**missed**"
+        shown = f"{value:.2f}" if target.unit == "x" else _f(value, 2 if abs(value) < 10 else 1)
+        lines.append(f"| {target.name} | {target.limit} | {shown}{target.unit} | {verdict} |")
+    return lines
+
+
+def _loads(values: list[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
+
+
+def _throughput(title: str, section: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### {title}",
+        "",
+        f"{section['daemon']['records']:,} records, checkpoint every "
+        f"{section['every_records']:,}, median of {section['rounds']} alternating rounds "
+        f"(1-min load average per round: {_loads(section['load_average_1m'])}).",
+        "",
+        "| | records/s | CPU s | peak RSS MB | daemon / this |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("daemon", "baseline", "bytewax"):
+        if name not in section:
+            continue
+        row = section[name]
+        ratio = "-" if name == "daemon" else f"{section[f'ratio_daemon_to_{name}']:.2f}x"
+        label = {"daemon": "daemon", "baseline": "plain loop", "bytewax": "bytewax"}[name]
+        lines.append(
+            f"| {label} | {row['records_per_s']:,.0f} | {row['cpu_s']:.2f} | "
+            f"{row['peak_rss_mb']:.0f} | {ratio} |"
+        )
+    if "bytewax" not in section:
+        lines.append(f"| bytewax | {section.get('bytewax_note', 'not installed')} | | | |")
+    return [*lines, ""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    out = [
+        "# Benchmark results",
+        "",
+        f"`{results['command']}`, {results['started_at']} ({results['duration_s']:.0f} s). "
+        f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), "
+        f"{machine['memory_gib']} GiB, Python {machine['python']}, Linux {machine['kernel']}; "
+        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}.",
+        "",
+        "## Targets",
+        "",
+        *targets_table(results),
+        "",
+    ]
+    if "throughput_json" in results:
+        out += _throughput("Throughput: JSON processor", results["throughput_json"])
+    if "throughput_lines" in results:
+        out += _throughput(
+            "Throughput: pass-through (lines in, lines out)", results["throughput_lines"]
+        )
+    if "checkpoint" in results:
+        c = results["checkpoint"]
+        out += [
+            "### Checkpoint cost",
+            "",
+            f"{c['writes']} snapshot writes ({c['bytes']} bytes), each followed by a raw "
+            "write+fsync+rename+fsync(dir) of the same size.",
+            "",
+            "| | p50 ms | p99 ms |",
+            "|---|---|---|",
+            f"| daemon snapshot write (`JobLedger.write`) | {c['daemon_ms_p50']:.2f} | "
+            f"{c['daemon_ms_p99']:.2f} |",
+            f"| raw durable-write cycle | {c['raw_ms_p50']:.2f} | {c['raw_ms_p99']:.2f} |",
+            f"| ratio (p50) | {c['ratio_daemon_to_raw']:.2f}x | |",
+            "",
+        ]
+    if "sweep" in results:
+        s = results["sweep"]
+        out += [
+            "### `checkpoint.every_records` sweep (JSON workload, daemon)",
+            "",
+            f"{s['records']:,} records, median of {s['rounds']} rounds.",
+            "",
+            "| every_records | records/s |",
+            "|---|---|",
+            *(f"| {int(k):,} | {v:,.0f} |" for k, v in s["records_per_s"].items()),
+            "",
+        ]
+    if "scale" in results:
+        out += _scale_tables(results["scale"])
+    if "storm" in results:
+        out += _storm(results["storm"])
+    return "\n".join(out) + "\n"
+
+
+def _scale_tables(scale: dict[str, Any]) -> list[str]:
+    base = scale["no_jobs"]
+    lines = [
+        "### Scale: jobs in one daemon (cold start)",
+        "",
+        f"Idle `generate` jobs (rate {scale['idle_rate']}/s), `null` sink, checkpoint every "
+        f"second; CPU and event-loop lag over {scale['idle_seconds']} s once all run. "
+        f"A daemon with no jobs: {base['rss_mb']:.1f} MB RSS, "
+        f"{base['idle_cpu_percent_of_core']:.2f}% of a core.",
+        "",
+        "| jobs | all RUNNING s | RSS MB | KB / job | idle CPU % of a core | loop lag p50 / p99 ms "
+        "| `status` p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in scale["cold"]:
+        lines.append(
+            f"| {row['jobs']:,} | {row['all_running_s']:.2f} | {row['rss_mb']:.1f} | "
+            f"{row['kb_per_job']:.1f} | {row['idle_cpu_percent_of_core']:.2f} | "
+            f"{_f(row['loop_lag_p50_ms'], 2)} / {_f(row['loop_lag_p99_ms'], 2)} | "
+            f"{row['status_p50_ms']:.1f} / {row['status_p99_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        "### Restart recovery",
+        "",
+        "The same jobs, each with a snapshot on disk, started again.",
+        "",
+        "| snapshots | all RUNNING s | RSS MB |",
+        "|---|---|---|",
+    ]
+    for row in scale["restart"]:
+        lines.append(f"| {row['snapshots']:,} | {row['all_running_s']:.2f} | {row['rss_mb']:.1f} |")
+    return [*lines, ""]
+
+
+def _storm(storm: dict[str, Any]) -> list[str]:
+    if "error" in storm:
+        return ["### Failure storm", "", f"Not measured: {storm['error']}", ""]
+    return [
+        "### Failure storm",
+        "",
+        f"{int(storm['jobs']):,} jobs failing at once (`bench/storm.py`).",
+        "",
+        "| status p50 / p99 ms (storm) | loop lag p50 / p99 / max ms | all failed in s "
+        "| recovery s |",
+        "|---|---|---|---|",
+        f"| {_f(storm.get('status_p50_ms'))} / {_f(storm.get('status_p99_ms'))} | "
+        f"{_f(storm.get('loop_lag_p50_ms'))} / {_f(storm.get('loop_lag_p99_ms'))} / "
+        f"{_f(storm.get('loop_lag_max_ms'))} | {_f(storm.get('storm_s'), 2)} | "
+        f"{_f(storm.get('recovery_s'), 2)} |",
+        "",
+    ]
