@@ -6,7 +6,8 @@ Usage: python bench/soak.py [--kills N] [--seed S] [--workdir DIR] [--keep]
 Runs `python -m supervisor run` on four jobs whose records carry sequence
 numbers: generate -> jsonl, generate -> processor (wide records) -> jsonl, a
 followed file that a writer thread keeps appending numbered lines to -> jsonl,
-and generate -> sqlite. The daemon is stopped `--kills` times with SIGKILL
+and generate -> sqlite. The writer rotates the file (rename and create) every
+`ROTATE_EVERY` lines. The daemon is stopped `--kills` times with SIGKILL
 (and about one time in five with SIGTERM as well), each time after a random
 delay drawn from `--seed`, and restarted. After each stop, with the process
 dead, it reads every job's committed offset (the snapshot file, checksum
@@ -57,6 +58,9 @@ DAEMON_COMMAND = (sys.executable, "-m", "supervisor")
 
 LINE_BYTES = 64
 """Every line the file writer appends is this long, so a byte offset names a sequence number."""
+
+ROTATE_EVERY = 10_000
+"""Lines the file writer appends before it rotates the file (5 s at 2,000 lines a second)."""
 
 SIGTERM_SHARE = 0.2
 """The share of stops that are a SIGTERM rather than a SIGKILL."""
@@ -110,15 +114,6 @@ def _generated_seq(offset: Any) -> int:
     return 0 if offset is None else int(offset)
 
 
-def _file_seq(offset: Any) -> int:
-    if offset is None:
-        return 0
-    pos = int(offset["pos"])
-    if pos % LINE_BYTES:
-        raise ValueError(f"file offset {pos} is not at the start of a line")
-    return pos // LINE_BYTES
-
-
 def file_line(seq: int) -> bytes:
     """Line `seq` of the followed file: a JSON document padded to LINE_BYTES."""
     head = f'{{"seq":{seq},"pad":"'
@@ -130,8 +125,11 @@ def _file_record(seq: int) -> dict[str, Any]:
     return record
 
 
-def soak_jobs(kills: int) -> list[SoakJob]:
-    """The jobs, sized so the bounded ones end around the last stop."""
+def soak_jobs(kills: int, file_seq: Callable[[Any], int]) -> list[SoakJob]:
+    """The jobs, sized so the bounded ones end around the last stop.
+
+    `file_seq` maps the file job's offset to a sequence number (`FileWriter.seq_at`).
+    """
     checkpoint = '[checkpoint]\nevery_records = {every}\ninterval = "{interval}"\n'
     generate = '[source]\ntype = "generate"\ncount = {count}\nrate = {rate}\n'
     return [
@@ -165,7 +163,7 @@ def soak_jobs(kills: int) -> list[SoakJob]:
             "jsonl",
             1000,
             _file_record,
-            _file_seq,
+            file_seq,
         ),
         SoakJob(
             "gen_sqlite",
@@ -242,14 +240,37 @@ class Daemon:
 
 
 class FileWriter:
-    """A thread appending numbered lines to the followed file at `rate` lines a second."""
+    """A thread appending numbered lines to the followed file at `rate` lines a second.
 
-    def __init__(self, path: Path, rate: float) -> None:
+    Every `rotate_every` lines it rotates the file as logrotate's default does:
+    renames it to ``<name>.<n>`` (never reused) and creates a new one, so the
+    file source must finish the renamed file, also after a kill, before it
+    reads the new one.
+    """
+
+    def __init__(self, path: Path, rate: float, rotate_every: int) -> None:
         self.path = path
         self.rate = rate
+        self.rotate_every = rotate_every
         self.written = 0
+        self.rotations = 0
+        path.touch()
+        self._first_seq = {path.stat().st_ino: 0}
+        """Inode of each file the writer made -> the sequence number of its first line."""
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write, daemon=True)
+
+    def seq_at(self, offset: Any) -> int:
+        """The sequence number of the line at a file source offset (None: 0)."""
+        if offset is None:
+            return 0
+        pos = int(offset["pos"])
+        if pos % LINE_BYTES:
+            raise ValueError(f"file offset {pos} is not at the start of a line")
+        with self._lock:
+            first = self._first_seq[int(offset["ino"])]
+        return first + pos // LINE_BYTES
 
     def start(self) -> None:
         self._thread.start()
@@ -262,12 +283,24 @@ class FileWriter:
 
     def _write(self) -> None:
         started = time.monotonic()
-        with self.path.open("ab") as file:
+        file = self.path.open("ab")
+        try:
+            first = 0
             while not self._stop.wait(0.01):  # pacing: a writer that appends every 10 ms
                 due = int((time.monotonic() - started) * self.rate)
                 file.write(b"".join(file_line(seq) for seq in range(self.written, due)))
                 file.flush()
                 self.written = max(due, self.written)
+                if self.written - first >= self.rotate_every:
+                    file.close()
+                    self.rotations += 1
+                    self.path.rename(self.path.with_name(f"{self.path.name}.{self.rotations}"))
+                    file = self.path.open("ab")
+                    first = self.written
+                    with self._lock:
+                        self._first_seq[os.fstat(file.fileno()).st_ino] = first
+        finally:
+            file.close()
 
 
 # --- what the sinks held ---------------------------------------------------------------------
@@ -394,13 +427,18 @@ class SoakResult:
     repeats: dict[str, int]
     max_window: dict[str, int]
     torn_lines_cut: int
+    rotations: int
+    resumed_in_rotated_copy: int
+    """Restarts whose committed offset named a file that had been rotated away."""
     wall_s: float
     violations: list[str]
 
     def summary(self) -> str:
         lines = [
             f"soak: {self.kills} SIGKILL + {self.sigterms} SIGTERM restarts in "
-            f"{self.wall_s:.1f} s; {self.torn_lines_cut} torn line(s) cut on restart",
+            f"{self.wall_s:.1f} s; {self.rotations} rotations of the followed file, "
+            f"{self.resumed_in_rotated_copy} restart(s) resumed in a rotated copy; "
+            f"{self.torn_lines_cut} torn line(s) cut on restart",
         ]
         for name in self.records:
             lines.append(
@@ -428,7 +466,11 @@ def run_soak(
     """Stop the daemon `kills` times with SIGKILL (and some SIGTERMs), then check every sink."""
     started = time.monotonic()
     rng = random.Random(seed)
-    jobs = [job for job in soak_jobs(kills) if job_names is None or job.name in job_names]
+    (workdir / "in").mkdir(parents=True, exist_ok=True)
+    writer = FileWriter(workdir / "in" / "numbers.jsonl", rate=2000, rotate_every=ROTATE_EVERY)
+    jobs = [
+        job for job in soak_jobs(kills, writer.seq_at) if job_names is None or job.name in job_names
+    ]
     for sub in ("jobs", "out", "in", "state"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     config = workdir / "supervisor.toml"
@@ -441,8 +483,6 @@ def run_soak(
         for job in jobs
         if job.sink == "jsonl"
     }
-    (workdir / "in" / "numbers.jsonl").touch()
-    writer = FileWriter(workdir / "in" / "numbers.jsonl", rate=2000)
     writer.start()
     stops: list[Stop] = []
     all_events: list[dict[str, Any]] = []
@@ -476,7 +516,7 @@ def run_soak(
             and not (job.name == "file_jsonl" and last.get(job.name) == lines_written)
         }
         daemon = Daemon(daemon_command, config, log)
-        daemon.wait_until(_all_done(waiting, lines_written), timeout=300)
+        daemon.wait_until(_all_done(waiting, lines_written, writer.seq_at), timeout=300)
         code = daemon.stop(signal.SIGTERM)
         all_events += daemon.events
         if code != 0:
@@ -495,6 +535,10 @@ def run_soak(
         repeats={},
         max_window={},
         torn_lines_cut=sum(e.get("event") == "sink.jsonl.torn_line_removed" for e in all_events),
+        rotations=writer.rotations,
+        resumed_in_rotated_copy=sum(
+            e.get("event") == "source.file.resumed_in_rotated_copy" for e in all_events
+        ),
         wall_s=0.0,
         violations=violations,
     )
@@ -528,7 +572,9 @@ def _snapshot_state(state_dir: Path, job: SoakJob) -> str | None:
         return None
 
 
-def _all_done(waiting: set[str], lines: int) -> Callable[[list[dict[str, Any]]], bool]:
+def _all_done(
+    waiting: set[str], lines: int, seq_at: Callable[[Any], int]
+) -> Callable[[list[dict[str, Any]]], bool]:
     """Every job in `waiting` finished, or (the file job) checkpointed past the last line."""
     read = 0
 
@@ -536,7 +582,7 @@ def _all_done(waiting: set[str], lines: int) -> Callable[[list[dict[str, Any]]],
         if event.get("event") == "job.state_changed":
             return event.get("to") == "finished"
         return event.get("event") == "job.checkpoint" and (
-            event.get("job") == "file_jsonl" and _file_seq(event.get("offset")) == lines
+            event.get("job") == "file_jsonl" and seq_at(event.get("offset")) == lines
         )
 
     def done(events: list[dict[str, Any]]) -> bool:

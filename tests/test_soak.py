@@ -32,3 +32,4 @@ def test_twenty_random_kills_lose_nothing_and_repeat_only_uncheckpointed_records
     assert result.repeats["gen_sqlite"] == 0
     # The bound was put to the test: some kill found records after the last checkpoint.
     assert result.repeats["wide_jsonl"] > 0
+    assert result.rotations > 0
