@@ -46,8 +46,13 @@ def write_daemon(
     return daemon
 
 
+PRODUCT_ENV = "BENCH_PRODUCT_SRC"
+"""A directory holding another `supervisor` package for the daemon to run (before/after runs)."""
+
+
 def daemon_env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    paths = [os.environ[PRODUCT_ENV]] if os.environ.get(PRODUCT_ENV) else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)])}
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "SUPERVISOR_CRASH_AT"):
         env.pop(name, None)
     return env

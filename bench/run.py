@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -27,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `supervisor` 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.checkpoint_cost import snapshot_write_cost
+from bench.daemon_run import PRODUCT_ENV
 from bench.dataset import records_file
 from bench.measure import machine
 from bench.report import markdown
@@ -70,7 +72,16 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--scratch", type=Path, help="work directory (default: a temporary one)")
+    parser.add_argument(
+        "--product",
+        type=Path,
+        help="run the daemon from the `supervisor` package in this directory instead of the "
+        "checkout's, for before/after comparisons (the in-process checkpoint workload and "
+        "bench/storm.py still use the checkout's)",
+    )
     args = parser.parse_args()
+    if args.product:
+        os.environ[PRODUCT_ENV] = str(args.product.resolve())
     sizes = QUICK if args.quick else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
@@ -79,6 +90,7 @@ def main() -> None:
         "command": command,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "product": str(args.product.resolve()) if args.product else "this checkout",
         "sizes": _sizes(sizes),
     }
     with tempfile.TemporaryDirectory(prefix="bench-", dir=args.scratch) as scratch_dir:
