@@ -3,14 +3,15 @@
 Usage: python bench/storm.py [--jobs N] [--workdir DIR]
 
 Starts `python -m supervisor run` with N jobs whose source
-(`supervisor.testing:SwitchedSource`, one record a second each) fails with
-`TransientError` while a switch file exists (one record every 5 s each,
-checkpointed within a second). The daemon runs at `log_level = "debug"`, so it
-logs its own event-loop lag (``daemon.loop_lag``). A client thread asks for `status`
-every `POLL_GAP` seconds throughout, each request on a new connection, reading
-the whole answer. The run: wait until every job is running; create the switch;
-wait until every job has failed `STORM_ATTEMPTS` attempts in a row; remove it;
-wait until every job is running again; SIGTERM.
+(`supervisor.testing:SwitchedSource`: one record every 5 s each, checkpointed
+within a second) fails with `TransientError` while a switch file exists. The
+daemon runs at `log_level = "debug"`, so it logs its own event-loop lag
+(``daemon.loop_lag``). A client thread asks for `status` every `POLL_GAP`
+seconds throughout, each request on a new connection, reading the whole
+answer. The run: wait until every job is running; time `BASELINE_REQUESTS`
+quiet answers; create the switch; wait until every job has failed
+`STORM_ATTEMPTS` attempts in a row; remove it; wait until every job is
+running again; SIGTERM.
 
 `run_storm(jobs, workdir)` returns the figures (milliseconds, seconds, counts)
 and leaves the daemon's JSON log in `workdir/daemon.log`. Retry settings are
@@ -42,6 +43,9 @@ POLL_GAP = 0.05
 
 STATUS_TIMEOUT = 60.0
 """A `status` request not answered within this is counted as unanswered."""
+
+BASELINE_REQUESTS = 20
+"""`status` answers timed with every job running, before the storm (`status_quiet_p50_ms`)."""
 
 STORM_ATTEMPTS = 2
 """The switch stays on until every job has failed this many attempts in a row."""
@@ -262,6 +266,8 @@ def run_storm(jobs: int, workdir: Path) -> dict[str, float]:
         daemon.listening.wait(PHASE_TIMEOUT)
         poller.start()
         all_up = poller.wait_until("all running", all_running)
+        baseline = len(poller.samples) + BASELINE_REQUESTS
+        poller.wait_until("baseline", lambda _: len(poller.samples) >= baseline)
         switch.touch()
         flipped = time.monotonic()
         storm_seen = poller.wait_until("all failing", all_failing)
@@ -273,7 +279,7 @@ def run_storm(jobs: int, workdir: Path) -> dict[str, float]:
         exit_code = daemon.stop()
     events = read_events(workdir / "daemon.log")
     storm = [s.latency_ms for s in poller.samples if flipped <= s.at <= recovered]
-    quiet = [s.latency_ms for s in poller.samples if s.at < flipped]
+    quiet = [s.latency_ms for s in poller.samples if all_up < s.at < flipped]
     lags = [
         lag
         for event in events
