@@ -217,13 +217,15 @@ class Daemon:
             self._changed.notify_all()
 
     def wait_until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float) -> None:
-        """Block until `done(events)` holds; AssertionError if the daemon exits or time runs out."""
+        """Block until `done(events)` holds; AssertionError if the daemon exits or time runs out
+        (the daemon is then killed, so a failed soak leaves no process behind)."""
         with self._changed:
             satisfied = self._changed.wait_for(
                 lambda: done(self.events) or self.events[-1:] == [{"event": "(log closed)"}],
                 timeout,
             )
             if not satisfied or not done(self.events):
+                self.process.kill()
                 raise AssertionError(
                     f"daemon (exit {self.process.poll()}) never got there; "
                     f"last events: {self.events[-5:]}"
@@ -486,41 +488,46 @@ def run_soak(
     writer.start()
     stops: list[Stop] = []
     all_events: list[dict[str, Any]] = []
-    with (workdir / "daemon.log").open("wb") as log:
-        kills_done = 0
-        while kills_done < kills:
-            sig = signal.SIGTERM if rng.random() < SIGTERM_SHARE else signal.SIGKILL
-            delay = rng.uniform(0.05, MAX_DELAY)
+    try:
+        with (workdir / "daemon.log").open("wb") as log:
+            kills_done = 0
+            while kills_done < kills:
+                sig = signal.SIGTERM if rng.random() < SIGTERM_SHARE else signal.SIGKILL
+                delay = rng.uniform(0.05, MAX_DELAY)
+                daemon = Daemon(daemon_command, config, log)
+                spawned = time.monotonic()
+                if sig is signal.SIGTERM:
+                    # A SIGTERM before the handler is installed kills like SIGKILL; send it
+                    # once the daemon serves (the handler is installed before the socket).
+                    daemon.wait_until(_seen("control.listening"), timeout=60)
+                time.sleep(delay)  # the random moment: nothing to wait for
+                code = daemon.stop(sig)
+                all_events += daemon.events
+                stop = Stop(len(stops) + 1, sig, time.monotonic() - spawned, code)
+                stops.append(stop)
+                kills_done += sig is signal.SIGKILL
+                if code != (0 if sig is signal.SIGTERM else -signal.SIGKILL):
+                    violations.append(f"stop {stop.number}: {sig.name} but exit code {code}")
+                _observe(
+                    stop, stops[-2] if len(stops) > 1 else None, jobs, tracks, workdir, violations
+                )
+            lines_written = writer.stop()
+            # The end: run until every job has everything, then a clean stop.
+            last = stops[-1].committed if stops else {}
+            waiting = {
+                job.name
+                for job in jobs
+                if _snapshot_state(workdir / "state", job) != "finished"
+                and not (job.name == "file_jsonl" and last.get(job.name) == lines_written)
+            }
             daemon = Daemon(daemon_command, config, log)
-            spawned = time.monotonic()
-            if sig is signal.SIGTERM:
-                # A SIGTERM before the handler is installed kills like SIGKILL; send it
-                # once the daemon serves (the handler is installed before the socket).
-                daemon.wait_until(_seen("control.listening"), timeout=60)
-            time.sleep(delay)  # the random moment: nothing to wait for
-            code = daemon.stop(sig)
+            daemon.wait_until(_all_done(waiting, lines_written, writer.seq_at), timeout=300)
+            code = daemon.stop(signal.SIGTERM)
             all_events += daemon.events
-            stop = Stop(len(stops) + 1, sig, time.monotonic() - spawned, code)
-            stops.append(stop)
-            kills_done += sig is signal.SIGKILL
-            if code != (0 if sig is signal.SIGTERM else -signal.SIGKILL):
-                violations.append(f"stop {stop.number}: {sig.name} but exit code {code}")
-            _observe(stop, stops[-2] if len(stops) > 1 else None, jobs, tracks, workdir, violations)
-        lines_written = writer.stop()
-        # The end: run until every job has everything, then a clean stop.
-        last = stops[-1].committed if stops else {}
-        waiting = {
-            job.name
-            for job in jobs
-            if _snapshot_state(workdir / "state", job) != "finished"
-            and not (job.name == "file_jsonl" and last.get(job.name) == lines_written)
-        }
-        daemon = Daemon(daemon_command, config, log)
-        daemon.wait_until(_all_done(waiting, lines_written, writer.seq_at), timeout=300)
-        code = daemon.stop(signal.SIGTERM)
-        all_events += daemon.events
-        if code != 0:
-            violations.append(f"final SIGTERM: exit code {code}, not 0")
+            if code != 0:
+                violations.append(f"final SIGTERM: exit code {code}, not 0")
+    finally:
+        writer.stop()  # also when a phase failed: no thread left writing
     final = Stop(len(stops) + 1, signal.SIGTERM, 0.0, code)
     _observe(final, stops[-1] if stops else None, jobs, tracks, workdir, violations)
     expected_files = {f"{job.name}.snapshot{kind}.toml" for job in jobs for kind in ("", ".prev")}
