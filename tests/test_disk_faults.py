@@ -17,10 +17,7 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +34,7 @@ from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
 from tests.daemon_process import DAEMON_TOML, DaemonProcess, write_config
 from tests.helpers import make_job
 from tests.lifecycle import Watch, eventually, states_of
+from tests.test_control import cli
 
 pytestmark = pytest.mark.anyio
 
@@ -240,24 +238,6 @@ def fill(path: Path) -> None:
             assert exc.errno == errno.ENOSPC, exc
 
 
-def until(condition: Callable[[], bool], within: float = 30) -> None:
-    """Re-check `condition` every 20 ms until it holds (another process's progress)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.02)
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args, "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_a_full_disk_suspends_naming_path_and_enospc_and_resume_continues(tmp_path: Path) -> None:
     """ENOSPC from a real, full 64 KiB tmpfs under a real daemon: SUSPENDED with the path and
     ENOSPC in `status`, the previous snapshot byte-identical, and `resume` carries on once
@@ -274,7 +254,7 @@ def test_a_full_disk_suspends_naming_path_and_enospc_and_resume_continues(tmp_pa
     )
     if probe.returncode != 0:
         pytest.skip(f"the kernel refused a tmpfs in a user+mount namespace: {probe.stderr.strip()}")
-    config = write_config(tmp_path, {"orders": JOB_TOML}, DAEMON_TOML.replace('"debug"', '"info"'))
+    config = write_config(tmp_path, {"orders": JOB_TOML}, DAEMON_TOML)
     wrapper = ("unshare", "-rm", "sh", "-c", MOUNT_TMPFS + ' && exec "$@"', str(state))
     daemon = DaemonProcess(config, wrapper=wrapper)
     try:
@@ -282,7 +262,7 @@ def test_a_full_disk_suspends_naming_path_and_enospc_and_resume_continues(tmp_pa
         # The daemon's tmpfs, seen from outside its mount namespace.
         inside = Path(f"/proc/{daemon.process.pid}/root") / state.relative_to("/")
         snapshot = inside / "orders.snapshot.toml"
-        until((inside / "orders.snapshot.prev.toml").exists)
+        daemon.wait_for("job.checkpoint", job="orders", count=2)  # so prev exists too
 
         fill(inside / "filler")
         daemon.wait_for("job.attempt_failed", job="orders")
@@ -306,11 +286,10 @@ def test_a_full_disk_suspends_naming_path_and_enospc_and_resume_continues(tmp_pa
         resumed = cli(config, "resume", "orders")
         assert resumed.returncode == 0, resumed.stderr
         daemon.wait_for("job.state_changed", job="orders", to="running")
-        until(
-            lambda: (
-                decode(snapshot.read_bytes(), job="orders", path=snapshot).offset
-                != committed.offset
-            )
+        next(
+            event
+            for event in daemon.iter_events()
+            if event.get("event") == "job.checkpoint" and event["offset"] != committed.offset
         )
         after = decode(snapshot.read_bytes(), job="orders", path=snapshot)
         assert isinstance(after.offset, int) and isinstance(committed.offset, int)
