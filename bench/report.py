@@ -180,6 +180,11 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Targets",
         "",
+        *(
+            ["`--quick`: small sizes, a smoke check; the targets are for the full run.", ""]
+            if "--quick" in results["command"]
+            else []
+        ),
         *targets_table(results),
         "",
     ]
