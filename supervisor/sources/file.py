@@ -21,7 +21,9 @@ Rotation is looked for only at the end of the data, where there is time for it:
   drained from the position, then the truncated file is read from byte 0.
 
 A drained file's partial last line is returned as a line of its own: that file
-is finished. More than one rotation between two polls loses the middle file.
+is finished. The next file is then the rotated copy written soonest after it,
+if any (a reader that fell several rotations behind, while stopped or between
+two polls, reads each in turn), and finally the file at the path.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from supervisor.sources.file_position import (
     FINGERPRINT_BYTES,
     FileIdentity,
     FilePosition,
+    find_next_in_rotation,
     find_rotated_copy,
     read_identity,
     starts_with_fingerprint,
@@ -254,7 +257,24 @@ class FileSource:
         )
 
     def _switch_to_path(self) -> bool:
-        """Leave the drained file for the one at the path, from byte 0; False if there is none."""
+        """Leave the drained file for the next one, from byte 0: a rotated copy written
+        after it (the reader fell more than one rotation behind), else the file at the
+        path. False if there is none yet."""
+        if self._file is not None:
+            found = find_next_in_rotation(self._path, os.fstat(self._file.fd))
+            if found is not None:
+                next_path, next_fd = found
+                log.info(
+                    "source.file.rotated",
+                    path=str(self._path),
+                    kind="next_copy",
+                    copy=str(next_path),
+                    pos=self._file.pos,
+                )
+                os.close(self._file.fd)
+                self._file = _OpenFile(next_fd, next_path, read_identity(next_fd), 0, 0, False)
+                self._drained_since = None
+                return True
         fd = self._open_path()
         if fd is None:
             return False

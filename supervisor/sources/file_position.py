@@ -102,22 +102,7 @@ def find_rotated_copy(path: Path, identity: FileIdentity, min_size: int) -> tupl
     Either way it must hold at least `min_size` bytes, the position to resume
     at. Returns the sibling's path and an open descriptor, or None.
     """
-    siblings: list[tuple[Path, os.stat_result]] = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except FileNotFoundError:
-        return None
-    for entry in entries:
-        name = entry.name
-        if name == path.name or not name.startswith(path.name):
-            continue
-        if name.lower().endswith(COMPRESSED_SUFFIXES):
-            continue
-        try:
-            if entry.is_file():
-                siblings.append((Path(entry.path), entry.stat()))
-        except OSError:  # rotated away again while we looked
-            continue
+    siblings = _rotated_siblings(path)
     by_inode = [sibling for sibling in siblings if identity.same_inode(sibling[1])]
     # An empty fingerprint matches every file, so it identifies none.
     by_fingerprint = (
@@ -136,3 +121,64 @@ def find_rotated_copy(path: Path, identity: FileIdentity, min_size: int) -> tupl
             return sibling_path, fd
         os.close(fd)
     return None
+
+
+def find_next_in_rotation(path: Path, drained: os.stat_result) -> tuple[Path, int] | None:
+    """Open the rotated copy written next after the file `drained` describes, if it is
+    not the file at `path` itself: a reader that fell more than one rotation behind
+    reads every copy in between, in the order written.
+
+    Candidates are `path`'s rotated siblings and its file; the next is the one
+    modified soonest after the drained file, strictly after (ties by inode). Each
+    step moves strictly forward in time, so the walk always ends at the file at
+    `path`; a copytruncate copy, written before its original was truncated, is
+    never taken as coming after it. Copies rotated within one file-system
+    timestamp tick of each other cannot be ordered and the later may be skipped.
+    Returns None when the file at `path` is next (or nothing is): the caller
+    opens the path as usual.
+    """
+    try:
+        current: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        current = None
+    candidates = [
+        ((st.st_mtime_ns, st.st_ino), sibling_path)
+        for sibling_path, st in _rotated_siblings(path)
+        if st.st_mtime_ns > drained.st_mtime_ns
+        and not (current is not None and _same_file(st, current))
+    ]
+    if current is not None and current.st_mtime_ns > drained.st_mtime_ns:
+        candidates.append(((current.st_mtime_ns, current.st_ino), path))
+    for _, candidate in sorted(candidates):
+        if candidate == path:
+            return None
+        try:
+            return candidate, os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # rotated away again while we looked: try the next
+            continue
+    return None
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _rotated_siblings(path: Path) -> list[tuple[Path, os.stat_result]]:
+    """Uncompressed regular files beside `path` whose names start with its name."""
+    siblings: list[tuple[Path, os.stat_result]] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return siblings
+    for entry in entries:
+        name = entry.name
+        if name == path.name or not name.startswith(path.name):
+            continue
+        if name.lower().endswith(COMPRESSED_SUFFIXES):
+            continue
+        try:
+            if entry.is_file():
+                siblings.append((Path(entry.path), entry.stat()))
+        except OSError:  # rotated away again while we looked
+            continue
+    return siblings
