@@ -30,7 +30,7 @@ from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
 from supervisor.driver import Driver, DriverMessage, Ended, Opened
 from supervisor.errors import CommandRefused, SnapshotError
-from supervisor.failures import describe_failure, is_fatal
+from supervisor.failures import describe_failure, is_fatal, release_traceback
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
 from supervisor.snapshot import FailureRecord
@@ -235,6 +235,7 @@ class JobRunner:
         if ran:
             self.attempts += 1
         self.failure = describe_failure(error, attempts=self.attempts, previous=self.failure)
+        release_traceback(error)  # the record has its text: frees the frames without the GC
         self.cause = _cause(self.failure)
         budget = self.config.retry.max_attempts
         spent = bool(budget) and self.attempts >= budget

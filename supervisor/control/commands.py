@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import UTC, datetime
@@ -186,4 +187,23 @@ def job_view(runner: JobRunner, *, detail: bool = False) -> dict[str, Any]:
 
 
 def _iso(epoch: float) -> str:
+    """The time to the second, as `datetime.isoformat` shows it, remembered per second.
+
+    `status` of 1,000 jobs formats 1,000 of these; most fall in a few seconds.
+    """
+    second = math.floor(epoch)
+    if epoch - second >= _ROUNDS_UP:  # the microseconds round up into the next second
+        return _iso_uncached(epoch)
+    return _iso_second(second)
+
+
+_ROUNDS_UP = 0.9999995
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return _iso_uncached(second)
+
+
+def _iso_uncached(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
