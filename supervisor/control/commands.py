@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from supervisor.control.protocol import Request
 from supervisor.errors import CommandRefused, ConfigError
@@ -25,10 +26,7 @@ JOB_VERBS = {"pause", "resume", "stop", "start", "restart", "retry"}
 async def dispatch(supervisor: Supervisor, request: Request) -> Any:
     """Run one request; raises CommandRefused (or ProtocolError) with the reason."""
     if request.verb == "status":
-        return [
-            job_view(runner, detail=len(request.jobs) == 1)
-            for runner in _select(supervisor, request.jobs)
-        ]
+        return await _status(_select(supervisor, request.jobs), detail=len(request.jobs) == 1)
     if request.verb == "events":
         if request.options.get("follow"):
             return EventFeed(supervisor, request.jobs)
@@ -62,6 +60,23 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
         else:
             results.append({"job": runner.name, "ok": True, "state": state.value})
     return results
+
+
+STATUS_SLICE = 100
+"""Jobs shown per turn of the event loop: `status` of 1,000 jobs took 6-40 ms in one go."""
+
+
+async def _status(runners: list[JobRunner], *, detail: bool) -> list[dict[str, Any]]:
+    """Every job's view, yielding to the loop between slices (each job is shown as it is
+    when its slice is taken)."""
+    views: list[dict[str, Any]] = []
+    for start in range(0, len(runners), STATUS_SLICE):
+        if start:
+            await anyio.lowlevel.checkpoint()
+        views.extend(
+            job_view(runner, detail=detail) for runner in runners[start : start + STATUS_SLICE]
+        )
+    return views
 
 
 _INT64 = range(-(2**63), 2**63)

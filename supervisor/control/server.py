@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import resource
 import socket
@@ -30,6 +31,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -233,7 +235,7 @@ async def _serve_client(
             if isinstance(result, EventFeed):
                 await _follow(stream, result)
                 return
-            await _send(stream, encode_response(ok=True, result=result))
+            await _send(stream, await _encode_result(result))
         except _RequestTooLong:
             with contextlib.suppress(*_GONE):
                 error = f"request line longer than {MAX_REQUEST_BYTES} bytes"
@@ -309,6 +311,28 @@ async def _receive_request(stream: anyio.abc.SocketStream, served: _Served) -> b
     if len(line) >= MAX_REQUEST_BYTES:  # + 1 for the newline
         raise _RequestTooLong
     return line
+
+
+ENCODE_SLICE = 100
+"""Items of a list result encoded per turn of the event loop: the 270 KB `status` of
+1,000 jobs took 5-20 ms to encode in one go."""
+
+
+async def _encode_result(result: Any) -> bytes:
+    """`encode_response(ok=True, result=result)`, yielding to the loop within a long list."""
+    if not isinstance(result, list) or len(result) <= ENCODE_SLICE:
+        return encode_response(ok=True, result=result)
+    head, _, tail = encode_response(ok=True, result=[]).rpartition(b"[]")
+    parts = [head, b"["]
+    for start in range(0, len(result), ENCODE_SLICE):
+        if start:
+            await anyio.lowlevel.checkpoint()
+            parts.append(b", ")
+        # What json.dumps writes for the list, item by item (protocol.encode_response).
+        encoded = json.dumps(result[start : start + ENCODE_SLICE], default=str)
+        parts.append(encoded[1:-1].encode())
+    parts += [b"]", tail]
+    return b"".join(parts)
 
 
 async def _send(stream: anyio.abc.SocketStream, data: bytes) -> None:
