@@ -20,6 +20,7 @@ from supervisor.errors import SnapshotCorrupt, SnapshotError, SnapshotWriteError
 from supervisor.snapshot import Snapshot, decode, seal
 from supervisor.snapshot_store import WRITE_STEPS, SnapshotStore
 from supervisor.states import JobState
+from tests import test_power_loss as power_loss
 
 pytestmark = pytest.mark.anyio
 
@@ -435,3 +436,83 @@ async def test_a_newer_format_prev_beside_a_valid_current_is_left_to_rotate_out(
     assert loaded is not None
     assert loaded.generation == 2
     assert names(store) == {"orders.snapshot.toml", "orders.snapshot.prev.toml"}
+
+
+def counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the job of every snapshot the store decodes from now on."""
+    calls: list[str] = []
+
+    def counting(data: bytes, *, job: str, path: Path) -> Snapshot:
+        calls.append(job)
+        return decode(data, job=job, path=path)
+
+    monkeypatch.setattr(snapshot_store, "decode", counting)
+    return calls
+
+
+async def test_a_write_does_not_decode_what_this_store_wrote_or_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The current file, still holding the bytes this store wrote or loaded, is kept as prev
+    without being decoded again; a fresh store decodes it once."""
+    store = await store_with(tmp_path, 1)
+    decodes = counting_decodes(monkeypatch)
+    await store.write(snap(2))
+    await store.write(snap(3))
+    assert decodes == []
+    fresh = SnapshotStore(store.directory)
+    await fresh.write(snap(4))
+    assert decodes == ["orders"]
+    loaded = SnapshotStore(store.directory)
+    await loaded.load("orders")
+    decodes.clear()
+    await loaded.write(snap(5))
+    assert decodes == []
+    prev = (store.directory / "orders.snapshot.prev.toml").read_bytes()
+    assert decode(prev, job="orders", path=Path("prev")).generation == 4
+
+
+async def test_a_file_changed_in_place_behind_the_store_is_checked_in_full(
+    tmp_path: Path,
+) -> None:
+    """Damage keeping the inode, the size and the mtime is still caught before a write
+    rotates it into prev: it is kept aside and the good prev stays."""
+    store = await store_with(tmp_path, 1, 2)
+    current = store.path_for("orders")
+    before = current.stat()
+    damaged = current.read_bytes().replace(b"offset = 20", b"offset = 21")
+    with current.open("r+b") as file:  # in place: same inode
+        file.write(damaged)
+    os.utime(current, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = current.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    with capture_logs() as logs:
+        await store.write(snap(3))
+    [broken] = [p for p in store.directory.iterdir() if ".broken-" in p.name]
+    assert broken.read_bytes() == damaged
+    assert "checksum mismatch" in next(e for e in logs if e["event"] == "snapshot.corrupt")["error"]
+    prev = (store.directory / "orders.snapshot.prev.toml").read_bytes()
+    assert decode(prev, job="orders", path=Path("prev")).generation == 1
+
+
+def test_a_write_trusting_the_current_file_is_as_safe_under_every_power_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the current file trusted (loaded first, not decoded by the write), every power cut
+    during the write still leaves the old or the new generation."""
+    warm = SnapshotStore(tmp_path / "state")
+    decodes: list[list[str]] = []
+
+    def write(store: SnapshotStore, job: str, data: bytes) -> None:
+        assert warm._load(job) is not None  # only reads: nothing for the model to record
+        decodes.append(counting_decodes(monkeypatch))
+        warm._write(job, data)
+
+    points, old = power_loss.record_write(tmp_path / "state", 2, write)
+    assert decodes == [[]]
+    problems, _ = power_loss.check(tmp_path / "cuts", points, old, power_loss.snap(3))
+    assert problems == []
