@@ -13,6 +13,8 @@ propagates to the job's owner to classify. Source and sink are closed before
 from __future__ import annotations
 
 import enum
+import math
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -41,8 +43,31 @@ class AttemptEnd(enum.Enum):
     STOPPED = "stopped"
 
 
+class AttemptListener(Protocol):
+    """Told, from inside the attempt's own task, the two things its owner waits for."""
+
+    def opened(self) -> None:
+        """The source opened: the attempt counts as having run."""
+
+    def healthy(self) -> None:
+        """Running `retry.reset_after` and proved by a checkpoint (or by being caught up)."""
+
+
+class _Unheard:
+    def opened(self) -> None:
+        pass
+
+    def healthy(self) -> None:
+        pass
+
+
 class Attempt:
-    """A single run of a job's pipeline. Build one per attempt; `run` it once."""
+    """A single run of a job's pipeline. Build one per attempt; `run` it once.
+
+    Opening and health are reported by calling `listener` from the pump
+    itself, not by watcher tasks: a failure storm then cancels nothing but the
+    attempts (cancelled watchers left cycles of frames for the collector).
+    """
 
     def __init__(
         self,
@@ -50,11 +75,13 @@ class Attempt:
         ledger: JobLedger,
         number: int,
         components: Components = DEFAULT_COMPONENTS,
+        listener: AttemptListener | None = None,
     ) -> None:
         self.job = job
         self._components = components
         self.number = number
         self._ledger = ledger
+        self._listener: AttemptListener = listener or _Unheard()
         self._stop_requested = False
         self._read_scope: anyio.CancelScope | None = None
         self.opened = False
@@ -63,8 +90,8 @@ class Attempt:
         self.opened_at: float | None = None
         """Event-loop time the source opened."""
         self.checkpoints = 0
-        self.opened_event = anyio.Event()
-        self.checkpoint_event = anyio.Event()
+        self._healthy_at = math.inf
+        """Event-loop time health may be reported; inf once it has been (or before opening)."""
 
     def stop_requested(self) -> bool:
         # A call, so type checkers do not assume it is unchanged across awaits.
@@ -99,7 +126,8 @@ class Attempt:
             await source.open(offset)
             self.opened = True
             self.opened_at = anyio.current_time()
-            self.opened_event.set()
+            self._healthy_at = self.opened_at + self.job.retry.reset_after
+            self._listener.opened()
             return await self._pump(source, sink, processor, offset)
         finally:
             with anyio.CancelScope(shield=True):
@@ -113,9 +141,12 @@ class Attempt:
         uncommitted = 0
         next_checkpoint_at = anyio.current_time() + policy.interval
         caught_up = False  # the last checkpoint time found nothing new: reads may wait for data
+        proved = False  # a checkpoint, or caught up: with `reset_after` run, that is health
         while not self.stop_requested():
-            due_in = max(next_checkpoint_at - anyio.current_time(), 0.0)
-            wait = IDLE_WAIT if caught_up else due_in
+            now = anyio.current_time()
+            wait = IDLE_WAIT if caught_up else max(next_checkpoint_at - now, 0.0)
+            if proved:  # wake when health is due, even with nothing to read
+                wait = min(wait, max(self._healthy_at - now, 0.0))
             with anyio.CancelScope() as self._read_scope:
                 batch = await source.read(min(MAX_BATCH, policy.every_records - uncommitted), wait)
             self._read_scope = None
@@ -132,6 +163,7 @@ class Attempt:
                 offset = batch.offset
             if batch.end:
                 await self._checkpoint(sink, offset)
+                self._report_health_if_due(anyio.current_time())
                 return AttemptEnd.FINISHED
             now = anyio.current_time()
             if caught_up and (uncommitted or offset != committed):
@@ -145,20 +177,27 @@ class Attempt:
                 else:
                     # Nothing new to commit: the job is caught up, which proves
                     # health as well as a checkpoint does (`retry.reset_after`).
-                    self.checkpoint_event.set()
                     caught_up = True
                 next_checkpoint_at = now + policy.interval
+            proved = proved or caught_up or self.checkpoints > 0
+            if proved:
+                self._report_health_if_due(now)
             # One yield per batch keeps a fast source from starving other jobs.
             await anyio.lowlevel.checkpoint()
         if offset != committed or uncommitted:
             await self._checkpoint(sink, offset)
         return AttemptEnd.STOPPED
 
+    def _report_health_if_due(self, now: float) -> None:
+        """Call only once health is proved (a checkpoint, or caught up)."""
+        if now >= self._healthy_at:
+            self._healthy_at = math.inf
+            self._listener.healthy()
+
     async def _checkpoint(self, sink: Sink, offset: Offset | None) -> None:
         await sink.flush(offset)
         snapshot = await self._ledger.write(offset=offset)
         self.checkpoints += 1
-        self.checkpoint_event.set()
         log.debug(
             "job.checkpoint", job=self.job.name, offset=offset, generation=snapshot.generation
         )

@@ -47,7 +47,11 @@ DriverMessage = Ended | Opened | Healthy
 
 @dataclass(eq=False, kw_only=True)
 class Driver:
-    """One backoff + start slot + attempt sequence, run by one child task."""
+    """One backoff + start slot + attempt sequence, run by one child task.
+
+    It is also the attempt's `AttemptListener`: the attempt calls `opened` and
+    `healthy` from its own task, so a driver is a single task with no watchers.
+    """
 
     number: int
     job: JobConfig
@@ -58,19 +62,29 @@ class Driver:
     retry_at: float | None = None
     """Event-loop time the backoff wait ends, while it is waiting."""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    retry_now: anyio.Event = field(default_factory=anyio.Event)
     attempt: Attempt | None = None
     """Set once a start slot is held and the attempt begins: from then on it counts."""
     superseded: bool = False
     """An operator or the shutdown ended it: nothing it reports counts any more."""
+    _retry_now: anyio.Event | None = field(default=None, init=False)
+    _slot: _StartSlot | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.retry_at is not None:  # only a driver with a backoff can be told to skip it
+            self._retry_now = anyio.Event()
+
+    def retry_now(self) -> None:
+        """End the backoff wait now (`supervisor retry`)."""
+        if self._retry_now is not None:
+            self._retry_now.set()
 
     async def run(self) -> None:
         end: AttemptEnd | None = None
         error: Exception | None = None
         with self.scope:
-            if self.retry_at is not None:
+            if self._retry_now is not None and self.retry_at is not None:
                 with anyio.move_on_after(self.retry_at - anyio.current_time()):
-                    await self.retry_now.wait()
+                    await self._retry_now.wait()
                 self.retry_at = None
             try:
                 end = await self._run_attempt()
@@ -80,37 +94,22 @@ class Driver:
         self.post(Ended(self, end, error))
 
     async def _run_attempt(self) -> AttemptEnd:
-        slot = _StartSlot(self.slots)
+        slot = self._slot = _StartSlot(self.slots)
         await slot.acquire()
-        attempt = self.attempt = Attempt(self.job, self.ledger, self.number, self.components)
-        error: Exception | None = None
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._report_open, attempt, slot)
-                tg.start_soon(self._report_health, attempt)
-                try:
-                    end = await attempt.run()
-                except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                    # Raised outside the task group, so it is not wrapped in an
-                    # ExceptionGroup that would hide its type from classification.
-                    error = exc
-                finally:
-                    tg.cancel_scope.cancel()
+            self.attempt = Attempt(self.job, self.ledger, self.number, self.components, self)
+            return await self.attempt.run()
         finally:
             slot.release()
-        if error is not None:
-            raise error
-        return end
 
-    async def _report_open(self, attempt: Attempt, slot: _StartSlot) -> None:
-        await attempt.opened_event.wait()
-        slot.release()
+    # --- AttemptListener: called from inside `attempt.run` ------------------------------
+
+    def opened(self) -> None:
+        if self._slot is not None:
+            self._slot.release()  # the start is over: let the next job start
         self.post(Opened(self))
 
-    async def _report_health(self, attempt: Attempt) -> None:
-        await attempt.opened_event.wait()
-        await anyio.sleep(self.job.retry.reset_after)
-        await attempt.checkpoint_event.wait()
+    def healthy(self) -> None:
         self.post(Healthy(self))
 
 

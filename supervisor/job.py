@@ -101,7 +101,8 @@ class JobRunner:
         self._offset_set_while_failed = False
         self._shutting_down = False
         self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
-        self._persist_wanted = anyio.Event()
+        self._persisting = False
+        """A task is retrying a refused state write (spawned only then: most jobs never are)."""
 
     @property
     def name(self) -> str:
@@ -144,7 +145,6 @@ class JobRunner:
         with self._send, self._inbox:
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                tasks.start_soon(self._persist_until_written)
                 self._drive_if_active()
                 task_status.started()
                 async for message in self._inbox:
@@ -325,7 +325,7 @@ class JobRunner:
         driver = self._driver
         if self.state is not JobState.RETRYING or driver is None or driver.retry_at is None:
             raise CommandRefused(f"{self.name} is {self.state.name}, not waiting to retry")
-        driver.retry_now.set()
+        driver.retry_now()
         return False
 
     async def _cmd_set_offset(self, value: Offset) -> bool:
@@ -403,7 +403,9 @@ class JobRunner:
                     "job.persist_failed", job=self.name, state=self.state.value, error=str(exc)
                 )
             self.persist_pending = True
-            self._persist_wanted.set()
+            if not self._persisting:
+                self._persisting = True
+                self._tasks.start_soon(self._persist_until_written, name=f"persist {self.name}")
 
     async def _write_state(self) -> None:
         await self.ledger.write(state=self.state, attempts=self.attempts, failure=self.failure)
@@ -417,10 +419,8 @@ class JobRunner:
 
     async def _persist_until_written(self) -> None:
         """Retry a refused state write with backoff until one gets through."""
-        while True:
-            await self._persist_wanted.wait()
-            self._persist_wanted = anyio.Event()
-            delay = 0.5
+        delay = 0.5
+        try:
             while self._write_owed():
                 await anyio.sleep(delay)
                 if not self._write_owed():
@@ -429,6 +429,8 @@ class JobRunner:
                     await self._write_state()
                 except SnapshotError:
                     delay = min(delay * 2, PERSIST_RETRY_MAX)
+        finally:
+            self._persisting = False
 
 
 def _cause(failure: FailureRecord) -> str:

@@ -42,7 +42,6 @@ async def _offset_before_flush(self: attempt.Attempt, sink: Sink, offset: Offset
     snapshot = await self._ledger.write(offset=offset)  # the mutation: offset first
     await sink.flush(offset)
     self.checkpoints += 1
-    self.checkpoint_event.set()
     attempt.log.debug(
         "job.checkpoint", job=self.job.name, offset=offset, generation=snapshot.generation
     )

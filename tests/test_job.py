@@ -7,6 +7,7 @@ Tests named after a reference text are regressions for the bug it describes
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -52,6 +53,20 @@ async def test_transient_failure_retries_then_recovers() -> None:
         assert anyio.current_time() - started >= 30.0  # reset_after
         assert runner.attempts == 0
     assert states_of(watch, "orders") == [R.RETRYING, R.RUNNING]
+
+
+async def test_a_caught_up_retried_job_turns_running_at_reset_after() -> None:
+    """A recovered job with nothing more to read is RUNNING once reset_after has passed,
+    not when its next record arrives (its reads then wait an hour)."""
+    source = ScriptedSource(
+        available=5, poll_interval=math.inf, open_errors=[TransientError("broker away")]
+    )
+    async with running_job(_job(), source) as (runner, watch):
+        await watch.until(lambda: source.opens == 2 and source.open_now == 1)
+        opened = anyio.current_time()
+        await watch.until(lambda: runner.state is R.RUNNING)
+        assert 30.0 <= anyio.current_time() - opened <= 31.0  # reset_after, within one interval
+        assert runner.attempts == 0
 
 
 async def test_budget_spent_fails_the_job_with_its_cause() -> None:
