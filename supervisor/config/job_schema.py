@@ -8,10 +8,10 @@ file, tables key by key, with what came from them marked `Inherited`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from supervisor.config import model
 from supervisor.config.schema import (
@@ -101,6 +101,10 @@ _JOB_SCALARS = {
 }
 _JOB_KEYS = {*_JOB_SCALARS, "source", "sink", *_POLICIES}
 _DEFAULT_RETRY = model.RetryPolicy()
+# Frozen, so one shared instance serves every job that leaves a policy unset.
+_DEFAULT_CHECKPOINT = model.CheckpointPolicy()
+_DEFAULT_RECORDS = model.RecordsPolicy()
+_Policy = TypeVar("_Policy", model.CheckpointPolicy, model.RetryPolicy, model.RecordsPolicy)
 
 
 # --- defaults ----------------------------------------------------------------------------
@@ -113,6 +117,8 @@ class Defaults:
     file: Path
     table: dict[str, Any]
     reported: frozenset[tuple[str, str]]
+    directory: Path
+    """``file.parent``, worked out once rather than for every job file."""
 
 
 def check_defaults(file: Path, raw: Any, issues: list[ConfigIssue]) -> Defaults:
@@ -132,7 +138,8 @@ def check_defaults(file: Path, raw: Any, issues: list[ConfigIssue]) -> Defaults:
         issues.append(
             ConfigIssue(str(file), f"defaults.{problem.key}".rstrip("."), problem.message)
         )
-    return Defaults(file, table, frozenset((p.key, p.message) for p in problems))
+    reported = frozenset((p.key, p.message) for p in problems)
+    return Defaults(file, table, reported, origin.defaults_dir)
 
 
 # --- job files ---------------------------------------------------------------------------
@@ -143,16 +150,18 @@ def check_job_file(
 ) -> tuple[str | None, model.JobConfig | None]:
     """The job's name (None when unusable) and the job (None when anything is wrong)."""
     problems: list[Problem] = []
-    parts = _check_job(
-        _merge(defaults.table, document), Origin(file.parent, defaults.file.parent), problems
-    )
-    name = parts.get("name") if "name" in document else file.stem
-    if "name" not in document and not JOB_NAME_PATTERN.match(file.stem):
-        name = None
-        found = f"the file name makes the job name {file.stem!r}"
-        problems.append(
-            Problem("name", f"expected {JOB_NAME_RULE}; {found}: rename the file or set name")
-        )
+    merged = _merge(defaults.table, document) if defaults.table else dict(document)
+    parts = _check_job(merged, Origin(file.parent, defaults.directory), problems)
+    if "name" in document:
+        name = parts.get("name")
+    else:
+        name = file.stem
+        if not JOB_NAME_PATTERN.match(name):
+            found = f"the file name makes the job name {name!r}"
+            name = None
+            problems.append(
+                Problem("name", f"expected {JOB_NAME_RULE}; {found}: rename the file or set name")
+            )
     for problem in problems:
         # A bad default is reported once, against the daemon file; a default that
         # only fails in this job (a key of another source type) is reported here.
@@ -168,11 +177,18 @@ def check_job_file(
         source=parts["source"],
         sink=parts["sink"],
         processor=model.ProcessorConfig(**parts["processor"]) if "processor" in parts else None,
-        checkpoint=model.CheckpointPolicy(**parts.get("checkpoint", {})),
-        retry=model.RetryPolicy(**parts.get("retry", {})),
-        records=model.RecordsPolicy(**parts.get("records", {})),
+        checkpoint=_policy(model.CheckpointPolicy, parts.get("checkpoint"), _DEFAULT_CHECKPOINT),
+        retry=_policy(model.RetryPolicy, parts.get("retry"), _DEFAULT_RETRY),
+        records=_policy(model.RecordsPolicy, parts.get("records"), _DEFAULT_RECORDS),
         **{key: parts[key] for key in ("enabled", "suspend_on_failure") if key in parts},
     )
+
+
+def _policy(
+    build: Callable[..., _Policy], values: dict[str, Any] | None, default: _Policy
+) -> _Policy:
+    """The policy `values` set, or the shared default when they set nothing."""
+    return build(**values) if values else default
 
 
 def _check_job(
