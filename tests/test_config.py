@@ -552,3 +552,41 @@ def test_the_shipped_example_is_valid() -> None:
     config = load_config(Path(__file__).parent.parent / "configs" / "supervisor.toml", environ={})
     assert config.jobs
     assert all(job.path.stem == job.name for job in config.jobs)
+
+
+def test_job_files_are_taken_in_path_order_part_by_part(tmp_path: Path) -> None:
+    """Job files are read in `Path` order, so "b/c.toml" comes before "b-c.toml"."""
+    same = 'name = "same"\n' + VALID_JOB
+    config = _write(tmp_path, 'supervisor.jobs = "jobs/**/*.toml"\n', {"b-c.toml": same})
+    (tmp_path / "jobs" / "b").mkdir()
+    (tmp_path / "jobs" / "b" / "c.toml").write_text(same)
+    assert _issues(config) == [
+        f'{tmp_path}/jobs/b-c.toml: name: job name "same" is already used by '
+        f"{tmp_path}/jobs/b/c.toml: expected a new name"
+    ]
+
+
+def test_issues_of_many_job_files_keep_the_file_order(tmp_path: Path) -> None:
+    """Across hundreds of files, unreadable, unparsable and wrong ones come in file order."""
+    jobs: dict[str, str | bytes] = {f"j{index:04d}.toml": VALID_JOB for index in range(700)}
+    jobs["j0100.toml"] = b"x = \xff\n"
+    jobs["j0255.toml"] = VALID_JOB + "bogus = 1\n"
+    jobs["j0256.toml"] = "x = \n"
+    jobs["j0600.toml"] = 'name = "j0001"\n' + VALID_JOB
+    config = _write(tmp_path, "", jobs)
+    (tmp_path / "jobs" / "j0300.toml").unlink()
+    (tmp_path / "jobs" / "j0300.toml").mkdir()
+    assert [issue.split(": ")[:2] for issue in _issues(config)] == [
+        [f"{tmp_path}/jobs/j0100.toml", "line 1, column 5"],
+        [f"{tmp_path}/jobs/j0255.toml", "sink.bogus"],
+        [f"{tmp_path}/jobs/j0256.toml", "line 1, column 5"],
+        [f"{tmp_path}/jobs/j0300.toml", "cannot read the file"],
+        [f"{tmp_path}/jobs/j0600.toml", "name"],
+    ]
+    for name in ("j0100.toml", "j0255.toml", "j0256.toml", "j0600.toml"):
+        (tmp_path / "jobs" / name).write_text(VALID_JOB)
+    (tmp_path / "jobs" / "j0300.toml").rmdir()
+    loaded = load_config(config, environ={})
+    assert [job.name for job in loaded.jobs] == sorted(
+        name[:-5] for name in jobs if name != "j0300.toml"
+    )
