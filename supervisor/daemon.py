@@ -29,7 +29,7 @@ from supervisor.control.server import bind_control_socket, serve_control
 from supervisor.errors import CommandRefused, ConfigError, SnapshotError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
-from supervisor.loop_lag import report_loop_lag
+from supervisor.loop_lag import probe_wanted, report_loop_lag
 from supervisor.notify import SystemdNotifier, status_line
 from supervisor.reload import plan_reload
 from supervisor.snapshot import Snapshot
@@ -103,8 +103,10 @@ class Supervisor:
         # jobs took ~0.5 s, 13 of them while starting. See GC_THRESHOLDS.
         gc.set_threshold(*GC_THRESHOLDS)
         await self.store.prepare()
+        # Every job's snapshot in one worker-thread trip: one per job took seconds at 10,000.
+        loaded = await self.store.load_many([job.name for job in self.config.jobs])
         for job in self.config.jobs:
-            self.runners[job.name] = await self._build_runner(job)
+            self.runners[job.name] = self._runner_for(job, loaded[job.name])
         socket_path = self.config.daemon.control_socket
         control = (
             bind_control_socket(socket_path, self.config.daemon.socket_mode)
@@ -122,7 +124,7 @@ class Supervisor:
                 daemon_tasks.start_soon(self._report_status)
             if self.notifier.watchdog_interval:
                 daemon_tasks.start_soon(self._ping_watchdog, self.notifier.watchdog_interval)
-            if self.config.daemon.log_level == "debug":
+            if probe_wanted(self.config.daemon.log_level):
                 daemon_tasks.start_soon(report_loop_lag)
             daemon_tasks.start_soon(self._shut_down_when_requested)
             if self.exit_when_idle:
@@ -187,12 +189,17 @@ class Supervisor:
         return await runner.request(verb, value)
 
     async def _build_runner(self, job: JobConfig) -> JobRunner:
-        snapshot: Snapshot | None = None
-        load_error: SnapshotError | None = None
+        loaded: Snapshot | SnapshotError | None
         try:
-            snapshot = await self.store.load(job.name)
+            loaded = await self.store.load(job.name)
         except SnapshotError as exc:
-            load_error = exc
+            loaded = exc
+        return self._runner_for(job, loaded)
+
+    def _runner_for(self, job: JobConfig, loaded: Snapshot | SnapshotError | None) -> JobRunner:
+        """The runner of `job`, given its snapshot as loaded (or why it could not be)."""
+        load_error = loaded if isinstance(loaded, SnapshotError) else None
+        snapshot = None if isinstance(loaded, SnapshotError) else loaded
         runner = JobRunner(
             job,
             JobLedger(self.store, job.name, snapshot),

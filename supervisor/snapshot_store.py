@@ -17,6 +17,8 @@ the directory is fsynced. The current name never disappears: a crash at any
 instant leaves it holding the old or the new generation, each complete on disk.
 A current file holding exactly the bytes (same SHA-256) this store last wrote or
 loaded there is valid without being decoded again; any other is checked in full.
+``prev`` is examined by the first write after a load (a load of a valid current
+reads only that): a corrupt one is then kept aside, never replaced.
 Every name is opened relative to one O_NOFOLLOW descriptor of the directory,
 so a planted symlink is refused, never written through.
 
@@ -36,7 +38,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +81,9 @@ class SnapshotStore:
         # Per job, the SHA-256 of the bytes this store last wrote or found valid at the
         # current name: a write finding exactly those there need not decode them again.
         self._verified: dict[str, bytes] = {}
+        # Jobs whose prev this store has examined since it last loaded them: from then on the
+        # prev name holds only what its own writes put there.
+        self._previous_examined: set[str] = set()
         self._locks: dict[str, anyio.Lock] = {}
 
     def path_for(self, job: str) -> Path:
@@ -103,10 +108,38 @@ class SnapshotStore:
         """
         async with self._lock(job):
             snapshot = await anyio.to_thread.run_sync(self._load, job)
-            if snapshot is not None:
-                seen = self._generations.get(job, snapshot.generation)
-                self._generations[job] = max(seen, snapshot.generation)
+            self._loaded(job, snapshot)
             return snapshot
+
+    async def load_many(self, jobs: Sequence[str]) -> dict[str, Snapshot | SnapshotError | None]:
+        """`load` of each job in one worker-thread trip (for startup): per job, in order, what
+        `load` would return, or the SnapshotError it would raise; one bad job stops no other.
+
+        ValueError, before anything is read, if a name is not a valid job name.
+        """
+        wanted = list(dict.fromkeys(jobs))
+        locks = [self._lock(job) for job in sorted(wanted)]  # one order: no deadlock
+        held: list[anyio.Lock] = []
+        try:
+            for lock in locks:
+                try:
+                    lock.acquire_nowait()  # no loop turn per job when nothing holds it
+                except anyio.WouldBlock:
+                    await lock.acquire()
+                held.append(lock)
+            results = await anyio.to_thread.run_sync(self._load_many, wanted)
+        finally:
+            for lock in held:
+                lock.release()
+        for job, result in results.items():
+            if not isinstance(result, SnapshotError):
+                self._loaded(job, result)
+        return results
+
+    def _loaded(self, job: str, snapshot: Snapshot | None) -> None:
+        if snapshot is not None:
+            seen = self._generations.get(job, snapshot.generation)
+            self._generations[job] = max(seen, snapshot.generation)
 
     async def write(self, snapshot: Snapshot) -> Snapshot:
         """Write `snapshot` durably and return it as written (with `written_at`).
@@ -171,32 +204,57 @@ class SnapshotStore:
         self._move_broken_aside(fd, job, path)
 
     def _load(self, job: str) -> Snapshot | None:
-        current, previous = self.path_for(job), self.directory / _previous(job)
         try:
             with _directory(self.directory) as fd:
-                self._verified.pop(job, None)
-                found = _examine(fd, job, current, verified=self._verified)
-                if isinstance(found, Snapshot):
-                    # A newer-format prev predates this current: the next write rotates it out.
-                    with contextlib.suppress(SnapshotUnsupported):
-                        if isinstance(_examine(fd, job, previous), SnapshotCorrupt):
-                            self._move_broken_aside(fd, job, previous)  # kept, out of the way
-                    return found
-                fallback = _examine(fd, job, previous)
-                if isinstance(fallback, SnapshotCorrupt):
-                    reasons = "; ".join(str(error) for error in (found, fallback) if error)
-                    raise SnapshotCorrupt(f"no valid snapshot of {job}: {reasons}")
-                if fallback is None:
-                    if found is None:
-                        return None
-                    raise SnapshotCorrupt(f"{found}; and there is no {previous}")
-                if found is None:  # a crash mid-write, or an earlier fallback
-                    log.warning("snapshot.previous_used", job=job, path=str(previous))
-                else:
-                    self._move_broken_aside(fd, job, current)
-                return fallback
+                return self._load_from(fd, job)
         except OSError as exc:
-            raise SnapshotError(f"cannot read snapshot {current}: {_why(exc)}") from exc
+            raise self._unreadable(job, exc) from exc
+
+    def _load_many(self, jobs: list[str]) -> dict[str, Snapshot | SnapshotError | None]:
+        results: dict[str, Snapshot | SnapshotError | None] = {}
+        try:
+            with _directory(self.directory) as fd:
+                for job in jobs:
+                    try:
+                        results[job] = self._load_from(fd, job)
+                    except OSError as exc:
+                        results[job] = _raised(self._unreadable(job, exc), exc)
+                    except SnapshotError as exc:
+                        results[job] = exc
+        except OSError as exc:  # the directory cannot be opened: so each job's load says
+            for job in jobs:
+                results.setdefault(job, _raised(self._unreadable(job, exc), exc))
+        except SnapshotError as exc:  # the directory is refused: each job's load is too
+            for job in jobs:
+                results.setdefault(job, type(exc)(*exc.args))
+        return results
+
+    def _unreadable(self, job: str, exc: OSError) -> SnapshotError:
+        return SnapshotError(f"cannot read snapshot {self.path_for(job)}: {_why(exc)}")
+
+    def _load_from(self, fd: int, job: str) -> Snapshot | None:
+        """`load` of `job` in the directory `fd`; OSError is left to the caller."""
+        current, previous = self.path_for(job), self.directory / _previous(job)
+        self._verified.pop(job, None)
+        self._previous_examined.discard(job)
+        found = _examine(fd, job, current, verified=self._verified)
+        if isinstance(found, Snapshot):
+            # prev is examined by the first write, before it could replace a corrupt one:
+            # a load of a valid current reads one file, not two.
+            return found
+        fallback = _examine(fd, job, previous)
+        if isinstance(fallback, SnapshotCorrupt):
+            reasons = "; ".join(str(error) for error in (found, fallback) if error)
+            raise SnapshotCorrupt(f"no valid snapshot of {job}: {reasons}")
+        if fallback is None:
+            if found is None:
+                return None
+            raise SnapshotCorrupt(f"{found}; and there is no {previous}")
+        if found is None:  # a crash mid-write, or an earlier fallback
+            log.warning("snapshot.previous_used", job=job, path=str(previous))
+        else:
+            self._move_broken_aside(fd, job, current)
+        return fallback
 
     def _move_broken_aside(self, fd: int, job: str, path: Path) -> None:
         aside = f"{_aside_stem(fd, job, 'broken')}.toml"
@@ -259,6 +317,13 @@ class SnapshotStore:
     def _keep_previous(self, fd: int, job: str) -> None:
         """Make ``prev`` the current generation if it is valid; keep a corrupt one aside."""
         current, previous = self.path_for(job), self.directory / _previous(job)
+        if job not in self._previous_examined:
+            # Not looked at since the load: a corrupt prev is kept aside, never replaced.
+            # A newer-format prev predates this current: it is rotated out.
+            with contextlib.suppress(SnapshotUnsupported):
+                if isinstance(_examine(fd, job, previous), SnapshotCorrupt):
+                    self._move_broken_aside(fd, job, previous)
+            self._previous_examined.add(job)
         if not _regular_or_missing(fd, previous.name):
             # Planted at prev: replaced by a rename it is never followed, but keep it for a look.
             log.error("snapshot.corrupt", job=job, path=str(previous), error="not a regular file")
@@ -295,6 +360,7 @@ class SnapshotStore:
     def _set_aside(self, job: str, reason: str) -> Path | None:
         current = self.path_for(job)
         self._verified.pop(job, None)
+        self._previous_examined.discard(job)
         try:
             with _directory(self.directory) as fd:
                 stem = _aside_stem(fd, job, reason)
@@ -459,6 +525,12 @@ def _read(fd: int, path: Path) -> bytes | None:
         return b"".join(chunks)
     finally:
         os.close(file)
+
+
+def _raised(error: SnapshotError, cause: BaseException) -> SnapshotError:
+    """`error` as `raise error from cause` would leave it, for a result handed back."""
+    error.__cause__ = cause
+    return error
 
 
 def _digest(data: bytes) -> bytes:

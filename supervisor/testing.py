@@ -26,7 +26,7 @@ import anyio.to_thread
 import structlog
 
 from supervisor.components import Components
-from supervisor.errors import SnapshotWriteError, TransientError
+from supervisor.errors import SnapshotError, SnapshotWriteError, TransientError
 from supervisor.protocols import Batch, Offset, Record
 from supervisor.snapshot import Snapshot, decode, encode
 
@@ -159,6 +159,15 @@ class InMemorySnapshotStore:
     async def load(self, job: str) -> Snapshot | None:
         data = self.files.get(job)
         return None if data is None else decode(data, job=job, path=self.path_for(job))
+
+    async def load_many(self, jobs: Sequence[str]) -> dict[str, Snapshot | SnapshotError | None]:
+        results: dict[str, Snapshot | SnapshotError | None] = {}
+        for job in jobs:
+            try:
+                results[job] = await self.load(job)
+            except SnapshotError as exc:
+                results[job] = exc
+        return results
 
     async def write(self, snapshot: Snapshot) -> Snapshot:
         await anyio.lowlevel.checkpoint()

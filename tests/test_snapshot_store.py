@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
 import stat
 import threading
 import tomllib
@@ -16,8 +18,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from supervisor import snapshot_store
-from supervisor.errors import SnapshotCorrupt, SnapshotError, SnapshotWriteError
-from supervisor.snapshot import Snapshot, decode, seal
+from supervisor.errors import (
+    SnapshotCorrupt,
+    SnapshotError,
+    SnapshotUnsupported,
+    SnapshotWriteError,
+)
+from supervisor.snapshot import Snapshot, decode, encode, seal
 from supervisor.snapshot_store import WRITE_STEPS, SnapshotStore
 from supervisor.states import JobState
 from tests import test_power_loss as power_loss
@@ -439,11 +446,11 @@ async def test_a_newer_format_prev_beside_a_valid_current_is_left_to_rotate_out(
 
 
 def counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the job of every snapshot the store decodes from now on."""
+    """Record the name of every file the store decodes from now on."""
     calls: list[str] = []
 
     def counting(data: bytes, *, job: str, path: Path) -> Snapshot:
-        calls.append(job)
+        calls.append(path.name)
         return decode(data, job=job, path=path)
 
     monkeypatch.setattr(snapshot_store, "decode", counting)
@@ -454,22 +461,44 @@ async def test_a_write_does_not_decode_what_this_store_wrote_or_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The current file, still holding the bytes this store wrote or loaded, is kept as prev
-    without being decoded again; a fresh store decodes it once."""
+    without being decoded again; prev is decoded once, by a store's first write."""
+    current, prev = "orders.snapshot.toml", "orders.snapshot.prev.toml"
     store = await store_with(tmp_path, 1)
     decodes = counting_decodes(monkeypatch)
     await store.write(snap(2))
     await store.write(snap(3))
     assert decodes == []
-    fresh = SnapshotStore(store.directory)
-    await fresh.write(snap(4))
-    assert decodes == ["orders"]
+    await SnapshotStore(store.directory).write(snap(4))
+    assert decodes == [prev, current]
     loaded = SnapshotStore(store.directory)
     await loaded.load("orders")
-    decodes.clear()
+    assert decodes[2:] == [current]
     await loaded.write(snap(5))
-    assert decodes == []
-    prev = (store.directory / "orders.snapshot.prev.toml").read_bytes()
-    assert decode(prev, job="orders", path=Path("prev")).generation == 4
+    await loaded.write(snap(6))
+    assert decodes[3:] == [prev]
+    kept = (store.directory / prev).read_bytes()
+    assert decode(kept, job="orders", path=Path("prev")).generation == 5
+
+
+async def test_a_corrupt_prev_beside_a_valid_current_is_kept_aside_by_the_next_write(
+    tmp_path: Path,
+) -> None:
+    """Load reads only a valid current file; the first write then finds the corrupt prev
+    and moves it aside (same bytes, reported) instead of replacing it."""
+    store = await store_with(tmp_path, 1, 2)
+    prev = store.directory / "orders.snapshot.prev.toml"
+    prev.write_bytes(b"rotten")
+    fresh = SnapshotStore(store.directory)
+    with capture_logs() as logs:
+        loaded = await fresh.load("orders")
+        assert loaded is not None
+        assert loaded.generation == 2
+        assert prev.read_bytes() == b"rotten"
+        await fresh.write(snap(3))
+    [broken] = [p for p in store.directory.iterdir() if ".broken-" in p.name]
+    assert broken.read_bytes() == b"rotten"
+    assert [e["path"] for e in logs if e["event"] == "snapshot.corrupt"] == [str(prev)]
+    assert decode(prev.read_bytes(), job="orders", path=prev).generation == 2
 
 
 async def test_a_file_changed_in_place_behind_the_store_is_checked_in_full(
@@ -513,6 +542,86 @@ def test_a_write_trusting_the_current_file_is_as_safe_under_every_power_cut(
         warm._write(job, data)
 
     points, old = power_loss.record_write(tmp_path / "state", 2, write)
-    assert decodes == [[]]
+    assert decodes == [["orders.snapshot.prev.toml"]]  # the current file is not decoded
     problems, _ = power_loss.check(tmp_path / "cuts", points, old, power_loss.snap(3))
     assert problems == []
+
+
+def build_mixed_state(state: Path) -> list[str]:
+    """A state directory holding each kind of job `load` tells apart; the jobs, in order."""
+    state.mkdir(mode=0o700)
+    current = "{}.snapshot.toml".format
+    prev = "{}.snapshot.prev.toml".format
+    for job, generations in [("good", 2), ("fallback", 2), ("lost", 1), ("both", 2), ("newer", 2)]:
+        for generation in range(1, generations + 1):
+            if generation > 1:
+                (state / prev(job)).write_bytes((state / current(job)).read_bytes())
+            (state / current(job)).write_bytes(encode(snap(generation, offset=generation, job=job)))
+    (state / current("fallback")).write_bytes(b"offset = 'damaged'")
+    (state / current("lost")).write_bytes(b"")
+    (state / current("both")).write_bytes(b"\xff")
+    (state / prev("both")).write_bytes(b"garbage")
+    document = tomllib.loads((state / current("newer")).read_text())
+    del document["checksum"]
+    (state / current("newer")).write_bytes(seal({**document, "format": 2}))
+    (state / prev("prev-only")).write_bytes(encode(snap(4, job="prev-only")))
+    return ["good", "missing", "fallback", "lost", "both", "newer", "prev-only"]
+
+
+def outcome(result: Snapshot | BaseException | None) -> object:
+    return (type(result), str(result)) if isinstance(result, BaseException) else result
+
+
+def listing(state: Path) -> list[tuple[str, bytes]]:
+    """Names (set-aside times masked) and bytes of every file."""
+    masked = (re.sub(r"-\d{8}T[\d.]+Z", "-<UTC>", p.name) for p in sorted(state.iterdir()))
+    return sorted(zip(masked, (p.read_bytes() for p in sorted(state.iterdir())), strict=True))
+
+
+async def test_load_many_gives_what_each_load_gives(tmp_path: Path) -> None:
+    """For valid, missing, corrupt (with a valid, corrupt or no prev) and newer-format jobs,
+    load_many returns each job's snapshot or error and leaves the files as loads one by one do."""
+    state = tmp_path / "state"
+    jobs = build_mixed_state(state)
+    one_by_one: dict[str, object] = {}
+    store = SnapshotStore(state)
+    for job in jobs:
+        try:
+            one_by_one[job] = outcome(await store.load(job))
+        except SnapshotError as exc:
+            one_by_one[job] = outcome(exc)
+    after_loads = listing(state)
+    shutil.rmtree(state)
+    build_mixed_state(state)
+    many = SnapshotStore(state)
+    results = await many.load_many(jobs)
+    assert list(results) == jobs
+    assert {job: outcome(result) for job, result in results.items()} == one_by_one
+    assert listing(state) == after_loads
+    assert isinstance(results["lost"], SnapshotCorrupt)
+    assert isinstance(results["newer"], SnapshotUnsupported)
+    assert [job for job, result in results.items() if isinstance(result, Snapshot)] == [
+        "good",
+        "fallback",
+        "prev-only",
+    ]
+    with pytest.raises(ValueError, match="generations only grow"):  # as after a load
+        await many.write(snap(2, job="good"))
+
+
+async def test_load_many_in_a_refused_directory_gives_each_job_the_refusal(tmp_path: Path) -> None:
+    """An unsafe state directory fails every job's load alike, each with its own error."""
+    store = await store_with(tmp_path, 1)
+    store.directory.chmod(0o770)
+    with pytest.raises(SnapshotError) as single:
+        await store.load("orders")
+    results = await store.load_many(["orders", "billing"])
+    assert [outcome(result) for result in results.values()] == [outcome(single.value)] * 2
+    assert results["orders"] is not results["billing"]
+
+
+async def test_load_many_refuses_an_unsafe_job_name_before_reading(tmp_path: Path) -> None:
+    """A name that could leave the directory is a ValueError, as for load."""
+    store = await store_with(tmp_path, 1)
+    with pytest.raises(ValueError, match="job name"):
+        await store.load_many(["orders", "../etc"])
