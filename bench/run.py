@@ -76,8 +76,8 @@ def main() -> None:
         "--product",
         type=Path,
         help="run the daemon from the `supervisor` package in this directory instead of the "
-        "checkout's, for before/after comparisons (the in-process checkpoint workload and "
-        "bench/storm.py still use the checkout's)",
+        "checkout's, for before/after comparisons (the in-process checkpoint workload still "
+        "uses the checkout's)",
     )
     args = parser.parse_args()
     if args.product:

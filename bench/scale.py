@@ -2,9 +2,9 @@
 
 Every job is a `generate` source at a very low rate (one record per
 `1 / IDLE_RATE` seconds, so none arrives while measured: the jobs are idle),
-a `null` sink, and a checkpoint every second. The daemon runs with
-``log_level = "debug"`` so that it reports its event-loop lag
-(`supervisor.loop_lag`, the ``daemon.loop_lag`` event).
+a `null` sink, and a checkpoint every second. The daemon runs at
+``log_level = "info"`` with its event-loop lag probe switched on
+(``SUPERVISOR_LOOP_LAG=1``, `supervisor.loop_lag`: the ``daemon.loop_lag`` event).
 
 - time to all RUNNING: from just before the process is spawned to the last
   job's ``job.state_changed`` to ``running`` (the daemon's own timestamp);
@@ -224,6 +224,6 @@ def _fresh(scratch: Path, count: int) -> Path:
     write_daemon(
         directory,
         {name: job_file() for name in job_names(count)},
-        log_level="debug",
+        log_level="info",
     )
     return directory

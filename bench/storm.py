@@ -5,13 +5,14 @@ Usage: python bench/storm.py [--jobs N] [--workdir DIR]
 Starts `python -m supervisor run` with N jobs whose source
 (`supervisor.testing:SwitchedSource`: one record every 5 s each, checkpointed
 within a second) fails with `TransientError` while a switch file exists. The
-daemon runs at `log_level = "debug"`, so it logs its own event-loop lag
-(``daemon.loop_lag``). A client thread asks for `status` every `POLL_GAP`
-seconds throughout, each request on a new connection, reading the whole
-answer. The run: wait until every job is running; time `BASELINE_REQUESTS`
-quiet answers; create the switch; wait until every job has failed
-`STORM_ATTEMPTS` attempts in a row; remove it; wait until every job is
-running again; SIGTERM.
+daemon runs at `log_level = "info"`, as in production, with its event-loop
+lag probe switched on (``SUPERVISOR_LOOP_LAG=1``: the ``daemon.loop_lag``
+event); `BENCH_PRODUCT_SRC` picks another build, as `bench/run.py --product`
+does. A client thread asks for `status` every `POLL_GAP` seconds throughout,
+each request on a new connection, reading the whole answer. The run: wait
+until every job is running; time `BASELINE_REQUESTS` quiet answers; create
+the switch; wait until every job has failed `STORM_ATTEMPTS` attempts in a
+row; remove it; wait until every job is running again; SIGTERM.
 
 `run_storm(jobs, workdir)` returns the figures (milliseconds, seconds, counts)
 and leaves the daemon's JSON log in `workdir/daemon.log`. Retry settings are
@@ -38,6 +39,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make `bench` and `supervisor` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.daemon_run import daemon_env
+
 POLL_GAP = 0.05
 """Seconds between the end of one `status` answer and the next request: 20 a second at most."""
 
@@ -59,7 +65,7 @@ jobs = "jobs/*.toml"
 state_dir = "state"
 control_socket = "supervisor.sock"
 log_format = "json"
-log_level = "debug"
+log_level = "info"
 shutdown_timeout = "30s"
 """
 
@@ -194,9 +200,7 @@ class Daemon:
     """The daemon with its log copied to `workdir/daemon.log`; `listening` once it serves."""
 
     def __init__(self, config: Path, log: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            env.pop(name, None)
+        env = {**daemon_env(), "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "-c", str(config)],
             stdin=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""The event-loop lag probe the daemon runs at log level debug."""
+"""The event-loop lag probe the daemon runs at log level debug, or when switched on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.loop_lag import lag_summary, report_loop_lag
+from supervisor.loop_lag import lag_summary, probe_wanted, report_loop_lag
 from tests.conftest import virtual_time_backend
 
 
@@ -32,3 +32,11 @@ async def test_the_probe_reports_once_a_second_with_every_lag_it_saw() -> None:
     events = [log for log in logs if log["event"] == "daemon.loop_lag"]
     assert len(events) == 2
     assert all(len(event["lags_ms"]) == 20 and event["max_ms"] >= 0 for event in events)
+
+
+def test_the_probe_runs_at_debug_or_when_switched_on_and_not_otherwise() -> None:
+    """SUPERVISOR_LOOP_LAG=1 turns the probe on at any level; without it only debug does."""
+    assert probe_wanted("debug", {})
+    assert probe_wanted("info", {"SUPERVISOR_LOOP_LAG": "1"})
+    assert not probe_wanted("info", {})
+    assert not probe_wanted("warning", {"SUPERVISOR_LOOP_LAG": "0"})
