@@ -227,7 +227,8 @@ def _read_at_most(fd: int, limit: int, size_hint: int) -> bytes:
     Plain `os.read` sized by fstat's size: a buffered stream would allocate the
     whole `limit` (1 MiB) for every few-hundred-byte file, which dominated loading
     thousands of them. The size is only a hint (a /proc file says 0, a file may
-    grow), so reading goes on until an empty read.
+    grow), so one byte more is asked for: getting exactly the size back is the end
+    of the file, and anything else reads on until an empty read.
     """
     chunks: list[bytes] = []
     total = 0
@@ -238,6 +239,8 @@ def _read_at_most(fd: int, limit: int, size_hint: int) -> bytes:
             break
         chunks.append(chunk)
         total += len(chunk)
+        if total == size_hint:
+            break
         request = _READ_CHUNK
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
