@@ -195,11 +195,13 @@ def _check_job(
     raw: dict[str, Any], origin: Origin, problems: list[Problem], *, partial: bool = False
 ) -> dict[str, Any]:
     """Every key of one (merged) job table, converted; `partial` for `[defaults]` alone."""
+    scalars: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in _JOB_KEYS:
+        if key in _JOB_SCALARS:
+            scalars[key] = value
+        elif key not in _JOB_KEYS:
             message = unknown_key(key, _JOB_KEYS)
             problems.append(Problem(show_key(key), message, isinstance(value, Inherited)))
-    scalars = {key: value for key, value in raw.items() if key in _JOB_SCALARS}
     parts = check_table(scalars, _JOB_SCALARS, "", origin, problems)
     for role, kinds in (("source", _SOURCES), ("sink", _SINKS)):
         if role in raw:
