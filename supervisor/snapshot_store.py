@@ -9,11 +9,14 @@ Files in the state directory, for the job ``orders``::
     orders.snapshot.<reason>-<UTC>.prev.toml   its previous generation
     .orders.snapshot.<16 hex>.tmp              a write in flight; `prepare` removes it after a crash
 
-A write (`WRITE_STEPS`), its encoding included, is one worker-thread trip: new
+A write (`WRITE_STEPS`), its encoding included, runs in a worker thread: new
 bytes to a fresh temp file, fsynced; the current file, if valid, hard-linked
 (copied if links are unsupported) to a temp name that then replaces ``prev``
 (a corrupt one is kept aside instead); the temp file replaces the current one;
-the directory is fsynced. The current name never disappears: a crash at any
+the directory is fsynced. Writes of several jobs that meet are one batch
+(`supervisor.group_commit`): one worker-thread trip, each job's steps in turn,
+then one fsync of the directory for all their renames; each job's write still
+succeeds or fails on its own. The current name never disappears: a crash at any
 instant leaves it holding the old or the new generation, each complete on disk.
 A current file holding exactly the bytes (same SHA-256) this store last wrote or
 loaded there is valid without being decoded again; any other is checked in full.
@@ -54,6 +57,7 @@ from supervisor.errors import (
     SnapshotUnsupported,
     SnapshotWriteError,
 )
+from supervisor.group_commit import GroupCommit
 from supervisor.snapshot import Snapshot, decode, encode
 
 log = structlog.get_logger("supervisor.snapshot")
@@ -85,6 +89,9 @@ class SnapshotStore:
         # prev name holds only what its own writes put there.
         self._previous_examined: set[str] = set()
         self._locks: dict[str, anyio.Lock] = {}
+        # Writes of different jobs that meet share one worker-thread trip and one fsync of
+        # the directory: a storm of failing jobs is a storm of state writes.
+        self._commits = GroupCommit(self._write_batch)
 
     def path_for(self, job: str) -> Path:
         """Where the current snapshot of `job` lives."""
@@ -156,7 +163,7 @@ class SnapshotStore:
                     f"not above {last}: generations only grow"
                 )
             written = replace(snapshot, written_at=datetime.now(UTC))
-            await anyio.to_thread.run_sync(self._encode_and_write, written)
+            await self._commits.submit(written)
             # Only a completed write counts: after a failure the caller retries this generation.
             self._generations[job] = written.generation
         log.debug("snapshot.written", job=job, generation=written.generation, offset=written.offset)
@@ -264,38 +271,73 @@ class SnapshotStore:
         with contextlib.suppress(OSError):
             os.fsync(fd)
 
-    def _encode_and_write(self, snapshot: Snapshot) -> None:
-        # Encoded in the same worker-thread trip, not on the loop's thread (under the GIL the
-        # loop's Python still waits meanwhile; measured a little faster than before the hop).
-        self._write(snapshot.job, encode(snapshot))
+    def _write_batch(self, snapshots: Sequence[Snapshot]) -> list[SnapshotError | None]:
+        """Write each snapshot (encoded here, in the worker thread, off the loop's thread);
+        one fsync of the directory makes all their renames durable. Per snapshot, None or
+        the error that snapshot's write met."""
+        return self._write_all([(snapshot.job, encode(snapshot)) for snapshot in snapshots])
 
     def _write(self, job: str, data: bytes) -> None:
-        current = self.path_for(job)
+        """One write on its own (tests drive the steps through it)."""
+        (error,) = self._write_all([(job, data)])
+        if error is not None:
+            raise error
+
+    def _write_all(self, writes: Sequence[tuple[str, bytes]]) -> list[SnapshotError | None]:
+        errors: list[SnapshotError | None] = [None] * len(writes)
         try:
             with _directory(self.directory) as fd:
-                temp = self._stage(fd, job, data, self._on_step)
-                try:
-                    self._keep_previous(fd, job)
-                    self._on_step("previous_kept")
-                    os.replace(temp, current.name, src_dir_fd=fd, dst_dir_fd=fd)
-                except BaseException:
-                    _remove(fd, temp)
-                    raise
-                self._verified[job] = _digest(data)
-                self._on_step("renamed")
+                renamed = []
+                for index, (job, data) in enumerate(writes):
+                    errors[index] = self._replace_current(fd, job, data)
+                    if errors[index] is None:
+                        renamed.append(index)
+                if not renamed:
+                    return errors
                 try:
                     os.fsync(fd)
                 except OSError as exc:
-                    raise SnapshotWriteError(
-                        f"snapshot {current} was renamed into place but fsync of its directory "
-                        f"failed: {_why(exc)}; it may not survive a power cut "
-                        "(the previous generation is kept)"
-                    ) from exc
+                    for index in renamed:
+                        errors[index] = SnapshotWriteError(
+                            f"snapshot {self.path_for(writes[index][0])} was renamed into place "
+                            f"but fsync of its directory failed: {_why(exc)}; it may not survive "
+                            "a power cut (the previous generation is kept)"
+                        )
+                    return errors
                 self._on_step("directory_fsynced")
         except OSError as exc:
-            raise SnapshotWriteError(
-                f"cannot write snapshot {current}: {_why(exc)}; the previous snapshot is intact"
-            ) from exc
+            return [self._cannot_write(job, exc) for job, _ in writes]
+        except SnapshotError as exc:  # the directory itself was refused
+            return [_raised(SnapshotError(str(exc)), exc) for _ in writes]
+        return errors
+
+    def _replace_current(self, fd: int, job: str, data: bytes) -> SnapshotError | None:
+        """Stage `data`, keep the current file as prev, rename the new one over it; None, or
+        why not (this job's alone: the batch's other writes go on)."""
+        try:
+            temp = self._stage(fd, job, data, self._on_step)
+            try:
+                self._keep_previous(fd, job)
+                self._on_step("previous_kept")
+                os.replace(temp, _current(job), src_dir_fd=fd, dst_dir_fd=fd)
+            except BaseException:
+                _remove(fd, temp)
+                raise
+        except OSError as exc:
+            return self._cannot_write(job, exc)
+        except SnapshotError as exc:  # e.g. the current file is of a newer format: not replaced
+            return exc
+        self._verified[job] = _digest(data)
+        self._on_step("renamed")
+        return None
+
+    def _cannot_write(self, job: str, exc: OSError) -> SnapshotWriteError:
+        error = SnapshotWriteError(
+            f"cannot write snapshot {self.path_for(job)}: {_why(exc)}; "
+            "the previous snapshot is intact"
+        )
+        error.__cause__ = exc
+        return error
 
     def _stage(self, fd: int, job: str, data: bytes, step: Callable[[str], None]) -> str:
         """A new temp file in the directory holding `data`, fsynced; its name."""

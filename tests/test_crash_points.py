@@ -39,6 +39,11 @@ WRITER = textwrap.dedent(
         for step in ("temp_fsynced", "previous_kept", "renamed", "directory_fsynced"):
             self._on_step(step)
 
+    def write_all_in_place(self, writes):
+        for job, data in writes:
+            write_in_place(self, job, data)
+        return [None] * len(writes)
+
     async def main():
         store = SnapshotStore(directory)
         await store.prepare()
@@ -47,7 +52,7 @@ WRITER = textwrap.dedent(
         await store.write(first)
         os.environ["{env}"] = crash_at
         if broken:
-            SnapshotStore._write = write_in_place
+            SnapshotStore._write_all = write_all_in_place
         crashing = SnapshotStore(directory)
         await crashing.load("j")
         await crashing.write(first.successor(offset=200))

@@ -1,0 +1,89 @@
+"""Group commit: blocking work from many tasks, done in batches of one worker-thread trip each.
+
+A thousand jobs failing at once each write a snapshot. One worker-thread trip
+per write cost the event loop a hand-off each (a queue, a lock, a wake-up of a
+pool thread that then fights the loop for the GIL), and each write fsynced the
+directory on its own. Databases solve this with group commit, and so does
+this: whoever submits while no batch is running *leads*, taking everything
+queued into one batch for one trip; those who submit meanwhile wait for the
+batch that holds their item, and the first of them leads the next.
+
+Submitting is shielded from cancellation: an item handed to a batch may reach
+the disk, so its submitter always learns how it ended, and a leader always
+finishes the batch the others are waiting for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.to_thread
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+BatchRunner = Callable[[Sequence[Item]], Sequence[Result | Exception]]
+"""Runs in a worker thread: one outcome per item, in order (a result or the error it met)."""
+
+
+class _Entry(Generic[Item, Result]):
+    __slots__ = ("done", "item", "outcome", "wake")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.done = False
+        self.outcome: Result | Exception | None = None
+        self.wake = anyio.Event()
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Runs submitted items through `run_batch` in batches of at most `max_batch`."""
+
+    def __init__(self, run_batch: BatchRunner[Item, Result], *, max_batch: int = 512) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._queue: list[_Entry[Item, Result]] = []
+        self._leading = False
+        self.batches = 0
+        """Batches run so far (for tests and benchmarks)."""
+
+    async def submit(self, item: Item) -> Result:
+        """Have `item` run in a batch; its result, or the error it met, raised here."""
+        entry: _Entry[Item, Result] = _Entry(item)
+        self._queue.append(entry)
+        with anyio.CancelScope(shield=True):
+            while not entry.done:
+                if self._leading:
+                    entry.wake = anyio.Event()
+                    await entry.wake.wait()  # its batch ended, or it is its turn to lead
+                else:
+                    await self._lead()
+        if isinstance(entry.outcome, Exception):
+            raise entry.outcome
+        return entry.outcome  # type: ignore[return-value]  # a Result once done
+
+    async def _lead(self) -> None:
+        self._leading = True
+        batch = self._queue[: self._max_batch]
+        del self._queue[: self._max_batch]
+        outcomes: Sequence[Result | Exception]
+        try:
+            outcomes = await anyio.to_thread.run_sync(self._run_checked, batch)
+        except Exception as exc:  # noqa: BLE001 - the batch failed whole: each item did
+            outcomes = [exc] * len(batch)
+        finally:
+            self._leading = False
+            self.batches += 1
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            entry.outcome, entry.done = outcome, True
+            entry.wake.set()
+        if self._queue:
+            self._queue[0].wake.set()  # the longest waiter leads the next batch
+
+    def _run_checked(self, batch: list[_Entry[Item, Result]]) -> Sequence[Result | Exception]:
+        outcomes = self._run_batch([entry.item for entry in batch])
+        if len(outcomes) != len(batch):
+            raise RuntimeError(f"a batch of {len(batch)} items gave {len(outcomes)} outcomes")
+        return outcomes
