@@ -66,7 +66,7 @@ async def test_writes_that_meet_share_directory_fsyncs_and_all_land(
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
     assert await write_all_at_once(store, 2) == dict.fromkeys(JOBS, 2)
-    assert 1 <= directory_fsyncs <= 3
+    assert 1 <= directory_fsyncs <= 5
     fresh = SnapshotStore(store.directory)
     loaded = await fresh.load_many(JOBS)
     assert {job: s.generation for job, s in loaded.items() if isinstance(s, Snapshot)} == (
