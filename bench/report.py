@@ -267,10 +267,15 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
 def _storm(storm: dict[str, Any]) -> list[str]:
     if "error" in storm:
         return ["### Failure storm", "", f"Not measured: {storm['error']}", ""]
+    rounds = int(storm.get("rounds", 1))
+    per_round = ", ".join(_f(lag) for lag in storm.get("loop_lag_p99_ms_per_round", []))
     return [
         "### Failure storm",
         "",
-        f"{int(storm['jobs']):,} jobs failing at once (`bench/storm.py`).",
+        f"{int(storm['jobs']):,} jobs failing at once (`bench/storm.py`), {rounds} storm(s); "
+        f"percentiles over the samples of all of them pooled "
+        f"({storm.get('loop_lag_samples', '?')} loop-lag probes), times the median of the "
+        f"storms. Loop-lag p99 of each storm alone: {per_round or '-'} ms.",
         "",
         "| status p50 / p99 ms (storm) | loop lag p50 / p99 / max ms | all failed in s "
         "| recovery s |",
