@@ -13,7 +13,6 @@ So no timer, callback or command can ever start a second attempt.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from supervisor.config.model import JobConfig
 from supervisor.driver import Driver, DriverMessage, Ended, Opened
 from supervisor.errors import CommandRefused, SnapshotError
 from supervisor.failures import describe_failure, is_fatal, release_traceback
+from supervisor.inbox import Inbox
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
 from supervisor.snapshot import FailureRecord
@@ -100,7 +100,7 @@ class JobRunner:
         self._load_error: SnapshotError | None = None
         self._offset_set_while_failed = False
         self._shutting_down = False
-        self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
+        self._inbox: Inbox[_Message] = Inbox()
         self._persisting = False
         """A task is retrying a refused state write (spawned only then: most jobs never are)."""
 
@@ -142,16 +142,16 @@ class JobRunner:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Own the job until the daemon shuts down."""
-        with self._send, self._inbox:
+        try:
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
                 self._drive_if_active()
                 task_status.started()
-                async for message in self._inbox:
-                    await self._handle(message)
-                    if self._shutting_down and self._driver is None:
-                        break
+                while not (self._shutting_down and self._driver is None):
+                    await self._handle(await self._inbox.get())
                 tasks.cancel_scope.cancel()
+        finally:
+            self._inbox.close()
 
     async def request(self, verb: str, value: Any = None) -> JobState:
         """Send an operator command and wait until its effect is complete.
@@ -159,7 +159,7 @@ class JobRunner:
         Raises `CommandRefused` when it does not fit the job's state.
         """
         request = _Request(verb, value)
-        self._send.send_nowait(request)
+        self._inbox.put(request)
         await request.done.wait()
         if request.error is not None:
             raise request.error
@@ -167,7 +167,7 @@ class JobRunner:
 
     def shut_down(self) -> None:
         """Daemon stopping: end any attempt after a final checkpoint; keep the state."""
-        self._send.send_nowait(_Request("shutdown"))
+        self._inbox.put(_Request("shutdown"))
 
     async def _handle(self, message: _Message) -> None:
         if isinstance(message, _Request):
@@ -201,7 +201,7 @@ class JobRunner:
             ledger=self.ledger,
             components=self._components,
             slots=self._slots,
-            post=self._send.send_nowait,
+            post=self._inbox.put,
             retry_at=anyio.current_time() + delay if delay else None,
         )
         self._tasks.start_soon(self._driver.run, name=f"driver {self.name}")

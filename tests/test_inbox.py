@@ -1,0 +1,42 @@
+"""A job owner's inbox: first in first out, waits only when empty, refuses after close."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from supervisor.inbox import Inbox
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_messages_come_out_in_the_order_they_were_put() -> None:
+    """Queued messages are returned oldest first, without waiting."""
+    inbox: Inbox[int] = Inbox()
+    for message in (1, 2, 3):
+        inbox.put(message)
+    assert [await inbox.get() for _ in range(3)] == [1, 2, 3]
+
+
+async def test_get_waits_for_the_next_put() -> None:
+    """A reader of an empty inbox is woken by the next message, and gets it."""
+    inbox: Inbox[str] = Inbox()
+    received: list[str] = []
+
+    async def read() -> None:
+        received.append(await inbox.get())
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        assert received == []
+        inbox.put("opened")
+    assert received == ["opened"]
+
+
+async def test_a_closed_inbox_refuses_messages() -> None:
+    """Once its reader is gone, a put raises instead of queueing a message no one reads."""
+    inbox: Inbox[int] = Inbox()
+    inbox.close()
+    with pytest.raises(anyio.BrokenResourceError):
+        inbox.put(1)
