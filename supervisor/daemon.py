@@ -34,6 +34,7 @@ from supervisor.notify import SystemdNotifier, status_line
 from supervisor.reload import plan_reload
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
+from supervisor.start_slots import StartSlots
 from supervisor.states import ACTIVE, JobState
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class Supervisor:
         self._components = components
         self._control_socket = control_socket
         self.notifier = SystemdNotifier()
-        self.start_slots = anyio.CapacityLimiter(config.daemon.max_starts_in_flight)
+        self.start_slots = StartSlots(config.daemon.max_starts_in_flight)
         self.runners: dict[str, JobRunner] = {}
         self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
         self._stopping = False

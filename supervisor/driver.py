@@ -17,6 +17,7 @@ from supervisor.attempt import Attempt, AttemptEnd
 from supervisor.components import Components
 from supervisor.config.model import JobConfig
 from supervisor.ledger import JobLedger
+from supervisor.start_slots import StartSlots
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class Driver:
     job: JobConfig
     ledger: JobLedger
     components: Components
-    slots: anyio.CapacityLimiter
+    slots: StartSlots
     post: Callable[[DriverMessage], None]
     retry_at: float | None = None
     """Event-loop time the backoff wait ends, while it is waiting."""
@@ -67,7 +68,7 @@ class Driver:
     superseded: bool = False
     """An operator or the shutdown ended it: nothing it reports counts any more."""
     _retry_now: anyio.Event | None = field(default=None, init=False)
-    _slot: _StartSlot | None = field(default=None, init=False)
+    _holds_slot: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.retry_at is not None:  # only a driver with a backoff can be told to skip it
@@ -94,37 +95,25 @@ class Driver:
         self.post(Ended(self, end, error))
 
     async def _run_attempt(self) -> AttemptEnd:
-        slot = self._slot = _StartSlot(self.slots)
-        await slot.acquire()
+        # A start slot is held from before the attempt starts until its source opened.
+        await self.slots.take()
+        self._holds_slot = True
         try:
             self.attempt = Attempt(self.job, self.ledger, self.number, self.components, self)
             return await self.attempt.run()
         finally:
-            slot.release()
+            self._give_back_slot()
+
+    def _give_back_slot(self) -> None:
+        if self._holds_slot:
+            self._holds_slot = False
+            self.slots.give_back()
 
     # --- AttemptListener: called from inside `attempt.run` ------------------------------
 
     def opened(self) -> None:
-        if self._slot is not None:
-            self._slot.release()  # the start is over: let the next job start
+        self._give_back_slot()  # the start is over: let the next job start
         self.post(Opened(self))
 
     def healthy(self) -> None:
         self.post(Healthy(self))
-
-
-class _StartSlot:
-    """One of `max_starts_in_flight`: held from before an attempt starts until its source opened."""
-
-    def __init__(self, slots: anyio.CapacityLimiter) -> None:
-        self._slots = slots
-        self._held = False
-
-    async def acquire(self) -> None:
-        await self._slots.acquire_on_behalf_of(self)
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._slots.release_on_behalf_of(self)

@@ -34,6 +34,7 @@ from supervisor.inbox import Inbox
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
 from supervisor.snapshot import FailureRecord
+from supervisor.start_slots import StartSlots
 from supervisor.states import ACTIVE, Event, JobState, next_state, restored_state
 
 log = structlog.get_logger("supervisor.job")
@@ -70,7 +71,7 @@ class JobRunner:
         ledger: JobLedger,
         on_change: StateListener,
         *,
-        start_slots: anyio.CapacityLimiter,
+        start_slots: StartSlots,
         components: Components = DEFAULT_COMPONENTS,
         rng: Callable[[], float] = random.random,
     ) -> None:

@@ -11,6 +11,7 @@ import anyio
 from supervisor.config.model import JobConfig
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
+from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import (
     InMemorySnapshotStore,
@@ -48,7 +49,7 @@ async def running_job(
     sink: RecordingSink | None = None,
     *,
     store: InMemorySnapshotStore | None = None,
-    slots: anyio.CapacityLimiter | None = None,
+    slots: StartSlots | None = None,
     watch: Watch | None = None,
     rng: Callable[[], float] = lambda: 1.0,
 ) -> AsyncIterator[tuple[JobRunner, Watch]]:
@@ -60,7 +61,7 @@ async def running_job(
         job,
         JobLedger(store, job.name, await store.load(job.name)),
         watch.record,
-        start_slots=slots or anyio.CapacityLimiter(8),
+        start_slots=slots or StartSlots(8),
         components=fixed_components(source, sink),
         rng=rng,
     )

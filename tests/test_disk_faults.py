@@ -29,6 +29,7 @@ from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.snapshot import decode
 from supervisor.snapshot_store import SnapshotStore
+from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
 from tests.daemon_process import DAEMON_TOML, DaemonProcess, write_config
@@ -78,7 +79,7 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
         job,
         JobLedger(store, "orders", None),
         watch.record,
-        start_slots=anyio.CapacityLimiter(1),
+        start_slots=StartSlots(1),
         components=fixed_components(source, sink),
     )
     snapshot_file = tmp_path / "state" / "orders.snapshot.toml"
@@ -152,7 +153,7 @@ def runner_for(
         job,
         JobLedger(store, "orders", None),
         watch.record,
-        start_slots=anyio.CapacityLimiter(1),
+        start_slots=StartSlots(1),
         components=fixed_components(source, sink),
     )
 

@@ -17,6 +17,7 @@ import pytest
 from supervisor.config.model import CheckpointPolicy, JobConfig, RetryPolicy
 from supervisor.errors import CommandRefused, FatalError, TransientError
 from supervisor.snapshot import decode
+from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
 from tests.conftest import virtual_time_backend
@@ -159,8 +160,8 @@ async def test_pgboss_pause_in_backoff_does_not_burn_the_budget() -> None:
 
 async def test_pgboss_waiting_for_a_start_slot_does_not_count() -> None:
     """A job PENDING on a start slot spends no attempt while it waits (pg-boss)."""
-    slots = anyio.CapacityLimiter(1)
-    await slots.acquire_on_behalf_of("hog")
+    slots = StartSlots(1)
+    await slots.take()  # held by another job that is starting
     source = ScriptedSource(available=5)
     async with running_job(_job(), source, slots=slots) as (runner, _):
         await anyio.sleep(3600)

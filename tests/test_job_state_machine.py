@@ -26,6 +26,7 @@ from supervisor.config.model import CheckpointPolicy, RetryPolicy
 from supervisor.errors import CommandRefused, FatalError, TransientError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
+from supervisor.start_slots import StartSlots
 from supervisor.states import Event, IllegalTransition, JobState, next_state
 from supervisor.testing import (
     InMemorySnapshotStore,
@@ -87,7 +88,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 model.runner.shut_down()
 
     async def _start_all(self) -> None:
-        slots = anyio.CapacityLimiter(1)
+        slots = StartSlots(1)
         for index, name in enumerate(JOBS):
             suspend = index == 0
             policy = RetryPolicy(initial=1.0, max=8.0, jitter=True, max_attempts=3, reset_after=5.0)

@@ -14,6 +14,7 @@ from supervisor.errors import TransientError
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
+from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import (
     InMemorySnapshotStore,
@@ -64,7 +65,7 @@ async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> 
     rng = random.Random(1)
     policy = RetryPolicy(initial=1.0, max=30.0, jitter=True, reset_after=10.0, max_attempts=0)
     store = InMemorySnapshotStore()
-    slots = anyio.CapacityLimiter(SLOTS)
+    slots = StartSlots(SLOTS)
     opening = Opening()
     watch = Watch()
     sources: list[CountedSource] = []
