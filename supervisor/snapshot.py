@@ -35,6 +35,7 @@ import tomli_w
 
 from supervisor.errors import SnapshotCorrupt, SnapshotUnsupported
 from supervisor.protocols import Offset
+from supervisor.snapshot_toml import parse as parse_toml
 from supervisor.states import JobState
 
 FORMAT_VERSION = 1
@@ -45,6 +46,10 @@ _TOP_KEYS = {"format", "job", "generation", "state", "attempts", "offset", "writ
 _FAILURE_KEYS = {"attempts", "error_type", "message", "traceback"}
 _FAILURE_KEYS |= {"first_failure_at", "last_failure_at"}
 _INT64 = range(-(2**63), 2**63)
+# Built once: json.dumps with options builds an encoder per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=lambda value: _iso(value)
+)
 _T = TypeVar("_T")
 
 
@@ -88,9 +93,7 @@ class _Newer(ValueError):
 
 def checksum(document: Mapping[str, Any]) -> str:
     """``"sha256:<hex>"`` of the canonical JSON form of `document` (without its checksum)."""
-    canonical = json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_iso
-    )
+    canonical = _CANONICAL.encode(document)
     return _ALGORITHM + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -146,24 +149,24 @@ def _decode(data: bytes, job: str) -> Snapshot:
     if not data:
         raise _Invalid("the file is empty (zero bytes)")
     try:
-        document = tomllib.loads(data.decode("utf-8"))
+        document = parse_toml(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _Invalid(f"not UTF-8 text (bad byte at {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise _Invalid(f"not valid TOML ({exc})") from None
     # The format first: an intact newer file is refused as such, not taken for damage.
     version = _get(document, "format", int)
+    stored = {"checksum": document.pop("checksum")} if "checksum" in document else {}
     if version != FORMAT_VERSION:
-        if version > FORMAT_VERSION and _sealed(document):
+        if version > FORMAT_VERSION and _sealed(document, stored):
             raise _Newer(
                 f"was written by a newer stream-supervisor (format {version}; "
                 f"this one reads format {FORMAT_VERSION})"
             )
         # A damaged digit, or a newer layout that does not verify: damage either way.
         raise _Invalid(f"unknown format version {version} (this supervisor reads {FORMAT_VERSION})")
-    if not _sealed(document):
+    if not _sealed(document, stored):
         raise _Invalid("checksum mismatch: the file was changed or damaged after it was written")
-    del document["checksum"]
     _no_unknown_keys(document, _TOP_KEYS, "")
     if (owner := _get(document, "job", str)) != job:
         raise _Invalid(f"it belongs to job {owner!r}, not {job!r}")
@@ -187,11 +190,11 @@ def _decode(data: bytes, job: str) -> Snapshot:
     )
 
 
-def _sealed(document: Mapping[str, Any]) -> bool:
-    """Whether `document` holds a checksum of the rest of it; _Invalid if it has none."""
-    stored = _get(document, "checksum", str)
-    rest = {key: value for key, value in document.items() if key != "checksum"}
-    return hmac.compare_digest(stored.encode("utf-8"), checksum(rest).encode("utf-8"))
+def _sealed(document: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Whether ``stored["checksum"]`` is the checksum of `document`, the file without it;
+    _Invalid if the file had no checksum."""
+    expected = _get(stored, "checksum", str)
+    return hmac.compare_digest(expected.encode("utf-8"), checksum(document).encode("utf-8"))
 
 
 def _failure(table: object) -> FailureRecord:

@@ -241,7 +241,7 @@ class SnapshotStore:
 
     def _load_from(self, fd: int, job: str) -> Snapshot | None:
         """`load` of `job` in the directory `fd`; OSError is left to the caller."""
-        current, previous = self.path_for(job), self.directory / _previous(job)
+        current = self.path_for(job)
         self._verified.pop(job, None)
         self._previous_examined.discard(job)
         found = _examine(fd, job, current, verified=self._verified)
@@ -249,6 +249,7 @@ class SnapshotStore:
             # prev is examined by the first write, before it could replace a corrupt one:
             # a load of a valid current reads one file, not two.
             return found
+        previous = self.directory / _previous(job)
         fallback = _examine(fd, job, previous)
         if isinstance(fallback, SnapshotCorrupt):
             reasons = "; ".join(str(error) for error in (found, fallback) if error)

@@ -1,0 +1,129 @@
+"""The fast reader of snapshot TOML: tomllib's answer, sooner, or tomllib itself."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from supervisor.snapshot import Snapshot, encode
+from supervisor.snapshot_toml import _parse_layout, parse
+from supervisor.states import JobState
+from tests.test_snapshot import failures, moments, snapshots
+
+
+def tomllib_or_error(text: str) -> dict[str, Any] | type[Exception]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return tomllib.TOMLDecodeError
+
+
+def parse_or_error(text: str) -> dict[str, Any] | type[Exception]:
+    try:
+        return parse(text)
+    except tomllib.TOMLDecodeError:
+        return tomllib.TOMLDecodeError
+
+
+@given(snapshots)
+def test_every_encoded_snapshot_reads_as_tomllib_reads_it(snapshot: Snapshot) -> None:
+    """Whatever the writer puts in a file, parse returns exactly tomllib's document."""
+    text = encode(snapshot).decode("utf-8")
+    assert parse(text) == tomllib.loads(text)
+
+
+plain_text = st.text(
+    st.characters(blacklist_categories=["Cs"], blacklist_characters='\\"\x7f').filter(
+        lambda c: c >= " "
+    ),
+    max_size=40,
+)
+common = st.builds(
+    Snapshot,
+    job=st.from_regex(r"[a-z0-9][a-z0-9_-]{0,62}", fullmatch=True),
+    generation=st.integers(0, 2**60),
+    offset=st.none() | st.integers(-(2**59), 2**59),
+    state=st.sampled_from(JobState),
+    attempts=st.integers(0, 1000),
+    failure=st.none()
+    | failures.map(
+        lambda failure: failure.__class__(
+            attempts=failure.attempts,
+            error_type="ValueError",
+            message='bad "line"\n\tat\r\\ 3',
+            traceback="Traceback:\n  File x\n",
+            first_failure_at=failure.first_failure_at,
+            last_failure_at=failure.last_failure_at,
+        )
+    ),
+    written_at=moments,
+)
+
+
+@given(common)
+def test_the_layout_the_daemon_writes_takes_the_fast_path(snapshot: Snapshot) -> None:
+    """Integer offsets, plain and escaped text and UTC times never fall back to tomllib:
+    a fallback would be correct but would cost what the reader exists to save."""
+    text = encode(snapshot).decode("utf-8")
+    assert _parse_layout(text) == tomllib.loads(text)
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshot=common, data=st.data())
+def test_a_changed_file_reads_as_tomllib_reads_it(snapshot: Snapshot, data: Any) -> None:
+    """Damage anywhere (a byte replaced, inserted or removed) gets tomllib's answer: the
+    same document, or a TOMLDecodeError."""
+    text = encode(snapshot).decode("utf-8")
+    index = data.draw(st.integers(0, len(text)), label="index")
+    edit = data.draw(st.sampled_from(["replace", "insert", "delete"]), label="edit")
+    char = data.draw(
+        st.sampled_from('0123456789-+:. "\\\n\t[]=_abcxyzT#\r\x00\x7fé') | st.characters(),
+        label="char",
+    )
+    if edit == "replace":
+        text = text[:index] + char + text[index + 1 :]
+    elif edit == "insert":
+        text = text[:index] + char + text[index:]
+    else:
+        text = text[:index] + text[index + 1 :]
+    assert parse_or_error(text) == tomllib_or_error(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = 007\n",  # leading zeros: not TOML
+        "a = -0\n",
+        "a = 1\na = 2\n",  # a key twice
+        "failure = 1\n[failure]\nb = 2\n",  # a key, then a table of that name
+        "[failure]\n[failure]\n",
+        "a = 2024-02-30 00:00:00+00:00\n",  # no such day
+        "a = 2024-01-01 24:00:00+00:00\n",
+        "a = 2024-01-01 00:00:00.1234567+00:00\n",
+        "a = 2024-01-01 00:00:00+01:00\n",
+        'a = "\\u00e9"\n',
+        'a = "\\ud800"\n',  # an escaped surrogate: not TOML
+        'a = "tab\there"\n',
+        "a = 12345678901234567890123\n",
+        "a = 1 # comment\n",
+        "a = 1\r\n",
+        "a = 1.5\n",
+        "a = true\n",
+        "[other]\nb = 1\n",
+        "",
+        "\n\n",
+    ],
+)
+def test_edge_cases_read_as_tomllib_reads_them(text: str) -> None:
+    assert parse_or_error(text) == tomllib_or_error(text)
+
+
+def test_times_are_utc_datetimes() -> None:
+    document = parse("written_at = 2026-11-30 15:22:21.192210+00:00\n")
+    assert document["written_at"] == datetime(2026, 11, 30, 15, 22, 21, 192210, tzinfo=UTC)
+    assert document["written_at"].utcoffset() == UTC.utcoffset(None)
