@@ -24,13 +24,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomli
 import tomli_w
 
 from supervisor.errors import SnapshotCorrupt, SnapshotUnsupported
@@ -152,7 +152,7 @@ def _decode(data: bytes, job: str) -> Snapshot:
         document = parse_toml(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _Invalid(f"not UTF-8 text (bad byte at {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise _Invalid(f"not valid TOML ({exc})") from None
     # The format first: an intact newer file is refused as such, not taken for damage.
     version = _get(document, "format", int)

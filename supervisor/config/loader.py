@@ -14,10 +14,11 @@ import glob
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import tomli
 
 from supervisor.config import model
 from supervisor.config.job_schema import JOB_NAME_PATTERN, check_defaults, check_job_file
@@ -184,8 +185,8 @@ def _parse_toml(file: Path, data: bytes) -> dict[str, Any] | ConfigIssue:
         found = f"expected UTF-8 text, found the byte 0x{data[exc.start]:02x}"
         return ConfigIssue(str(file), where, found)
     try:
-        return tomllib.loads(document)
-    except tomllib.TOMLDecodeError as exc:
+        return tomli.loads(document)
+    except tomli.TOMLDecodeError as exc:
         where, message = _syntax_error(exc, document)
     except RecursionError:
         where = _line_column(document, _too_deep(document))
@@ -275,7 +276,7 @@ def _too_deep(document: str) -> int:
 _AT_POSITION = re.compile(r" \(at (?:line (\d+), column (\d+)|end of document)\)\Z")
 
 
-def _syntax_error(exc: tomllib.TOMLDecodeError, document: str) -> tuple[str, str]:
+def _syntax_error(exc: tomli.TOMLDecodeError, document: str) -> tuple[str, str]:
     # Python 3.14 gives msg, lineno and colno; 3.11 has them only in the text.
     full = str(exc)
     match = _AT_POSITION.search(full)
