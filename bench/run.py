@@ -59,14 +59,15 @@ class Sizes:
     restart_counts: list[int]
     idle_seconds: float
     status_requests: int
+    scale_rounds: int
     storm_jobs: int
     storm_rounds: int
 
 
 FULL = Sizes(
-    1_000_000, 3, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 1000, 3
+    1_000_000, 3, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
 )
-QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 100, 1)
+QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1)
 
 
 def main() -> None:
@@ -148,6 +149,7 @@ def _scale(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         idle_seconds=sizes.idle_seconds,
         status_requests=sizes.status_requests,
         scratch=scratch,
+        rounds=sizes.scale_rounds,
     )
 
 

@@ -175,10 +175,12 @@ def scale(
     idle_seconds: float,
     status_requests: int,
     scratch: Path,
-    settle_seconds: float = SETTLE_SECONDS,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """Workload 3 for each of `counts` jobs, and workload 4 for each of `restart_counts`."""
+    """Workload 3 for each of `counts` jobs, and workload 4 for each of `restart_counts`,
+    `rounds` times each: each figure is the median of the rounds (`median_row`)."""
     results: dict[str, Any] = {"idle_rate": IDLE_RATE, "idle_seconds": idle_seconds}
+    results["rounds"] = rounds
     empty = _fresh(scratch, 0)
     try:
         base = run_daemon_once(
@@ -190,32 +192,70 @@ def scale(
     results["cold"] = []
     results["restart"] = []
     for count in sorted(set(counts) | set(restart_counts)):
-        directory = _fresh(scratch, count)
-        try:
-            if count in counts:
-                cold = run_daemon_once(
-                    directory,
-                    count,
-                    idle_seconds=idle_seconds,
-                    status_requests=status_requests,
-                    label="cold",
-                )
+        colds, warms = [], []
+        for _ in range(rounds):
+            cold, warm = _one_round(
+                count, counts, restart_counts, idle_seconds, status_requests, scratch
+            )
+            if cold is not None:
                 cold["kb_per_job"] = (cold["rss_mb"] - base["rss_mb"]) * 1024 / count
-                results["cold"].append(cold)
-            if count in restart_counts:
-                write_snapshots(directory / "state", job_names(count))
-                warm = run_daemon_once(
-                    directory,
-                    count,
-                    idle_seconds=min(idle_seconds, 2.0),
-                    status_requests=min(status_requests, 3),
-                    label="restart",
-                )
-                warm["snapshots"] = count
-                results["restart"].append(warm)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+                colds.append(cold)
+            if warm is not None:
+                warms.append(warm)
+        if colds:
+            results["cold"].append(median_row(colds))
+        if warms:
+            results["restart"].append(median_row(warms))
     return results
+
+
+def _one_round(
+    count: int,
+    counts: list[int],
+    restart_counts: list[int],
+    idle_seconds: float,
+    status_requests: int,
+    scratch: Path,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A cold start of `count` jobs (if in `counts`), then a restart with their snapshots."""
+    cold = warm = None
+    directory = _fresh(scratch, count)
+    try:
+        if count in counts:
+            cold = run_daemon_once(
+                directory,
+                count,
+                idle_seconds=idle_seconds,
+                status_requests=status_requests,
+                label="cold",
+            )
+        if count in restart_counts:
+            write_snapshots(directory / "state", job_names(count))
+            warm = run_daemon_once(
+                directory,
+                count,
+                idle_seconds=min(idle_seconds, 2.0),
+                status_requests=min(status_requests, 3),
+                label="restart",
+            )
+            warm["snapshots"] = count
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return cold, warm
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per field, the median of the rounds' numbers (the first round's value otherwise), and
+    each round's time to all RUNNING, so a reader sees the spread."""
+    row: dict[str, Any] = {}
+    for key, first in rows[0].items():
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        varies = (
+            isinstance(first, int | float) and len(values) == len(rows) and len(set(values)) > 1
+        )
+        row[key] = median(values) if varies else first
+    row["all_running_s_per_round"] = [r["all_running_s"] for r in rows]
+    return row
 
 
 def _fresh(scratch: Path, count: int) -> Path:

@@ -46,7 +46,13 @@ def _kind(handle: asyncio.events.Handle) -> str:
         if frame is not None:
             names.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
         coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "ag_await", None)
-    return "/".join(names[1:]) or "(task ended)"
+    if len(names) > 1:
+        return "/".join(names[1:])
+    # A task's first step (its coroutine has not awaited yet), or its last.
+    first = getattr(callback.__self__, "_coro", None)
+    inner = getattr(getattr(first, "cr_frame", None), "f_locals", {}).get("self")
+    code = getattr(getattr(inner, "_coro", None), "cr_code", None)  # anyio's TaskHandle
+    return f"(first step) {code.co_qualname}" if code is not None else "(task ended)"
 
 
 def _timed_step(self: asyncio.events.Handle) -> None:
