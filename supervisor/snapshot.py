@@ -1,6 +1,7 @@
 """What a job persists, and its checksummed TOML encoding (SPEC §5).
 
-A snapshot file is a TOML document written by tomli_w::
+A snapshot file is a TOML document, laid out as tomli-w lays it out
+(`supervisor.snapshot_toml` reads and writes it)::
 
     format = 1
     job = "orders"
@@ -31,10 +32,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tomli
-import tomli_w
 
 from supervisor.errors import SnapshotCorrupt, SnapshotUnsupported
 from supervisor.protocols import Offset
+from supervisor.snapshot_toml import dumps as dumps_toml
 from supervisor.snapshot_toml import parse as parse_toml
 from supervisor.states import JobState
 
@@ -99,7 +100,7 @@ def checksum(document: Mapping[str, Any]) -> str:
 
 def seal(document: Mapping[str, Any]) -> bytes:
     """`document` as TOML bytes with its checksum added."""
-    return tomli_w.dumps({**document, "checksum": checksum(document)}).encode("utf-8")
+    return dumps_toml({**document, "checksum": checksum(document)}).encode("utf-8")
 
 
 def encode(snapshot: Snapshot) -> bytes:

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import tomli
+import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from supervisor.snapshot import Snapshot, encode
-from supervisor.snapshot_toml import _parse_layout, parse
+from supervisor.snapshot_toml import _dumps_layout, _parse_layout, dumps, parse
 from supervisor.states import JobState
 from tests.test_snapshot import failures, moments, snapshots
 
@@ -41,7 +42,14 @@ common = st.builds(
     Snapshot,
     job=st.from_regex(r"[a-z0-9][a-z0-9_-]{0,62}", fullmatch=True),
     generation=st.integers(0, 2**60),
-    offset=st.none() | st.integers(-(2**59), 2**59),
+    # What the built-in sources write: a count, or a file position's table.
+    offset=st.none()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.dictionaries(
+        st.from_regex(r"[a-z_]{1,16}", fullmatch=True),
+        st.integers(0, 2**63 - 1) | st.text(alphabet="0123456789abcdef", max_size=64),
+        max_size=6,
+    ),
     state=st.sampled_from(JobState),
     attempts=st.integers(0, 1000),
     failure=st.none()
@@ -121,3 +129,38 @@ def test_times_are_utc_datetimes() -> None:
     document = parse("written_at = 2026-11-30 15:22:21.192210+00:00\n")
     assert document["written_at"] == datetime(2026, 11, 30, 15, 22, 21, 192210, tzinfo=UTC)
     assert document["written_at"].utcoffset() == UTC.utcoffset(None)
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def document_of(snapshot: Snapshot) -> dict[str, Any]:
+    return tomli.loads(encode(snapshot).decode("utf-8"))
+
+
+@given(snapshots)
+def test_every_snapshot_is_written_as_tomli_w_writes_it(snapshot: Snapshot) -> None:
+    """Byte for byte: the fast writer changes no file, only how soon it is ready."""
+    document = document_of(snapshot)
+    assert dumps(document) == tomli_w.dumps(document)
+
+
+flat_values = st.booleans() | st.integers() | st.text() | moments
+flat_tables = st.dictionaries(st.text(max_size=6), flat_values, max_size=5)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=6), flat_values | flat_tables | st.floats() | st.lists(st.integers())
+    )
+)
+def test_flat_documents_are_written_as_tomli_w_writes_them(document: dict[str, Any]) -> None:
+    """Any keys, any text (control characters, quotes, surrogate-free Unicode), tables of
+    scalars; a float or a list goes to tomli-w itself."""
+    assert dumps(document) == tomli_w.dumps(document)
+
+
+@given(common)
+def test_the_layout_the_daemon_writes_is_written_on_the_fast_path(snapshot: Snapshot) -> None:
+    document = document_of(snapshot)
+    assert _dumps_layout(document) == tomli_w.dumps(document)
