@@ -118,8 +118,16 @@ def job_span(log: Path, job: str) -> JobSpan:
         elif event.get("to") == "finished":
             finished = _epoch(event["timestamp"])
     if running is None or finished is None:
-        raise RuntimeError(f"{log}: no running -> finished of {job}; failed? see the log")
+        raise RuntimeError(f"no running -> finished of {job} in {log}; its end:\n{_tail(log)}")
     return JobSpan(running, finished)
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    """The last lines of a log, for an error: the scratch directory holding it is removed."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
 
 
 def _epoch(timestamp: str) -> float:
