@@ -87,6 +87,9 @@ def main() -> None:
     if args.product:
         os.environ[PRODUCT_ENV] = str(args.product.resolve())
     sizes = QUICK if args.quick else FULL
+    # Absolute: the data files are made under it, and a job file's relative path is taken
+    # relative to the job file, not to this directory.
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
     started = time.perf_counter()
