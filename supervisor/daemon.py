@@ -137,7 +137,7 @@ class Supervisor:
                     # until shutdown: an empty daemon still serves and reloads.
                     job_tasks.start_soon(self._stop_requested.wait)
                     for runner in self.runners.values():
-                        job_tasks.start_soon(runner.run, name=f"job {runner.name}")
+                        job_tasks.start_soon(runner.run, job_tasks, name=f"job {runner.name}")
                     task_status.started()
                     # Config read, state directory and control socket ready: tell systemd.
                     self.notifier.send("READY=1", f"STATUS={self._summary()}")
@@ -167,7 +167,7 @@ class Supervisor:
                 runner.shut_down()  # final checkpoint; the snapshot stays on disk
             for job in plan.added:
                 runner = self.runners[job.name] = await self._build_runner(job)
-                self._job_tasks.start_soon(runner.run, name=f"job {runner.name}")
+                self._job_tasks.start_soon(runner.run, self._job_tasks, name=f"job {runner.name}")
             for job in plan.changed:
                 await self.runners[job.name].request("reconfigure", job)
             if plan.daemon_changed:

@@ -48,7 +48,7 @@ DriverMessage = Ended | Opened | Healthy
 
 @dataclass(eq=False, kw_only=True)
 class Driver:
-    """One backoff + start slot + attempt sequence, run by one child task.
+    """One backoff + start slot + attempt sequence, run by one task.
 
     It is also the attempt's `AttemptListener`: the attempt calls `opened` and
     `healthy` from its own task, so a driver is a single task with no watchers.

@@ -4,11 +4,12 @@ Each job is driven by exactly one long-lived `JobRunner.run` task. Operator
 commands and attempt outcomes reach it as messages, handled one at a time, and
 only `supervisor.states.next_state` decides a new state.
 
-Attempts are run by a *driver*: one child task that waits out the backoff,
-takes a start slot, runs one `Attempt` and posts how it ended. A driver is
-spawned only when none is alive, and the owner forgets a driver only when its
-"ended" message arrives, which is after the attempt's source and sink closed.
-So no timer, callback or command can ever start a second attempt.
+Attempts are run by a *driver*: one task, beside the owner in its group, that
+waits out the backoff, takes a start slot, runs one `Attempt` and posts how it
+ended. A driver is spawned only when none is alive, and the owner forgets a
+driver only when its "ended" message arrives, which is after the attempt's
+source and sink closed. So no timer, callback or command can ever start a
+second attempt.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class JobRunner:
         self._inbox: Inbox[_Message] = Inbox()
         self._persisting = False
         """A task is retrying a refused state write (spawned only then: most jobs never are)."""
+        self._persist_scope: anyio.CancelScope | None = None
 
     @property
     def name(self) -> str:
@@ -140,19 +142,28 @@ class JobRunner:
     # --- the owner task ---------------------------------------------------------
 
     async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        tasks: anyio.abc.TaskGroup,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Own the job until the daemon shuts down."""
+        """Own the job until the daemon shuts down.
+
+        The job's drivers (and a state-write retry) run in `tasks`, the group this
+        owner runs in: a task group of its own per job made stopping 10,000 jobs take
+        0.4 s longer. An owner returns only once its driver has ended, so none
+        outlives it.
+        """
+        self._tasks = tasks
         try:
-            async with anyio.create_task_group() as tasks:
-                self._tasks = tasks
-                self._drive_if_active()
-                task_status.started()
-                while not (self._shutting_down and self._driver is None):
-                    await self._handle(await self._inbox.get())
-                tasks.cancel_scope.cancel()
+            self._drive_if_active()
+            task_status.started()
+            while not (self._shutting_down and self._driver is None):
+                await self._handle(await self._inbox.get())
         finally:
             self._inbox.close()
+            if self._persist_scope is not None:
+                self._persist_scope.cancel()
 
     async def request(self, verb: str, value: Any = None) -> JobState:
         """Send an operator command and wait until its effect is complete.
@@ -406,7 +417,10 @@ class JobRunner:
             self.persist_pending = True
             if not self._persisting:
                 self._persisting = True
-                self._tasks.start_soon(self._persist_until_written, name=f"persist {self.name}")
+                self._persist_scope = anyio.CancelScope()
+                self._tasks.start_soon(
+                    self._persist_until_written, self._persist_scope, name=f"persist {self.name}"
+                )
 
     async def _write_state(self) -> None:
         await self.ledger.write(state=self.state, attempts=self.attempts, failure=self.failure)
@@ -418,20 +432,23 @@ class JobRunner:
         # A call, not the attribute, so type checkers see it can change across awaits.
         return self.persist_pending
 
-    async def _persist_until_written(self) -> None:
-        """Retry a refused state write with backoff until one gets through."""
+    async def _persist_until_written(self, scope: anyio.CancelScope) -> None:
+        """Retry a refused state write with backoff until one gets through (or the owner
+        ends, which cancels `scope`)."""
         delay = 0.5
         try:
-            while self._write_owed():
-                await anyio.sleep(delay)
-                if not self._write_owed():
-                    break  # a later write already got through
-                try:
-                    await self._write_state()
-                except SnapshotError:
-                    delay = min(delay * 2, PERSIST_RETRY_MAX)
+            with scope:
+                while self._write_owed():
+                    await anyio.sleep(delay)
+                    if not self._write_owed():
+                        break  # a later write already got through
+                    try:
+                        await self._write_state()
+                    except SnapshotError:
+                        delay = min(delay * 2, PERSIST_RETRY_MAX)
         finally:
             self._persisting = False
+            self._persist_scope = None
 
 
 def _cause(failure: FailureRecord) -> str:

@@ -66,7 +66,7 @@ async def running_job(
         rng=rng,
     )
     async with anyio.create_task_group() as tg:
-        await tg.start(runner.run)
+        await tg.start(runner.run, tg)
         yield runner, watch
         runner.shut_down()
 

@@ -84,7 +84,7 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
     )
     snapshot_file = tmp_path / "state" / "orders.snapshot.toml"
     async with anyio.create_task_group() as tg:
-        await tg.start(runner.run)
+        await tg.start(runner.run, tg)
         await eventually(lambda: runner.ledger.offset == 20, within=30, step=0.01)
         good = snapshot_file.read_bytes()
 
@@ -173,7 +173,7 @@ async def test_eio_once_is_retried_and_the_job_recovers_by_itself(
     runner = runner_for(store, source, sink, watch)
     snapshot_file = store.path_for("orders")
     async with anyio.create_task_group() as tg:
-        await tg.start(runner.run)
+        await tg.start(runner.run, tg)
         await eventually(lambda: runner.ledger.offset == 20, within=30, step=0.01)
         good = snapshot_file.read_bytes()
         generation = runner.ledger.snapshot.generation

@@ -110,7 +110,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             )
             model.runner = runner
             self.jobs[name] = model
-            await self.tasks.start(runner.run)
+            await self.tasks.start(runner.run, self.tasks)
 
     def _settle(self) -> None:
         self.portal.call(trio.testing.wait_all_tasks_blocked)

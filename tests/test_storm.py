@@ -89,7 +89,7 @@ async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> 
         )
     async with anyio.create_task_group() as tg:
         for runner in runners:
-            await tg.start(runner.run)
+            await tg.start(runner.run, tg)
         await watch.until(lambda: all(r.state is JobState.RUNNING for r in runners))
 
         for source in sources:  # the broker goes away for everyone at once
