@@ -87,8 +87,8 @@ def main() -> None:
     if args.product:
         os.environ[PRODUCT_ENV] = str(args.product.resolve())
     sizes = QUICK if args.quick else FULL
-    # Absolute: the data files are made under it, and a job file's relative path is taken
-    # relative to the job file, not to this directory.
+    # Absolute (and --scratch too): data and work files are made under them, and a job
+    # file's relative path is taken relative to the job file, not to this directory.
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
@@ -100,7 +100,8 @@ def main() -> None:
         "product": str(args.product.resolve()) if args.product else "this checkout",
         "sizes": _sizes(sizes),
     }
-    with tempfile.TemporaryDirectory(prefix="bench-", dir=args.scratch) as scratch_dir:
+    scratch_parent = args.scratch.resolve() if args.scratch else None
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=scratch_parent) as scratch_dir:
         scratch = Path(scratch_dir)
         for name in args.only:
             print(f"== {name}", flush=True)
