@@ -221,9 +221,12 @@ class SnapshotStore:
         results: dict[str, Snapshot | SnapshotError | None] = {}
         try:
             with _directory(self.directory) as fd:
+                # One listing, not two failed opens (and two raised FileNotFoundErrors) for
+                # each job that has no file yet: that was 0.3 s of a 10,000-job cold start.
+                present = frozenset(os.listdir(fd))  # noqa: PTH208 - by descriptor
                 for job in jobs:
                     try:
-                        results[job] = self._load_from(fd, job)
+                        results[job] = self._load_from(fd, job, present)
                     except OSError as exc:
                         results[job] = _raised(self._unreadable(job, exc), exc)
                     except SnapshotError as exc:
@@ -239,11 +242,16 @@ class SnapshotStore:
     def _unreadable(self, job: str, exc: OSError) -> SnapshotError:
         return SnapshotError(f"cannot read snapshot {self.path_for(job)}: {_why(exc)}")
 
-    def _load_from(self, fd: int, job: str) -> Snapshot | None:
-        """`load` of `job` in the directory `fd`; OSError is left to the caller."""
-        current = self.path_for(job)
+    def _load_from(
+        self, fd: int, job: str, present: frozenset[str] | None = None
+    ) -> Snapshot | None:
+        """`load` of `job` in the directory `fd`, whose names are `present` if that was
+        listed; OSError is left to the caller."""
         self._verified.pop(job, None)
         self._previous_examined.discard(job)
+        if present is not None and _current(job) not in present and _previous(job) not in present:
+            return None  # never checkpointed
+        current = self.path_for(job)
         found = _examine(fd, job, current, verified=self._verified)
         if isinstance(found, Snapshot):
             # prev is examined by the first write, before it could replace a corrupt one:
