@@ -272,6 +272,22 @@ async def test_a_recovered_outage_does_not_rewrite_a_suspended_snapshot() -> Non
         assert store.files["orders"] == suspended
 
 
+async def test_shutdown_with_a_state_write_still_refused_ends_its_retries() -> None:
+    """The owner ends on shutdown while the disk still refuses its state write, and the task
+    retrying that write ends with it: the daemon's group of job tasks is not held open."""
+    store = InMemorySnapshotStore()
+    source = ScriptedSource(available=5)
+    with anyio.fail_after(3600):  # virtual time: a retrier left running would hang here
+        async with running_job(_job(), source, store=store) as (runner, watch):
+            await watch.until(lambda: runner.state is R.RUNNING)
+            store.fail_writes = True
+            await runner.request("pause")
+            assert runner.persist_pending
+            await anyio.sleep(5)  # a retry or two, refused
+    assert runner.state is R.PAUSED
+    assert runner.persist_pending  # the disk refused to the end; the old snapshot stands
+
+
 async def test_an_hour_of_retrying_stays_within_the_backoff_bounds() -> None:
     """An hour of virtual failures: every wait is within [0, max] and the budget never runs out."""
     from structlog.testing import capture_logs
