@@ -41,16 +41,18 @@ import os
 import re
 import secrets
 import stat
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 import structlog
 
-from supervisor.durable import fsync_directory, write_all
+from supervisor.durable import fsync_directory, read_at_most, write_all
 from supervisor.errors import (
     SnapshotCorrupt,
     SnapshotError,
@@ -345,8 +347,7 @@ class SnapshotStore:
             f"cannot write snapshot {self.path_for(job)}: {_why(exc)}; "
             "the previous snapshot is intact"
         )
-        error.__cause__ = exc
-        return error
+        return _raised(error, exc)
 
     def _stage(self, fd: int, job: str, data: bytes, step: Callable[[str], None]) -> str:
         """A new temp file in the directory holding `data`, fsynced; its name."""
@@ -568,17 +569,18 @@ def _read(fd: int, path: Path) -> bytes | None:
             raise SnapshotCorrupt(f"corrupt snapshot {path}: it is a symlink") from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(file).st_mode):
+        info = os.fstat(file)
+        if not stat.S_ISREG(info.st_mode):
             raise SnapshotCorrupt(f"corrupt snapshot {path}: not a regular file")
-        chunks = []
-        while chunk := os.read(file, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_at_most(file, sys.maxsize, info.st_size)
     finally:
         os.close(file)
 
 
-def _raised(error: SnapshotError, cause: BaseException) -> SnapshotError:
+_Error = TypeVar("_Error", bound=SnapshotError)
+
+
+def _raised(error: _Error, cause: BaseException) -> _Error:
     """`error` as `raise error from cause` would leave it, for a result handed back."""
     error.__cause__ = cause
     return error

@@ -37,6 +37,7 @@ from supervisor.config.schema import (
     text,
     unknown_key,
 )
+from supervisor.durable import read_at_most
 from supervisor.errors import ConfigError, ConfigIssue
 
 __all__ = ["JOB_NAME_PATTERN", "load_config", "load_daemon_config", "parse_duration"]
@@ -214,39 +215,12 @@ def _read_regular_file(file: str) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
             raise _NotAConfigFile(f"it is {kind}, not a regular file")
-        data = _read_at_most(fd, MAX_FILE_BYTES + 1, info.st_size)
+        data = read_at_most(fd, MAX_FILE_BYTES + 1, info.st_size)
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise _NotAConfigFile(f"it is larger than {MAX_FILE_BYTES} bytes, too large to be one")
     return data
-
-
-def _read_at_most(fd: int, limit: int, size_hint: int) -> bytes:
-    """Up to `limit` bytes, read until end of file, as a buffered ``read(limit)`` would.
-
-    Plain `os.read` sized by fstat's size: a buffered stream would allocate the
-    whole `limit` (1 MiB) for every few-hundred-byte file, which dominated loading
-    thousands of them. The size is only a hint (a /proc file says 0, a file may
-    grow), so one byte more is asked for: getting exactly the size back is the end
-    of the file, and anything else reads on until an empty read.
-    """
-    chunks: list[bytes] = []
-    total = 0
-    request = min(size_hint + 1, limit)
-    while total < limit:
-        chunk = os.read(fd, min(request, limit - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-        if total == size_hint:
-            break
-        request = _READ_CHUNK
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-_READ_CHUNK = 64 * 1024
 
 
 _TOO_MANY_DIGITS = re.compile(r"[0-9_]{4000,}")
