@@ -147,24 +147,29 @@ def _throughput(title: str, section: dict[str, Any]) -> list[str]:
         f"### {title}",
         "",
         f"{section['daemon']['records']:,} records, checkpoint every "
-        f"{section['every_records']:,}, median of {section['rounds']} alternating rounds "
+        f"{section['every_records']:,}, median of {section['rounds']} alternating rounds; "
+        "daemon / this is the median of each round's ratio "
         f"(1-min load average per round: {_loads(section['load_average_1m'])}).",
         "",
-        "| | records/s | CPU s | peak RSS MB | daemon / this |",
-        "|---|---|---|---|---|",
+        "| | records/s | CPU s | peak RSS MB | daemon / this | each round |",
+        "|---|---|---|---|---|---|",
     ]
     for name in ("daemon", "baseline", "bytewax"):
         if name not in section:
             continue
         row = section[name]
-        ratio = "-" if name == "daemon" else f"{section[f'ratio_daemon_to_{name}']:.2f}x"
+        ratio = each = "-"
+        if name != "daemon":
+            ratio = f"{section[f'ratio_daemon_to_{name}']:.2f}x"
+            paired = section.get(f"ratio_daemon_to_{name}_per_round", [])
+            each = " / ".join(f"{value:.2f}" for value in paired) or "-"
         label = {"daemon": "daemon", "baseline": "plain loop", "bytewax": "bytewax"}[name]
         lines.append(
             f"| {label} | {row['records_per_s']:,.0f} | {row['cpu_s']:.2f} | "
-            f"{row['peak_rss_mb']:.0f} | {ratio} |"
+            f"{row['peak_rss_mb']:.0f} | {ratio} | {each} |"
         )
     if "bytewax" not in section:
-        lines.append(f"| bytewax | {section.get('bytewax_note', 'not installed')} | | | |")
+        lines.append(f"| bytewax | {section.get('bytewax_note', 'not installed')} | | | | |")
     return [*lines, ""]
 
 

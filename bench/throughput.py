@@ -114,7 +114,8 @@ def compare(
     rounds: int,
     scratch: Path,
 ) -> dict[str, Any]:
-    """Alternate the contestants for `rounds` rounds; medians, and ratios to the daemon."""
+    """Alternate the contestants for `rounds` rounds: each one's medians, and the median of
+    each round's ratio of the daemon to it."""
     runs: dict[str, list[PipelineRun]] = {name: [] for name in contestants}
     loads = []
     for _ in range(rounds):
@@ -141,9 +142,14 @@ def compare(
         }
     for name in contestants:
         if name != "daemon":
-            result[f"ratio_daemon_to_{name}"] = (
-                result["daemon"]["records_per_s"] / result[name]["records_per_s"]
-            )
+            # Paired: each round's daemon against the same round's other run, which met the
+            # same phase of a shared machine; the median of those, not median / median.
+            paired = [
+                daemon.records_per_s / other.records_per_s
+                for daemon, other in zip(runs["daemon"], runs[name], strict=True)
+            ]
+            result[f"ratio_daemon_to_{name}"] = median(paired)
+            result[f"ratio_daemon_to_{name}_per_round"] = paired
     return result
 
 
