@@ -40,7 +40,8 @@ class JobLedger:
 
     def __init__(self, store: SnapshotStorage, job: str, snapshot: Snapshot | None) -> None:
         self._store = store
-        self._lock = anyio.Lock()
+        # fast_acquire: a checkpoint takes it free almost always; no loop turn for that.
+        self._lock = anyio.Lock(fast_acquire=True)
         # Generation 0 is never written: it only seeds the first successor.
         self.snapshot = snapshot or Snapshot(
             job=job, generation=0, offset=None, state=JobState.PENDING, written_at=_NEVER

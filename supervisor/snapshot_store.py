@@ -154,7 +154,8 @@ class SnapshotStore:
         """Write `snapshot` durably and return it as written (with `written_at`).
 
         Raises SnapshotWriteError naming the path and errno; the previous
-        snapshot is then intact. ValueError if the generation does not grow.
+        snapshot is then intact. ValueError if the generation does not grow, or if
+        the offset is not one TOML can hold (nothing is written).
         """
         job = snapshot.job
         async with self._lock(job):
@@ -179,8 +180,13 @@ class SnapshotStore:
             return await anyio.to_thread.run_sync(self._set_aside, job, reason)
 
     def _lock(self, job: str) -> anyio.Lock:
-        _current(job)  # validates the name before anything is keyed by it
-        return self._locks.setdefault(job, anyio.Lock())
+        lock = self._locks.get(job)
+        if lock is None:
+            _current(job)  # validates the name before anything is keyed by it
+            # fast_acquire: a free lock is taken without a turn of the event loop; every
+            # write takes it, and nothing else holds it but a load or a set-aside.
+            lock = self._locks[job] = anyio.Lock(fast_acquire=True)
+        return lock
 
     # --- blocking parts: each runs whole in one worker thread ----------------------------
 
@@ -282,11 +288,20 @@ class SnapshotStore:
         with contextlib.suppress(OSError):
             os.fsync(fd)
 
-    def _write_batch(self, snapshots: Sequence[Snapshot]) -> list[SnapshotError | None]:
-        """Write each snapshot (encoded here, in the worker thread, off the loop's thread);
-        one fsync of the directory makes all their renames durable. Per snapshot, None or
-        the error that snapshot's write met."""
-        return self._write_all([(snapshot.job, encode(snapshot)) for snapshot in snapshots])
+    def _write_batch(self, snapshots: Sequence[Snapshot]) -> list[Exception | None]:
+        """Encode and write each snapshot, in the worker thread: a storm's thousand encodings
+        kept off the event loop's turns. Per snapshot, None or the error its write met; an
+        offset TOML cannot hold is that snapshot's ValueError alone, not its batch's."""
+        outcomes: list[Exception | None] = []
+        writes: list[tuple[str, bytes]] = []
+        for snapshot in snapshots:
+            try:
+                writes.append((snapshot.job, encode(snapshot)))
+                outcomes.append(None)
+            except ValueError as exc:
+                outcomes.append(exc)
+        written = iter(self._write_all(writes))
+        return [next(written) if outcome is None else outcome for outcome in outcomes]
 
     def _write(self, job: str, data: bytes) -> None:
         """One write on its own (tests drive the steps through it)."""
@@ -295,6 +310,8 @@ class SnapshotStore:
             raise error
 
     def _write_all(self, writes: Sequence[tuple[str, bytes]]) -> list[SnapshotError | None]:
+        """Write each job's bytes; one fsync of the directory makes all their renames
+        durable. Per write, None or the error it met (a batch's writes fail alone)."""
         errors: list[SnapshotError | None] = [None] * len(writes)
         try:
             with _directory(self.directory) as fd:

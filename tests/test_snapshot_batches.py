@@ -91,3 +91,32 @@ async def test_one_jobs_refused_write_leaves_the_rest_of_its_batch_written(
     assert isinstance(outcomes.pop("job07"), SnapshotUnsupported)
     assert outcomes == dict.fromkeys(set(JOBS) - {"job07"}, 2)
     assert (store.directory / "job07.snapshot.toml").read_bytes() == newer
+
+
+async def test_an_offset_toml_cannot_hold_fails_only_its_own_write(tmp_path: Path) -> None:
+    """One job's unwritable offset (a plugin source returned a set) is that job's ValueError;
+    the jobs whose writes share its batch write theirs."""
+    store = SnapshotStore(tmp_path / "state")
+    await store.prepare()
+    outcomes: dict[str, object] = {}
+
+    async def write(job: str) -> None:
+        offset: object = {1, 2} if job == "job20" else 7
+        snapshot = Snapshot(
+            job=job,
+            generation=1,
+            offset=offset,  # type: ignore[arg-type]  # the point: not an Offset
+            state=JobState.RUNNING,
+            written_at=datetime.fromtimestamp(0, UTC),
+        )
+        try:
+            outcomes[job] = (await store.write(snapshot)).offset
+        except ValueError as exc:
+            outcomes[job] = exc
+
+    async with anyio.create_task_group() as tasks:
+        for job in JOBS:
+            tasks.start_soon(write, job)
+    assert isinstance(outcomes.pop("job20"), ValueError)
+    assert outcomes == dict.fromkeys(set(JOBS) - {"job20"}, 7)
+    assert not (store.directory / "job20.snapshot.toml").exists()
