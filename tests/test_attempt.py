@@ -11,6 +11,7 @@ from supervisor.attempt import Attempt, AttemptEnd
 from supervisor.config.model import CheckpointPolicy
 from supervisor.errors import TransientError
 from supervisor.ledger import JobLedger
+from supervisor.protocols import Offset
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
@@ -122,3 +123,23 @@ async def test_failed_flush_does_not_advance_the_offset(tmp_path: Path) -> None:
         await Attempt(make_job(), ledger, 1, fixed_components(source, sink)).run()
     assert ledger.offset == 0
     assert (tmp_path / "state").joinpath("job.snapshot.toml").read_bytes() == before
+
+
+async def test_a_stop_asked_during_a_checkpoint_ends_the_attempt_at_it(tmp_path: Path) -> None:
+    """A stop asked while a checkpoint is being written ends the attempt right after it: no
+    further batch is written, and the offset is the one that checkpoint committed."""
+    ledger = await _ledger(tmp_path)
+    source = ScriptedSource(count=0, batch=50)
+    sink = RecordingSink()
+    attempt = Attempt(make_job(), ledger, 1, fixed_components(source, sink))
+    real_flush = sink.flush
+
+    async def flush_then_stop(offset: Offset | None) -> None:
+        await real_flush(offset)
+        attempt.request_stop()
+
+    sink.flush = flush_then_stop  # type: ignore[method-assign]
+    assert await attempt.run() is AttemptEnd.STOPPED
+    assert ledger.offset == 100
+    assert [r["seq"] for r in sink.flushed] == list(range(100))
+    assert sink.written == []
