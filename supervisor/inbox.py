@@ -27,6 +27,11 @@ class Inbox(Generic[Message]):
         self._arrived: anyio.Event | None = None
         self._closed = False
 
+    @property
+    def reader_idle(self) -> bool:
+        """The reader waits in `get` and nothing is queued: between two messages, not in one."""
+        return self._arrived is not None and not self._messages
+
     def put(self, message: Message) -> None:
         """Queue `message`; BrokenResourceError once the reader has closed the inbox."""
         if self._closed:

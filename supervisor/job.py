@@ -2,7 +2,9 @@
 
 Each job is driven by exactly one long-lived `JobRunner.run` task. Operator
 commands and attempt outcomes reach it as messages, handled one at a time, and
-only `supervisor.states.next_state` decides a new state.
+only `supervisor.states.next_state` decides a new state. (An attempt's
+"opened", when the owner is between messages, is handled by the driver's task
+as it posts it: it only moves the state.)
 
 Attempts are run by a *driver*: one task, beside the owner in its group, that
 waits out the backoff, takes a start slot, runs one `Attempt` and posts how it
@@ -191,7 +193,7 @@ class JobRunner:
         elif message.driver.superseded:
             pass  # an operator or the shutdown already decided: nothing it says counts
         elif isinstance(message, Opened):
-            await self._transition(Event.OPENED)
+            self._transition(Event.OPENED)
         else:
             await self._on_healthy()
 
@@ -213,16 +215,30 @@ class JobRunner:
             ledger=self.ledger,
             components=self._components,
             slots=self._slots,
-            post=self._inbox.put,
+            post=self._post,
             retry_at=anyio.current_time() + delay if delay else None,
         )
         self._tasks.start_soon(self._driver.run, name=f"driver {self.name}")
+
+    def _post(self, message: DriverMessage) -> None:
+        """A message from the driver. An `Opened` that finds the owner idle (waiting, nothing
+        queued) is handled here, in the driver's task: it only moves the state, and handling
+        it now saves the owner a wake-up and a new wait for every attempt that starts."""
+        if (
+            isinstance(message, Opened)
+            and self._inbox.reader_idle
+            and message.driver is self._driver
+            and not message.driver.superseded
+        ):
+            self._transition(Event.OPENED)
+            return
+        self._inbox.put(message)
 
     async def _on_healthy(self) -> None:
         if self.attempts or self.state is JobState.RETRYING:
             log.info("job.recovered", job=self.name, attempts=self.attempts)
             self.attempts, self.failure, self.cause = 0, None, None
-            await self._transition(Event.HEALTHY)
+            self._transition(Event.HEALTHY)
             await self._persist_quietly()
 
     async def _on_driver_ended(self, message: Ended) -> None:
@@ -238,7 +254,7 @@ class JobRunner:
         if message.error is not None:
             await self._on_attempt_failed(message.error, ran=driver.attempt is not None)
         elif message.end is AttemptEnd.FINISHED:
-            await self._transition(Event.SOURCE_ENDED)
+            self._transition(Event.SOURCE_ENDED)
             await self._persist_quietly()
         self._drive_if_active()
 
@@ -260,9 +276,9 @@ class JobRunner:
             budget_spent=spent,
         )
         if fatal or spent:
-            await self._transition(Event.GAVE_UP)
+            self._transition(Event.GAVE_UP)
         else:
-            await self._transition(Event.RETRYABLE_FAILURE)
+            self._transition(Event.RETRYABLE_FAILURE)
         await self._persist_quietly()
 
     # --- operator commands -----------------------------------------------------------
@@ -290,32 +306,32 @@ class JobRunner:
         return False
 
     async def _cmd_pause(self, _: object) -> bool:
-        await self._transition(Event.PAUSE, cause="paused by operator")
+        self._transition(Event.PAUSE, cause="paused by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_stop(self, _: object) -> bool:
-        await self._transition(Event.STOP, cause="stopped by operator")
+        self._transition(Event.STOP, cause="stopped by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_resume(self, _: object) -> bool:
-        await self._transition(Event.RESUME, cause="resumed by operator")
+        self._transition(Event.RESUME, cause="resumed by operator")
         await self._begin_again(keep_offset=True)
         return False
 
     async def _cmd_start(self, _: object) -> bool:
         keep = self.state is not JobState.FAILED
-        await self._transition(Event.START, cause="started by operator")
+        self._transition(Event.START, cause="started by operator")
         await self._begin_again(keep_offset=keep)
         return False
 
     async def _cmd_restart(self, _: object) -> bool:
         keep = self.state is not JobState.FAILED
         self._stop_driver()
-        await self._transition(Event.RESTART, cause="restarted by operator")
+        self._transition(Event.RESTART, cause="restarted by operator")
         await self._begin_again(keep_offset=keep)
         return False
 
@@ -324,13 +340,13 @@ class JobRunner:
         state and uses it when next started or resumed."""
         self.config = job
         if not job.enabled and self.state in ACTIVE:
-            await self._transition(Event.STOP, cause="disabled by reload")
+            self._transition(Event.STOP, cause="disabled by reload")
             self._stop_driver()
             await self._persist_quietly()
             return True
         if self.state in ACTIVE:
             self._stop_driver()
-            await self._transition(Event.RESTART, cause="definition changed by reload")
+            self._transition(Event.RESTART, cause="definition changed by reload")
         return False
 
     async def _cmd_retry(self, _: object) -> bool:
@@ -393,7 +409,7 @@ class JobRunner:
 
     # --- state and persistence ---------------------------------------------------------
 
-    async def _transition(self, event: Event, cause: str | None = None) -> None:
+    def _transition(self, event: Event, cause: str | None = None) -> None:
         new = next_state(
             self.state, event, suspend_on_failure=self.config.suspend_on_failure, job=self.name
         )

@@ -40,3 +40,28 @@ async def test_a_closed_inbox_refuses_messages() -> None:
     inbox.close()
     with pytest.raises(anyio.BrokenResourceError):
         inbox.put(1)
+
+
+async def test_the_reader_is_idle_only_while_it_waits_with_nothing_queued() -> None:
+    """`reader_idle`: not before the reader waits, yes while it waits on an empty inbox, not
+    once a message is queued for it (even before it wakes), and yes again when it waits."""
+    inbox: Inbox[int] = Inbox()
+    received: list[int] = []
+    assert not inbox.reader_idle
+
+    async def read_two() -> None:
+        received.append(await inbox.get())
+        received.append(await inbox.get())
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(read_two)
+        await anyio.wait_all_tasks_blocked()
+        assert inbox.reader_idle
+        inbox.put(1)
+        assert not inbox.reader_idle
+        await anyio.wait_all_tasks_blocked()
+        assert received == [1]
+        assert inbox.reader_idle
+        inbox.put(2)
+    assert received == [1, 2]
+    assert not inbox.reader_idle
