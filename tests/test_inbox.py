@@ -47,7 +47,7 @@ async def test_the_reader_is_idle_only_while_it_waits_with_nothing_queued() -> N
     once a message is queued for it (even before it wakes), and yes again when it waits."""
     inbox: Inbox[int] = Inbox()
     received: list[int] = []
-    assert not inbox.reader_idle
+    seen: list[bool] = [inbox.reader_idle]
 
     async def read_two() -> None:
         received.append(await inbox.get())
@@ -56,12 +56,13 @@ async def test_the_reader_is_idle_only_while_it_waits_with_nothing_queued() -> N
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(read_two)
         await anyio.wait_all_tasks_blocked()
-        assert inbox.reader_idle
+        seen.append(inbox.reader_idle)
         inbox.put(1)
-        assert not inbox.reader_idle
+        seen.append(inbox.reader_idle)
         await anyio.wait_all_tasks_blocked()
         assert received == [1]
-        assert inbox.reader_idle
+        seen.append(inbox.reader_idle)
         inbox.put(2)
     assert received == [1, 2]
-    assert not inbox.reader_idle
+    seen.append(inbox.reader_idle)
+    assert seen == [False, True, False, True, False]
