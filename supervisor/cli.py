@@ -43,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, so a reader that went away is handled below
+    except BrokenPipeError:
+        # `supervisor status | head`: the reader has what it wanted. Quietly, as Python's
+        # docs advise: stdout now goes nowhere, so the interpreter's last flush cannot fail.
+        # (The control socket's errors never get here: the client makes them exit 4.)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_REFUSED
     except ConfigError as exc:
         _error(f"configuration invalid ({len(exc.issues)} error(s)):\n{exc}")
         return EXIT_USAGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,23 @@ def test_no_command_is_a_usage_error() -> None:
     result = _supervisor()
     assert result.returncode == 2
     assert "usage: supervisor" in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`supervisor check | head -0`: output to a pipe nobody reads any more is exit 1 with
+    no traceback (none from the interpreter's last flush either), as a pipeline expects."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor", "check", "-c", str(CONFIGS / "supervisor.toml")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""
