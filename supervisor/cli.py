@@ -1,7 +1,8 @@
 """The `supervisor` command. Exit codes are chosen here and nowhere else.
 
-0 done; 1 refused or failed; 2 usage or configuration error; 3 (`status`) a
-job shown is SUSPENDED or FAILED; 4 daemon not reachable.
+0 done; 1 refused or failed (or the output's reader went away); 2 usage or
+configuration error; 3 (`status`) a job shown is SUSPENDED or FAILED; 4 daemon not
+reachable.
 """
 
 from __future__ import annotations
