@@ -162,7 +162,7 @@ def _throughput(title: str, section: dict[str, Any]) -> list[str]:
         if name != "daemon":
             ratio = f"{section[f'ratio_daemon_to_{name}']:.2f}x"
             paired = section.get(f"ratio_daemon_to_{name}_per_round", [])
-            each = " / ".join(f"{value:.2f}" for value in paired) or "-"
+            each = _each_round(paired) or "-"
         label = {"daemon": "daemon", "baseline": "plain loop", "bytewax": "bytewax"}[name]
         lines.append(
             f"| {label} | {row['records_per_s']:,.0f} | {row['cpu_s']:.2f} | "
@@ -282,7 +282,11 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
 
 
 def _rounds(row: dict[str, Any]) -> str:
-    return " / ".join(f"{value:.2f}" for value in row.get("all_running_s_per_round", []))
+    return _each_round(row.get("all_running_s_per_round", []))
+
+
+def _each_round(values: list[float]) -> str:
+    return " / ".join(f"{value:.2f}" for value in values)
 
 
 def _storm(storm: dict[str, Any]) -> list[str]:
