@@ -300,7 +300,7 @@ class SnapshotStore:
                 outcomes.append(None)
             except ValueError as exc:
                 outcomes.append(exc)
-        written = iter(self._write_all(writes))
+        written = iter(self._write_all(writes) if writes else [])
         return [next(written) if outcome is None else outcome for outcome in outcomes]
 
     def _write(self, job: str, data: bytes) -> None:
