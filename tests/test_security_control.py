@@ -14,6 +14,7 @@ import grp
 import json
 import os
 import pwd
+import resource
 import shutil
 import socket
 import subprocess
@@ -364,8 +365,11 @@ try:
 except OSError:
     pass  # refused before the request was read: the answer is there to read
 data = b""
-while chunk := s.recv(65536):
-    data += chunk
+try:
+    while chunk := s.recv(65536):
+        data += chunk
+except ConnectionResetError:
+    pass  # closed with our request unread: what came before still counts
 print(data.decode(), end="")
 """
 
@@ -582,3 +586,78 @@ def test_a_daemon_that_cannot_see_other_users_processes_serves_group_members(
         assert reply == {"v": 1, "ok": True, "result": []}
     finally:
         process.stop()
+
+
+HOLD_REPLIES = """\
+import socket, sys
+path, count = sys.argv[1], int(sys.argv[2])
+held = []
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(30); s.connect(path)
+    s.sendall(b'{"v": 1, "verb": "status"}\\n')
+    s.recv(1)  # the daemon is sending: a reply far larger than the socket holds
+    held.append(s)
+print("holding", flush=True)
+sys.stdin.readline()
+"""
+
+
+@needs_root
+def test_the_last_slot_is_kept_for_root_when_other_users_take_the_rest(
+    accounts: Accounts, shared_dir: Path
+) -> None:
+    """With every slot but the reserved one busy sending replies to other users' clients that
+    do not read, another user is told to try again and root is still served."""
+    # Before, root was turned away like everyone else once the busy clients took every slot.
+    stopped_job = 'enabled = false\n[source]\ntype = "generate"\n[sink]\ntype = "null"\n'
+    # 3,000 stopped jobs: a `status` of about 600 KB, more than the socket holds.
+    jobs = {f"j{index:04}": stopped_job for index in range(3000)}
+    config = write_config(shared_dir, jobs, '[supervisor]\nlog_format = "json"\n')
+    process = DaemonProcess(config)
+    holders: list[subprocess.Popen[str]] = []
+    try:
+        socket_path = shared_dir / "supervisor.sock"
+        status = line_of({"v": 1, "verb": "status", "jobs": ["j0000"]})
+        process.wait_for("control.listening")
+        process.keep_draining()
+        limits = resource.prlimit(process.process.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(process.process.pid, resource.RLIMIT_NOFILE, (64, limits[1]))
+        slots = 64 // 4
+        per_uid = uid_limit(slots)
+        # Other users, the socket's group their primary one: 4 uids of 4, the last of 3.
+        uids = range(71_000, 71_000 + -(-(slots - 1) // per_uid))
+        for index, uid in enumerate(uids):
+            count = min(per_uid, slots - 1 - index * per_uid)
+            holders.append(
+                subprocess.Popen(
+                    [SYSTEM_PYTHON, "-c", HOLD_REPLIES, str(socket_path), str(count)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    user=uid,
+                    group=accounts.group,
+                    extra_groups=[],
+                )
+            )
+        for holder in holders:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "holding\n"
+        other = subprocess.run(
+            [SYSTEM_PYTHON, "-c", PROBE, str(socket_path), status.decode().strip()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            user=72_000,
+            group=accounts.group,
+            extra_groups=[],
+            check=False,
+        )
+        (refused,) = replies(other.stdout.encode())
+        root = replies(exchange(socket_path, status))
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.communicate()
+        process.stop()
+    assert refused["error"] == f"too many control clients connected (limit {slots}): try again"
+    assert [reply["ok"] for reply in root] == [True]
