@@ -1,0 +1,249 @@
+"""Files read or written are never reached through a symlink, and must be regular files.
+
+Each test replays an attack from issue 13 as another local user would make it:
+an application that owns the directory being tailed, or the directory a sink
+writes to, plants a symlink (or a FIFO) there. The tests run as root, create a
+throwaway user with ``useradd`` and plant things as that user with ``runuser``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from supervisor.config.model import (
+    FileSourceConfig,
+)
+from supervisor.errors import UnsafeFile
+from supervisor.protocols import Record
+from supervisor.sources.file import FileSource
+from tests.daemon_process import DaemonProcess, write_config
+
+SECRET = "private bytes only the daemon's user may read"
+_users = itertools.count()
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("runuser") is None,
+    reason="needs root with useradd and runuser: the attacks are made by a throwaway local user",
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A directory tree other users can traverse, an attacker, and a private file."""
+
+    root: Path
+    attacker: str
+    secret: Path
+    """0600, owned by root, in a directory only root may enter."""
+    app_dir: Path
+    """Owned by the attacker: the directory an application logs to, or a sink writes to."""
+
+    def as_attacker(self, *command: str) -> None:
+        subprocess.run(["runuser", "-u", self.attacker, "--", *command], check=True)
+
+
+@pytest.fixture
+def stage() -> Iterator[Stage]:
+    if os.geteuid() != 0:  # pragma: no cover - the marker skips first
+        pytest.skip("needs root")
+    name = f"ss-a-{os.getpid() % 100_000}-{next(_users)}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+    )
+    # pytest's tmp_path is under a 0700 directory the attacker could not enter.
+    root = Path(tempfile.mkdtemp(prefix="ss-a-security-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        private = root / "private"
+        private.mkdir(mode=0o700)
+        secret = private / "secret.txt"
+        secret.write_text(SECRET + "\n")
+        secret.chmod(0o600)
+        app_dir = root / "app"
+        app_dir.mkdir(mode=0o755)
+        shutil.chown(app_dir, user=name)
+        yield Stage(root, name, secret, app_dir)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["userdel", name], check=False)
+
+
+def _daemon(stage: Stage, job: str) -> DaemonProcess:
+    config = write_config(stage.root / "conf", {"victim": job})
+    return DaemonProcess(config, "--exit-when-idle")
+
+
+def _failed_cause(daemon: DaemonProcess) -> str:
+    """The cause of the job's failure; kills a daemon wedged for 60 s so the test fails."""
+    watchdog = threading.Timer(60, daemon.process.kill)
+    watchdog.start()
+    try:
+        failed = daemon.wait_for("job.state_changed", to="failed")
+        assert daemon.finish() == 0
+    finally:
+        watchdog.cancel()
+    cause: str = failed["cause"]
+    return cause
+
+
+# --- the file source (finding 1) ----------------------------------------------------------
+
+
+@needs_root
+def test_a_symlink_planted_at_the_source_path_is_refused_not_copied(stage: Stage) -> None:
+    """The application plants app.log -> a private file: the job fails naming the path,
+    and not a byte of the private file reaches the sink."""
+    log_path = stage.app_dir / "app.log"
+    stage.as_attacker("ln", "-s", str(stage.secret), str(log_path))
+    out = stage.root / "out.jsonl"
+    daemon = _daemon(
+        stage,
+        f"""
+        [source]
+        type = "file"
+        path = "{log_path}"
+        follow = false
+        [sink]
+        type = "jsonl"
+        path = "{out}"
+        """,
+    )
+    cause = _failed_cause(daemon)
+    assert str(log_path) in cause
+    assert "symbolic link" in cause
+    assert not out.exists() or SECRET not in out.read_text()
+
+
+@needs_root
+@pytest.mark.anyio
+async def test_a_symlinked_rotated_copy_with_forged_mtimes_is_never_read(stage: Stage) -> None:
+    """The application rotates its log beside a planted "app.log.1" symlink to a private
+    file, with mtimes forged to put it next in rotation order: the source skips it."""
+    log_path = stage.app_dir / "app.log"
+    stage.as_attacker("sh", "-c", f"printf 'a\\n' > {log_path}")
+    os.utime(stage.secret, (1_300_000_000, 1_300_000_000))  # last changed in 2011
+    source = FileSource(FileSourceConfig(path=log_path, poll_interval=0.01))
+    await source.open(None)
+    try:
+        assert (await source.read(10, 0.05)).records == ["a"]
+        stage.as_attacker("ln", "-s", str(stage.secret), f"{log_path}.1")
+        stage.as_attacker("touch", "-d", "2001-01-01", str(log_path))  # older than the secret
+        stage.as_attacker("mv", str(log_path), f"{log_path}.0")
+        stage.as_attacker("sh", "-c", f"printf 'b\\n' > {log_path}")
+        records: list[Record] = []
+        while "b" not in records:
+            batch = await source.read(10, 0.05)
+            records += batch.records
+            assert not any(SECRET in str(record) for record in records)
+    finally:
+        await source.close()
+    assert records == ["b"]
+
+
+@needs_root
+@pytest.mark.anyio
+async def test_follow_symlinks_reads_through_a_link_its_target_owner_made(stage: Stage) -> None:
+    """follow_symlinks = true: a link to a file of the same owner is read through."""
+    target = stage.app_dir / "app-2026-12-03.log"
+    stage.as_attacker("sh", "-c", f"printf 'x\\n' > {target}")
+    stage.as_attacker("ln", "-s", target.name, str(stage.app_dir / "app.log"))
+    config = FileSourceConfig(path=stage.app_dir / "app.log", follow=False, follow_symlinks=True)
+    source = FileSource(config)
+    await source.open(None)
+    try:
+        assert (await source.read(10, 0.05)).records == ["x"]
+    finally:
+        await source.close()
+
+
+@needs_root
+@pytest.mark.anyio
+async def test_follow_symlinks_refuses_a_link_to_another_owners_file(stage: Stage) -> None:
+    """follow_symlinks = true: a link whose target has another owner is refused, naming both."""
+    link = stage.app_dir / "app.log"
+    stage.as_attacker("ln", "-s", str(stage.secret), str(link))
+    source = FileSource(FileSourceConfig(path=link, follow=False, follow_symlinks=True))
+    with pytest.raises(UnsafeFile) as refused:
+        await source.open(None)
+    await source.close()
+    assert str(link) in str(refused.value)
+    assert str(stage.secret) in str(refused.value)
+
+
+@needs_root
+@pytest.mark.anyio
+async def test_a_source_directory_others_can_write_is_warned_about(stage: Stage) -> None:
+    """Tailing a file in a directory another user can write logs a warning naming it."""
+    log_path = stage.app_dir / "app.log"
+    stage.as_attacker("sh", "-c", f"printf 'a\\n' > {log_path}")
+    safe = stage.root / "safe.log"
+    safe.write_text("a\n")
+    with capture_logs() as logs:
+        for path in (log_path, safe):
+            source = FileSource(FileSourceConfig(path=path, follow=False))
+            await source.open(None)
+            await source.close()
+    warnings = [e for e in logs if e["event"] == "source.file.directory_writable"]
+    assert [w["directory"] for w in warnings] == [str(stage.app_dir)]
+    assert warnings[0]["owner_uid"] != 0
+
+
+# --- special files (the file-opening half of finding 3) ---------------------------------
+
+
+def _unblock_after(seconds: float, fifo: Path, flags: int) -> threading.Timer:
+    """Open the FIFO's other end later, so code that blocks on it fails instead of hanging."""
+    timer = threading.Timer(seconds, lambda: os.close(os.open(fifo, flags | os.O_NONBLOCK)))
+    timer.start()
+    return timer
+
+
+@pytest.mark.anyio
+async def test_a_fifo_at_the_source_path_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    """A FIFO where the log file should be fails the open at once, naming the path."""
+    fifo = tmp_path / "app.log"
+    os.mkfifo(fifo)
+    source = FileSource(FileSourceConfig(path=fifo))
+    timer = _unblock_after(10, fifo, os.O_WRONLY)
+    try:
+        with pytest.raises(UnsafeFile, match="FIFO") as refused:
+            await source.open(None)
+    finally:
+        timer.cancel()
+        await source.close()
+    assert str(fifo) in str(refused.value)
+
+
+@needs_root
+def test_a_fifo_at_a_followed_path_fails_the_job_and_the_daemon_still_stops(
+    stage: Stage,
+) -> None:
+    """The application puts a FIFO where its log was: the job fails with a message naming
+    the path, and the daemon goes on to exit (it used to wedge a worker thread forever)."""
+    fifo = stage.app_dir / "app.log"
+    stage.as_attacker("mkfifo", str(fifo))
+    daemon = _daemon(
+        stage,
+        f"""
+        [source]
+        type = "file"
+        path = "{fifo}"
+        [sink]
+        type = "null"
+        """,
+    )
+    cause = _failed_cause(daemon)
+    assert str(fifo) in cause
+    assert "FIFO" in cause
