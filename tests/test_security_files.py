@@ -11,21 +11,35 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import sqlite3
+import stat
 import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from supervisor.config.model import (
     FileSourceConfig,
+    JsonlSinkConfig,
+    RecordsPolicy,
+    SqliteSinkConfig,
 )
-from supervisor.errors import UnsafeFile
-from supervisor.protocols import Record
+from supervisor.errors import FatalError, UnsafeFile
+from supervisor.processing import BatchProcessor
+from supervisor.protocols import Record, Rejected
+from supervisor.sinks.encoding import encode_lines
+from supervisor.sinks.jsonl import JsonlSink
+from supervisor.sinks.sqlite import SqliteSink, table_rows
+from supervisor.sinks.torn_line import is_torn_json_line
 from supervisor.sources.file import FileSource
 from tests.daemon_process import DaemonProcess, write_config
 
@@ -200,6 +214,174 @@ async def test_a_source_directory_others_can_write_is_warned_about(stage: Stage)
     assert warnings[0]["owner_uid"] != 0
 
 
+# --- sinks and the dead-letter file (finding 2) -----------------------------------------
+
+_VICTIM_CONFIG = 'key = "value"'  # another program's file, with no final newline
+
+
+@needs_root
+@pytest.mark.parametrize("sink", ["jsonl", "dead_letter", "sqlite"])
+def test_a_symlink_planted_at_a_sink_path_is_refused(stage: Stage, sink: str) -> None:
+    """Another user plants the sink's file as a symlink to a config file or another
+    job's database: the job fails naming the path and the target is untouched."""
+    victims = stage.root / "victims"
+    victims.mkdir()
+    config_file = victims / "other.toml"
+    config_file.write_text(_VICTIM_CONFIG)
+    other_db = victims / "other.db"
+    with closing(sqlite3.connect(other_db)) as db:
+        db.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL)")
+        db.execute("INSERT INTO records (record) VALUES ('theirs')")
+        db.commit()
+    source_file = stage.root / "in.jsonl"
+    source_file.write_text('{"n": 1}\nnot json\n')
+    planted = stage.app_dir / ("out.db" if sink == "sqlite" else "out.jsonl")
+    target = other_db if sink == "sqlite" else config_file
+    stage.as_attacker("ln", "-s", str(target), str(planted))
+    sink_table = (
+        f'type = "sqlite"\npath = "{planted}"'
+        if sink == "sqlite"
+        else f'type = "jsonl"\npath = "{planted if sink == "jsonl" else stage.root / "out"}"'
+    )
+    records = (
+        f'on_error = "dead_letter"\ndead_letter = "{planted}"'
+        if sink == "dead_letter"
+        else 'on_error = "skip"'
+    )
+    daemon = _daemon(
+        stage,
+        f"""
+        [source]
+        type = "file"
+        path = "{source_file}"
+        format = "jsonl"
+        follow = false
+        [sink]
+        {sink_table}
+        [records]
+        {records}
+        """,
+    )
+    cause = _failed_cause(daemon)
+    assert str(planted) in cause
+    assert "symbolic link" in cause
+    assert config_file.read_text() == _VICTIM_CONFIG
+    assert table_rows(other_db) == ["theirs"]
+
+
+@pytest.mark.anyio
+async def test_jsonl_sink_never_cuts_a_last_line_it_did_not_tear(tmp_path: Path) -> None:
+    """A jsonl sink pointed at a file that does not end in a torn JSON line refuses to
+    open and leaves it whole (it used to cut everything after the last newline)."""
+    for content in (_VICTIM_CONFIG, '{"a":1}\nplain text, no newline', "x\n[section]"):
+        path = tmp_path / "out.jsonl"
+        path.write_text(content)
+        sink = JsonlSink(JsonlSinkConfig(path=path))
+        with pytest.raises(FatalError, match="torn"):
+            await sink.open()
+        await sink.close()
+        assert path.read_text() == content
+
+
+@pytest.mark.anyio
+async def test_jsonl_sink_cuts_a_torn_json_line_and_a_zero_filled_tail(tmp_path: Path) -> None:
+    """What a crash leaves (half a JSON line, or zeros after a power cut) is still cut off."""
+    for tail in (b'{"b":"h\xc3', b"\0\0\0\0", b'["x",\0\0'):
+        path = tmp_path / "out.jsonl"
+        path.write_bytes(b'{"a":1}\n' + tail)
+        sink = JsonlSink(JsonlSinkConfig(path=path))
+        await sink.open()
+        await sink.close()
+        assert path.read_bytes() == b'{"a":1}\n'
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(record=_json, cut=st.integers(0), zeros=st.integers(0, 8))
+def test_every_cut_of_a_line_the_sink_writes_is_a_torn_json_line(
+    record: Record, cut: int, zeros: int
+) -> None:
+    """Whatever a crash leaves of a line the sink writes (cut anywhere, zero-filled) is torn."""
+    line = encode_lines([record])[:-1]
+    assert is_torn_json_line(line[: cut % (len(line) + 1)] + b"\0" * zeros)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'key = "value"', b"[section]", b"plain", b'{"a":1}{', b'{"a" :1', b"01", b"[1,]", b"\xff"],
+)
+def test_text_other_programs_write_is_not_a_torn_json_line(tail: bytes) -> None:
+    """A config line, plain text, whitespace between tokens or bad JSON is not torn JSON."""
+    assert not is_torn_json_line(tail)
+
+
+@pytest.mark.anyio
+async def test_files_the_sinks_create_are_not_readable_by_others(tmp_path: Path) -> None:
+    """The jsonl sink, the dead-letter file and the sqlite sink create files 0640, not 0644."""
+    jsonl = JsonlSink(JsonlSinkConfig(path=tmp_path / "out.jsonl"))
+    await jsonl.open()
+    await jsonl.close()
+    dead = BatchProcessor(
+        "job",
+        None,
+        RecordsPolicy(on_error="dead_letter", dead_letter=tmp_path / "dead.jsonl"),
+    )
+    await dead.reject([Rejected("bad", ValueError("bad"))])
+    db = SqliteSink(SqliteSinkConfig(path=tmp_path / "out.db"), "job")
+    await db.open()
+    await db.write([{"a": 1}])
+    await db.flush(1)
+    await db.close()
+    for name in ("out.jsonl", "dead.jsonl", "out.db"):
+        mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
+        assert mode & 0o007 == 0, f"{name} is {mode:04o}"
+        assert mode & 0o640 == 0o640, f"{name} is {mode:04o}"
+
+
+@pytest.mark.anyio
+async def test_a_database_swapped_for_a_symlink_while_the_sqlite_sink_opens_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A symlink renamed over the database between the sink's check and SQLite's open (a
+    race another user who can write the directory may win) is refused; its target is
+    untouched."""
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL)")
+        db.commit()
+    path = tmp_path / "out.db"
+    real_connect = sqlite3.connect
+
+    def swap_then_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        link = tmp_path / "planted"
+        link.symlink_to(other)
+        link.replace(path)  # rename is atomic: the race is won at its narrowest
+        connection: sqlite3.Connection = real_connect(*args, **kwargs)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", swap_then_connect)
+    sink = SqliteSink(SqliteSinkConfig(path=path), "job")
+    try:
+        with pytest.raises(UnsafeFile, match="replaced"):
+            await sink.open()
+    finally:
+        await sink.close()
+        monkeypatch.undo()
+    assert table_rows(other) == []
+    assert [row[0] for row in sqlite3.connect(other).execute("SELECT name FROM sqlite_master")] == [
+        "records"
+    ]
+
+
 # --- special files (the file-opening half of finding 3) ---------------------------------
 
 
@@ -223,6 +405,35 @@ async def test_a_fifo_at_the_source_path_is_a_clear_error_not_a_hang(tmp_path: P
     finally:
         timer.cancel()
         await source.close()
+    assert str(fifo) in str(refused.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["jsonl", "dead_letter", "sqlite"])
+async def test_a_fifo_at_a_sink_path_is_a_clear_error_not_a_hang(tmp_path: Path, kind: str) -> None:
+    """A FIFO at a sink's or the dead-letter file's path fails at once, naming the path."""
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    timer = _unblock_after(10, fifo, os.O_RDONLY)
+    try:
+        with pytest.raises(UnsafeFile, match="FIFO") as refused:
+            if kind == "jsonl":
+                sink = JsonlSink(JsonlSinkConfig(path=fifo))
+                try:
+                    await sink.open()
+                finally:
+                    await sink.close()
+            elif kind == "sqlite":
+                db = SqliteSink(SqliteSinkConfig(path=fifo), "job")
+                try:
+                    await db.open()
+                finally:
+                    await db.close()
+            else:
+                policy = RecordsPolicy(on_error="dead_letter", dead_letter=fifo)
+                await BatchProcessor("job", None, policy).reject([Rejected("x", ValueError())])
+    finally:
+        timer.cancel()
     assert str(fifo) in str(refused.value)
 
 
