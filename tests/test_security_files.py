@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -157,10 +158,11 @@ async def test_a_symlinked_rotated_copy_with_forged_mtimes_is_never_read(stage: 
         stage.as_attacker("mv", str(log_path), f"{log_path}.0")
         stage.as_attacker("sh", "-c", f"printf 'b\\n' > {log_path}")
         records: list[Record] = []
-        while "b" not in records:
-            batch = await source.read(10, 0.05)
-            records += batch.records
-            assert not any(SECRET in str(record) for record in records)
+        with anyio.fail_after(30):
+            while "b" not in records:
+                batch = await source.read(10, 0.05)
+                records += batch.records
+                assert not any(SECRET in str(record) for record in records)
     finally:
         await source.close()
     assert records == ["b"]
@@ -458,3 +460,42 @@ def test_a_fifo_at_a_followed_path_fails_the_job_and_the_daemon_still_stops(
     cause = _failed_cause(daemon)
     assert str(fifo) in cause
     assert "FIFO" in cause
+
+
+def test_forty_fifos_fail_their_jobs_and_starve_no_other_job(tmp_path: Path) -> None:
+    """40 jobs whose followed path is a FIFO fail at once, each naming its path, and a
+    healthy job beside them still runs to its end (the FIFOs used to hold all 40 of
+    anyio's worker threads, so no other job's open, write or checkpoint ran again)."""
+    jobs: dict[str, str] = {}
+    for n in range(40):
+        os.mkfifo(tmp_path / f"fifo-{n}.log")
+        jobs[f"fifo-{n}"] = f"""
+            [source]
+            type = "file"
+            path = "../fifo-{n}.log"
+            [sink]
+            type = "null"
+            """
+    (tmp_path / "in.log").write_text("a\nb\n")
+    jobs["healthy"] = """
+        [source]
+        type = "file"
+        path = "../in.log"
+        follow = false
+        [sink]
+        type = "jsonl"
+        path = "../out.jsonl"
+        """
+    daemon = DaemonProcess(write_config(tmp_path, jobs), "--exit-when-idle")
+    watchdog = threading.Timer(60, daemon.process.kill)
+    watchdog.start()
+    try:
+        assert daemon.finish() == 0
+    finally:
+        watchdog.cancel()
+    changes = [e for e in daemon.events if e.get("event") == "job.state_changed"]
+    failed = {e["job"]: e["cause"] for e in changes if e["to"] == "failed"}
+    assert sorted(failed) == sorted(f"fifo-{n}" for n in range(40))
+    assert all(f"fifo-{job[5:]}.log is a FIFO" in cause for job, cause in failed.items())
+    assert any(e["job"] == "healthy" and e["to"] == "finished" for e in changes)
+    assert (tmp_path / "out.jsonl").read_text() == '"a"\n"b"\n'
