@@ -24,6 +24,11 @@ A drained file's partial last line is returned as a line of its own: that file
 is finished. The next file is then the rotated copy written soonest after it,
 if any (a reader that fell several rotations behind, while stopped or between
 two polls, reads each in turn), and finally the file at the path.
+
+Whoever writes the log directory may be someone else (the application), so the
+path and the rotated copies are opened through `supervisor.safe_open`: never
+through a symlink (unless `follow_symlinks`, and then only to its owner's file),
+only as regular files, never blocking on a FIFO; a symlink is never a rotated copy.
 """
 
 from __future__ import annotations
