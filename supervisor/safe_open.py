@@ -95,10 +95,14 @@ def open_through_link(path: Path, flags: int, *, role: str) -> int:
         os.close(link)
     try:
         fd = open_regular(target, flags, role=role)
-    except UnsafeFile as exc:
+    except UnsafeFile:
+        try:
+            kind = _kind(target.lstat().st_mode)
+        except OSError:
+            kind = "not a regular file"
         raise UnsafeFile(
-            f"{role} {path} is a symbolic link to {target}, which is not a regular file "
-            f"(follow_symlinks follows one link, to a regular file): {exc}"
+            f"{role} {path} is a symbolic link to {target}, which is {kind}: refused, since "
+            f"follow_symlinks follows one link, to a regular file; point {role} at the file"
         ) from None
     owner = os.fstat(fd).st_uid
     if owner != link_info.st_uid:
@@ -144,8 +148,12 @@ def _open_checked(path: Path, flags: int, mode: int, role: str, symlink_hint: st
     raise _refused(path, info.st_mode, role, symlink_hint)
 
 
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
 def _refused(path: Path, mode: int, role: str, symlink_hint: str) -> UnsafeFile:
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    kind = _kind(mode)
     hint = symlink_hint if stat.S_ISLNK(mode) else ""
     return UnsafeFile(
         f"{role} {path} is {kind}: refused, since files are read and written only as "

@@ -198,6 +198,20 @@ async def test_follow_symlinks_refuses_a_link_to_another_owners_file(stage: Stag
     assert str(stage.secret) in str(refused.value)
 
 
+@pytest.mark.anyio
+async def test_follow_symlinks_refuses_a_link_to_a_fifo_or_to_another_link(tmp_path: Path) -> None:
+    """follow_symlinks = true follows one link, to a regular file: a FIFO or a second link
+    behind it is refused, saying which, and nothing blocks."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "to-fifo").symlink_to("fifo")
+    (tmp_path / "to-link").symlink_to("to-fifo")
+    for name, kind in (("to-fifo", "a FIFO"), ("to-link", "a symbolic link")):
+        source = FileSource(FileSourceConfig(path=tmp_path / name, follow_symlinks=True))
+        with pytest.raises(UnsafeFile, match=f"which is {kind}: refused"):
+            await source.open(None)
+        await source.close()
+
+
 @needs_root
 @pytest.mark.anyio
 async def test_a_source_directory_others_can_write_is_warned_about(stage: Stage) -> None:
