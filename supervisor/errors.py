@@ -12,7 +12,8 @@
     ├── JobError                 raised by sources, sinks and processors to steer retries
     │   ├── TransientError       always retried
     │   └── FatalError           never retried
-    │       └── TooManyBadRecords
+    │       ├── TooManyBadRecords
+    │       └── UnsafeFile       a file to read or write is a symlink or not a regular file
     ├── CommandRefused           an operator command does not fit the job's state (exit 1)
     └── DaemonUnreachable        no daemon answers on the control socket (exit 4)
 
@@ -91,6 +92,10 @@ class FatalError(JobError):
 
 class TooManyBadRecords(FatalError):
     """More bad records in one attempt than `records.max_errors` allows."""
+
+
+class UnsafeFile(FatalError):
+    """A file to read or write is a symlink or not a regular file: refused."""
 
 
 class CommandRefused(SupervisorError):
