@@ -93,7 +93,7 @@ class SnapshotStore:
         self._locks: dict[str, anyio.Lock] = {}
         # Writes of different jobs that meet share one worker-thread trip and one fsync of
         # the directory: a storm of failing jobs is a storm of state writes.
-        self._commits = GroupCommit(self._write_batch)
+        self._commits = GroupCommit(self._write_batch, failed=self._batch_failed)
 
     def path_for(self, job: str) -> Path:
         """Where the current snapshot of `job` lives."""
@@ -291,7 +291,8 @@ class SnapshotStore:
     def _write_batch(self, snapshots: Sequence[Snapshot]) -> list[Exception | None]:
         """Encode and write each snapshot, in the worker thread: a storm's thousand encodings
         kept off the event loop's turns. Per snapshot, None or the error its write met; an
-        offset TOML cannot hold is that snapshot's ValueError alone, not its batch's."""
+        offset TOML cannot hold is that snapshot's ValueError alone, not its batch's, and so
+        is anything else its encoding raises (as a SnapshotWriteError)."""
         outcomes: list[Exception | None] = []
         writes: list[tuple[str, bytes]] = []
         for snapshot in snapshots:
@@ -300,8 +301,21 @@ class SnapshotStore:
                 outcomes.append(None)
             except ValueError as exc:
                 outcomes.append(exc)
+            except Exception as exc:  # noqa: BLE001 - a plugin's value may raise anything
+                error = SnapshotWriteError(
+                    f"cannot encode snapshot {self.path_for(snapshot.job)}: "
+                    f"{type(exc).__name__}: {exc}; the previous snapshot is intact"
+                )
+                outcomes.append(_raised(error, exc))
         written = iter(self._write_all(writes) if writes else [])
         return [next(written) if outcome is None else outcome for outcome in outcomes]
+
+    def _batch_failed(self, snapshot: Snapshot, exc: Exception) -> Exception:
+        """What each write of a batch that raised whole gets: its own error, naming its file."""
+        return SnapshotWriteError(
+            f"cannot write snapshot {self.path_for(snapshot.job)}: {type(exc).__name__}: "
+            f"{exc}; the previous snapshot is intact"
+        )
 
     def _write(self, job: str, data: bytes) -> None:
         """One write on its own (tests drive the steps through it)."""
