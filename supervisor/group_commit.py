@@ -57,10 +57,13 @@ class GroupCommit(Generic[Item, Result]):
         *,
         max_batch: int = MAX_BATCH,
         failed: BatchFailed[Item] | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
+        """`limiter`: the worker threads batches run in (anyio's default pool if None)."""
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._failed = failed or _fresh_copy
+        self._limiter = limiter
         self._queue: list[_Entry[Item, Result]] = []
         self._leading = False
         self.batches = 0
@@ -87,7 +90,9 @@ class GroupCommit(Generic[Item, Result]):
         del self._queue[: self._max_batch]
         outcomes: Sequence[Result | Exception]
         try:
-            outcomes = await anyio.to_thread.run_sync(self._run_checked, batch)
+            outcomes = await anyio.to_thread.run_sync(
+                self._run_checked, batch, limiter=self._limiter
+            )
         except Exception as exc:  # noqa: BLE001 - the batch failed whole: each item did
             outcomes = [_chained(self._failed(entry.item, exc), exc) for entry in batch]
         finally:
