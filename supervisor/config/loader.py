@@ -10,7 +10,6 @@ then merged under each job file, tables key by key.
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import re
 import stat
@@ -21,6 +20,7 @@ from typing import Any
 import tomli
 
 from supervisor.config import model
+from supervisor.config.job_glob import expand
 from supervisor.config.job_schema import JOB_NAME_PATTERN, check_defaults, check_job_file
 from supervisor.config.schema import (
     Field,
@@ -270,10 +270,10 @@ def _line_column(document: str, position: int) -> str:
 
 
 def _job_files(daemon: model.DaemonConfig, issues: list[ConfigIssue]) -> list[str]:
-    # glob.glob, not Path.glob: it takes an absolute pattern too and, like a shell,
-    # skips dot files, so an editor's ".#orders.toml" lock is not read as a job.
+    # As a shell, not as Path.glob: an absolute pattern too, and dot files skipped, so an
+    # editor's ".#orders.toml" lock is not read as a job. Bounded: see job_glob.
     try:
-        matches = glob.glob(daemon.jobs, root_dir=daemon.path.parent, recursive=True)  # noqa: PTH207
+        matches = expand(daemon.jobs, str(daemon.path.parent))
     except (OSError, ValueError) as exc:
         where = "supervisor.jobs"
         issues.append(ConfigIssue(str(daemon.path), where, f"cannot list the job files: {exc}"))
