@@ -398,8 +398,10 @@ async def test_a_crash_after_any_step_leaves_a_loadable_generation(tmp_path: Pat
             if reached == at:
                 raise Crash(at)
 
-        with pytest.raises(Crash):
+        # Each write of a batch that raised gets its own error, chained from the cause.
+        with pytest.raises(SnapshotWriteError) as caught:
             await SnapshotStore(directory, on_step=crash).write(snap(2))
+        assert isinstance(caught.value.__cause__, Crash)
         loaded = await SnapshotStore(directory).load("orders")
         assert loaded is not None
         renamed = number >= WRITE_STEPS.index("renamed")
