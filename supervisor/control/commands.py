@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ import anyio.lowlevel
 
 from supervisor.control.protocol import Request
 from supervisor.errors import CommandRefused, ConfigError
+from supervisor.snapshot import check_offset
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -80,47 +80,12 @@ async def _status(runners: list[JobRunner], *, detail: bool) -> list[dict[str, A
     return views
 
 
-_INT64 = range(-(2**63), 2**63)
-_OFFSET_DEPTH = 32
-_OFFSET_FORM = (
-    "an offset is a number, a string, true or false, or an array or table of them "
-    f"(nested at most {_OFFSET_DEPTH} deep)"
-)
-
-
-def _check_offset(value: Any, depth: int = 0) -> None:
+def _check_offset(value: Any) -> None:
     """Refuse a value the snapshot cannot store (null, NaN, 2**64, ...) before the job sees it."""
-    if depth > _OFFSET_DEPTH:
-        raise CommandRefused(f"offset not set: nested too deeply; {_OFFSET_FORM}")
-    if isinstance(value, bool):
-        return
-    if isinstance(value, str):
-        if not _is_unicode(value):
-            raise CommandRefused(f"offset not set: text with a lone surrogate; {_OFFSET_FORM}")
-        return
-    if isinstance(value, int) and value in _INT64:
-        return
-    if isinstance(value, float) and math.isfinite(value):
-        return
-    if isinstance(value, list):
-        for item in value:
-            _check_offset(item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():  # keys of a JSON object are always strings
-            _check_offset(key, depth + 1)
-            _check_offset(item, depth + 1)
-        return
-    shown = json.dumps(value)
-    raise CommandRefused(f"offset not set: {shown[:40]} is not an offset value; {_OFFSET_FORM}")
-
-
-def _is_unicode(text: str) -> bool:
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # JSON's "\\ud800" decodes to a lone surrogate
-        return False
-    return True
+        check_offset(value)
+    except ValueError as exc:
+        raise CommandRefused(f"offset not set: {exc}") from None
 
 
 class EventFeed:
