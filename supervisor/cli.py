@@ -225,7 +225,7 @@ def _int64(text: str) -> int:
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotAnOffset(f"{_shown(text)} is too large for a 64-bit float (it would be inf)")
+        raise _NotAnOffset(f"{_shown(text)} is beyond the range of a 64-bit float")
     return value
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supervisor import cli
+from supervisor.control.views import printable
 from tests.daemon_process import DaemonProcess, write_config
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -187,7 +189,7 @@ def _offset(config: Path, job: str) -> Any:
         ("{pos: 5}", "not JSON"),  # a typo'd table: it was stored as the text "{pos: 5}"
         ("-Infinity", "-Infinity is not a JSON number"),  # it was taken for an option
         ("NaN", "NaN is not a JSON number"),
-        ("1e999", "1e999 is too large for a 64-bit float"),  # it said "Infinity is not..."
+        ("1e999", "1e999 is beyond the range of a 64-bit float"),  # it said "Infinity is not..."
         ("9" * 5000, "an integer of 5000 digits is outside the 64-bit range"),  # stored as text
         ("18446744073709551616", "18446744073709551616 is outside the 64-bit range"),
         ("null", "null is not an offset"),
@@ -347,3 +349,19 @@ def test_parse_offset_is_strict_json_or_an_error(text: str) -> None:
         return
     assert value == json.loads(text)
     assert isinstance(value, str) == text.strip().startswith('"')
+
+
+@given(st.text(st.characters(exclude_categories=())))
+def test_printable_leaves_nothing_a_terminal_acts_on(text: str) -> None:
+    """`printable` output holds no control, format, surrogate or separator character,
+    keeps newlines only when asked, and leaves printable text as it is."""
+    for lines in (False, True):
+        shown = printable(text, lines=lines)
+        kept = {"\n"} if lines else set()
+        assert all(
+            char in kept or unicodedata.category(char) not in {"Cc", "Cf", "Cs", "Zl", "Zp"}
+            for char in shown
+        )
+        shown.encode("utf-8")  # a lone surrogate would not even print
+    if text.isprintable():
+        assert printable(text) == text
