@@ -16,6 +16,7 @@
     │       └── UnsafeFile       a file to read or write is a symlink or not a regular file
     ├── CommandRefused           an operator command does not fit the job's state (exit 1)
     └── DaemonUnreachable        no daemon answers on the control socket (exit 4)
+        └── UntrustedDaemon      another user's process answers in the daemon's place
 
 Each class's docstring is its default message. Exit codes are chosen in one
 place, at the CLI edge (`supervisor.cli`).
@@ -104,3 +105,7 @@ class CommandRefused(SupervisorError):
 
 class DaemonUnreachable(SupervisorError):
     """No daemon answers on the control socket."""
+
+
+class UntrustedDaemon(DaemonUnreachable):
+    """What answers on the control socket runs as neither root nor the daemon's user."""

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
+from supervisor.components import check_source_offset
 from supervisor.control.protocol import Request
 from supervisor.errors import CommandRefused, ConfigError
 from supervisor.snapshot import check_offset
@@ -28,6 +30,7 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
     if request.verb == "status":
         return await _status(_select(supervisor, request.jobs), detail=len(request.jobs) == 1)
     if request.verb == "events":
+        _check_event_jobs(supervisor, request.jobs)
         if request.options.get("follow"):
             return EventFeed(supervisor, request.jobs)
         return [
@@ -46,6 +49,7 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
         (runner,) = _select(supervisor, request.jobs)
         if request.options.get("set"):
             _check_offset(request.value)
+            await _check_source_takes(runner, request.value)
             await supervisor.command(runner.name, "set_offset", request.value)
         return {"job": runner.name, "state": runner.state.value, "offset": runner.ledger.offset}
     if not request.jobs:
@@ -86,6 +90,29 @@ def _check_offset(value: Any) -> None:
         check_offset(value)
     except ValueError as exc:
         raise CommandRefused(f"offset not set: {exc}") from None
+
+
+async def _check_source_takes(runner: JobRunner, value: Any) -> None:
+    """Refuse an offset the job's source would refuse at its next open (its `check_offset`
+    hook, if it has one): stored, it would only fail the job on resume."""
+    try:
+        # A worker thread: a plugin's class is imported, and its check is its own code.
+        await anyio.to_thread.run_sync(check_source_offset, runner.config, value)
+    except (ValueError, TypeError) as exc:
+        raise CommandRefused(
+            f"offset not set: the source of {runner.name} does not take it: {exc}"
+        ) from None
+
+
+def _check_event_jobs(supervisor: Supervisor, names: tuple[str, ...]) -> None:
+    """Refuse names that are no job now and have no kept history (as `status` does)."""
+    unknown = set(names) - set(supervisor.runners)
+    if unknown:
+        unknown -= {change.job for change in supervisor.history}
+    if unknown:
+        known = ", ".join(sorted(supervisor.runners)) or "none"
+        missing = ", ".join(name for name in names if name in unknown)
+        raise CommandRefused(f"no job named {missing} (jobs: {known})")
 
 
 class EventFeed:

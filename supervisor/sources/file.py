@@ -107,6 +107,11 @@ class FileSource:
         self._drained_since: float | None = None
         """When a rotated file was first seen at its end with a new file at the path."""
 
+    @staticmethod
+    def check_offset(offset: Offset) -> None:
+        """ValueError unless `offset` is a position this source wrote (`FilePosition`)."""
+        FilePosition.from_offset(offset)
+
     async def open(self, offset: Offset | None) -> None:
         saved = None if offset is None else FilePosition.from_offset(offset)
         self._offset_without_file = offset
