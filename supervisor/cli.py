@@ -1,14 +1,19 @@
 """The `supervisor` command. Exit codes are chosen here and nowhere else.
 
-0 done; 1 refused or failed (or the output's reader went away); 2 usage or
-configuration error; 3 (`status`) a job shown is SUSPENDED or FAILED; 4 daemon not
-reachable.
+0 done; 1 refused or failed (or the output's reader went away; or, for
+`run --exit-when-idle`, a job ended SUSPENDED or FAILED); 2 usage or configuration
+error; 3 (`status`) a job shown is SUSPENDED or FAILED; 4 daemon not reachable (or
+what answers is not the daemon, or it went away during `events --follow`).
+
+Whatever the daemon says is shown through `views.printable`: a message may carry a
+file name or a plugin's text, and the operator's terminal must not obey it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -16,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from supervisor import __version__
 from supervisor.config.loader import load_config, load_daemon_config
 from supervisor.control.client import call, follow
 from supervisor.control.protocol import Request
-from supervisor.control.views import job_detail, status_table
+from supervisor.control.views import job_detail, printable, status_table
 from supervisor.errors import (
     CommandRefused,
     ConfigError,
@@ -37,11 +43,15 @@ EXIT_JOB_FAILED = 3
 EXIT_UNREACHABLE = 4
 
 DEFAULT_CONFIG = Path("/etc/stream-supervisor/supervisor.toml")
+CONTROL_TIMEOUT = 10.0
+"""Seconds to connect, and to wait for a reply before asking whether the daemon is up."""
+
+log = structlog.get_logger("supervisor.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_set_value(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.handler(args)
         sys.stdout.flush()  # here, not at exit, so a reader that went away is handled below
@@ -80,10 +90,22 @@ def config_path(args: argparse.Namespace) -> Path:
 def _run(args: argparse.Namespace) -> int:
     from supervisor.daemon import Supervisor
     from supervisor.logs import configure_logging
+    from supervisor.states import JobState
 
     config = load_config(config_path(args))
     configure_logging(config.daemon.log_format, config.daemon.log_level)
-    anyio.run(Supervisor(config, exit_when_idle=args.exit_when_idle).run)
+    supervisor = Supervisor(config, exit_when_idle=args.exit_when_idle)
+    anyio.run(supervisor.run)
+    if args.exit_when_idle:
+        # A batch run whose job gave up did not do its work: its caller must see that.
+        failed = sorted(
+            name
+            for name, runner in supervisor.runners.items()
+            if runner.state in (JobState.SUSPENDED, JobState.FAILED)
+        )
+        if failed:
+            log.error("daemon.exit_with_failed_jobs", jobs=failed)
+            return EXIT_REFUSED
     return EXIT_OK
 
 
@@ -94,9 +116,22 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _call(args: argparse.Namespace, request: Request, *, timeout: float = 10.0) -> Any:
+def _call(args: argparse.Namespace, request: Request, *, patient: bool = False) -> Any:
+    """The daemon's answer to `request`; `patient`: wait as long as the daemon is up."""
     daemon = load_daemon_config(config_path(args))
-    return call(daemon.control_socket, request, timeout=timeout)
+
+    def still_working() -> None:
+        _error(
+            f"still waiting for `{request.verb}`: the daemon is up and working on it "
+            "(a final checkpoint can take a while); Ctrl-C stops waiting, not the command"
+        )
+
+    return call(
+        daemon.control_socket,
+        request,
+        timeout=CONTROL_TIMEOUT,
+        still_working=still_working if patient else None,
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -112,12 +147,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _job_command(args: argparse.Namespace) -> int:
-    # pause/stop wait for the final checkpoint, which may take up to shutdown_timeout.
-    results = _call(args, Request(args.command, tuple(args.jobs)), timeout=120.0)
+    # pause/stop wait for the final checkpoint, however long a slow sink takes.
+    results = _call(args, Request(args.command, tuple(args.jobs)), patient=True)
     code = EXIT_OK
     for result in results:
         if result["ok"]:
-            print(f"{result['job']}: {result['state'].upper()}")
+            print(printable(f"{result['job']}: {result['state'].upper()}"))
         else:
             _error(result["error"])
             code = EXIT_REFUSED
@@ -126,25 +161,96 @@ def _job_command(args: argparse.Namespace) -> int:
 
 def _offset(args: argparse.Namespace) -> int:
     if args.set is None:
+        if args.text:
+            args.parser.error("--text says how to read the value of --set, which is missing")
         result = _call(args, Request("offset", (args.job,)))
         print(json.dumps(result["offset"]))
         return EXIT_OK
+    try:
+        value = args.set if args.text else parse_offset(args.set)
+        check_offset(value)
+    except ValueError as exc:
+        args.parser.error(printable(f"--set {_shown(args.set)}: {exc}"))
     before = _call(args, Request("offset", (args.job,)))
-    result = _call(args, Request("offset", (args.job,), _parse_offset(args.set), {"set": True}))
+    result = _call(args, Request("offset", (args.job,), value, {"set": True}))
     print(f"{args.job}: offset {json.dumps(before['offset'])} -> {json.dumps(result['offset'])}")
     return EXIT_OK
 
 
-def _parse_offset(text: str) -> Any:
-    """JSON if it parses (numbers, objects), else the text itself."""
+_INT64 = range(-(2**63), 2**63)
+
+
+def parse_offset(text: str) -> Any:
+    """The JSON value `text`; ValueError saying what is wrong if it is not one an offset
+    can be (a typo'd table must not become a string; NaN, 1e999 and a 5,000-digit
+    number are not numbers a snapshot can hold)."""
     try:
-        return json.loads(text)
-    except ValueError:
-        return text
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_int64, parse_float=_finite)
+    except _NotAnOffset:
+        raise
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(
+            f"not JSON ({exc}); for a text offset add --text, or quote it: '\"text\"'"
+        ) from None
+    if value is None:
+        raise ValueError("null is not an offset")
+    return value
+
+
+def check_offset(value: Any) -> None:
+    """ValueError unless a snapshot can store `value` (the snapshot's own rule)."""
+    from supervisor.snapshot import check_offset as snapshot_rule
+
+    snapshot_rule(value)
+
+
+class _NotAnOffset(ValueError):
+    """Valid JSON syntax, but not a value an offset can be."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotAnOffset(f"{name} is not a JSON number; an offset is a finite number")
+
+
+def _int64(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 19 or int(text) not in _INT64:
+        shown = text if len(text) <= 24 else f"an integer of {len(digits)} digits"
+        raise _NotAnOffset(f"{shown} is outside the 64-bit range an offset can hold")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotAnOffset(f"{_shown(text)} is beyond the range of a 64-bit float")
+    return value
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _joined_set_value(argv: Sequence[str]) -> list[str]:
+    """`offset JOB --set -5` as `--set=-5`: argparse takes a value that starts with a
+    dash (`-Infinity`, `-1e3`) for an option, unless it is joined to its flag."""
+    argv = list(argv)
+    if not argv or argv[0] != "offset":
+        return argv
+    for i, arg in enumerate(argv[:-1]):
+        value = argv[i + 1]
+        if arg == "--set" and value.startswith("-") and value not in _OFFSET_FLAGS:
+            return [*argv[:i], f"--set={value}", *argv[i + 2 :]]
+    return argv
+
+
+_OFFSET_FLAGS = frozenset({"-c", "--config", "--text", "-h", "--help"})
 
 
 def _reload(args: argparse.Namespace) -> int:
-    result = _call(args, Request("reload"), timeout=120.0)
+    result = _call(args, Request("reload"), patient=True)
     if not result["applied"]:
         _error(
             f"reload refused, nothing changed ({len(result['errors'])} error(s)):\n"
@@ -152,7 +258,7 @@ def _reload(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     for key in ("added", "removed", "changed"):
-        print(f"{key}: {', '.join(result[key]) or '-'}")
+        print(printable(f"{key}: {', '.join(result[key]) or '-'}"))
     return EXIT_OK
 
 
@@ -187,7 +293,11 @@ def _build_parser() -> argparse.ArgumentParser:
         return sub
 
     run = add("run", _run, "run the daemon in the foreground")
-    run.add_argument("--exit-when-idle", action="store_true", help="exit 0 once no job is active")
+    run.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="exit once no job is active: 0, or 1 if a job ended SUSPENDED or FAILED",
+    )
     add("check", _check, "validate the daemon file and every job file")
     status = add("status", _status, "show jobs: state, offset, attempts, last error")
     status.add_argument("jobs", nargs="*", metavar="JOB")
@@ -205,7 +315,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     offset = add("offset", _offset, "show or set the committed offset of a job")
     offset.add_argument("job", metavar="JOB")
-    offset.add_argument("--set", metavar="VALUE", help="new offset (JSON, or plain text)")
+    offset.add_argument("--set", metavar="VALUE", help="new offset, as JSON (e.g. 42)")
+    offset.add_argument(
+        "--text", action="store_true", help="take VALUE of --set as literal text, not JSON"
+    )
+    offset.set_defaults(parser=offset)
     add("reload", _reload, "re-read all TOML: start added, stop removed, restart changed jobs")
     events = add("events", _events, "state changes as JSON lines")
     events.add_argument("jobs", nargs="*", metavar="JOB")
@@ -216,4 +330,4 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    print(f"supervisor: {message}", file=sys.stderr)
+    print(f"supervisor: {printable(message, lines=True)}", file=sys.stderr)

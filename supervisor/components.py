@@ -20,7 +20,7 @@ from supervisor.config.model import (
 from supervisor.errors import PluginError
 from supervisor.plugins import load_reference
 from supervisor.processing import BatchProcessor, load_processor
-from supervisor.protocols import Sink, Source
+from supervisor.protocols import Offset, Sink, Source
 
 
 def build_source(job: JobConfig) -> Source:
@@ -37,6 +37,33 @@ def build_source(job: JobConfig) -> Source:
     if isinstance(config, PythonSourceConfig):
         return cast(Source, _construct(config.class_ref, config.options, Source, "source"))
     raise AssertionError(f"unhandled source config {config!r}")
+
+
+def check_source_offset(job: JobConfig, offset: Offset) -> None:
+    """Raise ValueError (or TypeError) if `job`'s source class says it cannot resume from
+    `offset` (its optional `check_offset`, see `supervisor.protocols.Source`).
+
+    Blocking: a plugin's class is imported. A class that cannot be loaded checks nothing
+    (the job cannot run until it is fixed, and the operator may set the offset first).
+    """
+    config = job.source
+    cls: Any
+    if isinstance(config, FileSourceConfig):
+        from supervisor.sources.file import FileSource
+
+        cls = FileSource
+    elif isinstance(config, GenerateSourceConfig):
+        from supervisor.sources.generate import GenerateSource
+
+        cls = GenerateSource
+    else:
+        try:
+            cls = load_reference(config.class_ref)
+        except PluginError:
+            return
+    check = getattr(cls, "check_offset", None)
+    if callable(check):
+        check(offset)
 
 
 def build_sink(job: JobConfig) -> Sink:

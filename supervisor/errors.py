@@ -12,9 +12,11 @@
     ├── JobError                 raised by sources, sinks and processors to steer retries
     │   ├── TransientError       always retried
     │   └── FatalError           never retried
-    │       └── TooManyBadRecords
+    │       ├── TooManyBadRecords
+    │       └── UnsafeFile       a file to read or write is a symlink or not a regular file
     ├── CommandRefused           an operator command does not fit the job's state (exit 1)
     └── DaemonUnreachable        no daemon answers on the control socket (exit 4)
+        └── UntrustedDaemon      another user's process answers in the daemon's place
 
 Each class's docstring is its default message. Exit codes are chosen in one
 place, at the CLI edge (`supervisor.cli`).
@@ -93,9 +95,17 @@ class TooManyBadRecords(FatalError):
     """More bad records in one attempt than `records.max_errors` allows."""
 
 
+class UnsafeFile(FatalError):
+    """A file to read or write is a symlink or not a regular file: refused."""
+
+
 class CommandRefused(SupervisorError):
     """The command does not fit the job's current state."""
 
 
 class DaemonUnreachable(SupervisorError):
     """No daemon answers on the control socket."""
+
+
+class UntrustedDaemon(DaemonUnreachable):
+    """What answers on the control socket runs as neither root nor the daemon's user."""

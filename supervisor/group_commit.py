@@ -32,6 +32,10 @@ still take ~30 trips, not 1,000."""
 
 BatchRunner = Callable[[Sequence[Item]], Sequence[Result | Exception]]
 """Runs in a worker thread: one outcome per item, in order (a result or the error it met)."""
+BatchFailed = Callable[[Item, Exception], Exception]
+"""The error one item of a batch gets when the whole batch raised (the argument): a new
+exception each time. One object raised in several tasks at once would have its traceback
+and context rewritten by each of them (and end up in several exception groups)."""
 
 
 class _Entry(Generic[Item, Result]):
@@ -47,9 +51,19 @@ class _Entry(Generic[Item, Result]):
 class GroupCommit(Generic[Item, Result]):
     """Runs submitted items through `run_batch` in batches of at most `max_batch`."""
 
-    def __init__(self, run_batch: BatchRunner[Item, Result], *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        run_batch: BatchRunner[Item, Result],
+        *,
+        max_batch: int = MAX_BATCH,
+        failed: BatchFailed[Item] | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        """`limiter`: the worker threads batches run in (anyio's default pool if None)."""
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._failed = failed or _fresh_copy
+        self._limiter = limiter
         self._queue: list[_Entry[Item, Result]] = []
         self._leading = False
         self.batches = 0
@@ -76,9 +90,11 @@ class GroupCommit(Generic[Item, Result]):
         del self._queue[: self._max_batch]
         outcomes: Sequence[Result | Exception]
         try:
-            outcomes = await anyio.to_thread.run_sync(self._run_checked, batch)
+            outcomes = await anyio.to_thread.run_sync(
+                self._run_checked, batch, limiter=self._limiter
+            )
         except Exception as exc:  # noqa: BLE001 - the batch failed whole: each item did
-            outcomes = [exc] * len(batch)
+            outcomes = [_chained(self._failed(entry.item, exc), exc) for entry in batch]
         finally:
             self._leading = False
             self.batches += 1
@@ -93,3 +109,19 @@ class GroupCommit(Generic[Item, Result]):
         if len(outcomes) != len(batch):
             raise RuntimeError(f"a batch of {len(batch)} items gave {len(outcomes)} outcomes")
         return outcomes
+
+
+def _fresh_copy(item: object, error: Exception) -> Exception:
+    """A new exception like `error` (same type and arguments), or a RuntimeError saying it
+    if its type cannot be made again from its arguments."""
+    try:
+        return type(error)(*error.args)
+    except Exception:  # noqa: BLE001 - a constructor with other parameters
+        return RuntimeError(f"the batch failed: {type(error).__name__}: {error}")
+
+
+def _chained(error: Exception, cause: Exception) -> Exception:
+    """`error` as `raise error from cause` leaves it (unless it is `cause` itself)."""
+    if error is not cause:
+        error.__cause__ = cause
+    return error

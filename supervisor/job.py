@@ -60,6 +60,8 @@ class _Request:
     value: Any = None
     error: CommandRefused | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
+    state: JobState | None = None
+    """The state the command produced (a later command may change it before `done`)."""
 
 
 _Message = DriverMessage | _Request
@@ -177,7 +179,7 @@ class JobRunner:
         await request.done.wait()
         if request.error is not None:
             raise request.error
-        return self.state
+        return self.state if request.state is None else request.state
 
     def shut_down(self) -> None:
         """Daemon stopping: end any attempt after a final checkpoint; keep the state."""
@@ -294,6 +296,7 @@ class JobRunner:
         except CommandRefused as exc:
             request.error = exc
             settle = False
+        request.state = self.state
         if settle and self._driver is not None:
             self._waiting_for_driver.append(request)
         else:

@@ -1,5 +1,11 @@
 """Structured logging, configured once: JSON lines for journald, a console format on a TTY.
 
+When the stream is systemd's journal (its device and inode are the ones
+`$JOURNAL_STREAM` names), each line starts with a syslog priority, `<3>` for an
+error, `<4>` a warning, `<6>` info, `<7>` debug: journald strips it and files the
+line at that priority, so `journalctl -p err` finds the errors. Without it every
+line would be info.
+
 Lines logged on the event loop's thread are written once per turn of the loop,
 all together, rather than one write (and one release of the GIL, which a busy
 worker thread may then hold for a whole switch interval) per event: in a
@@ -13,13 +19,56 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
 
 from supervisor.config.model import LogFormat, LogLevel
+
+JOURNAL_PRIORITIES = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "error": 3,
+    "critical": 2,
+}
+"""syslog(3) priority of each structlog level, as journald reads it from a `<N>` prefix."""
+
+
+def journal_priority(level: str) -> int:
+    """The syslog priority of a structlog level name (info for one it does not know)."""
+    return JOURNAL_PRIORITIES.get(level.lower(), JOURNAL_PRIORITIES["info"])
+
+
+def is_journal_stream(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True if `stream` is the journal stream systemd named in `$JOURNAL_STREAM`.
+
+    The variable is inherited by children whose output goes elsewhere (a pipe, a
+    file), so it is checked against the stream's own device and inode.
+    """
+    environ = os.environ if environ is None else environ
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        status = os.fstat(stream.fileno())
+        return (status.st_dev, status.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):  # no file descriptor, or not "dev:ino"
+        return False
+
+
+class _JournalPrefix:
+    """Puts `<N>` before each line the renderer makes (a console traceback has several)."""
+
+    def __init__(self, renderer: structlog.typing.Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
+        prefix = f"<{journal_priority(event_dict.get('level', method_name))}>"
+        rendered = str(self._renderer(logger, method_name, event_dict))
+        return "\n".join(prefix + line for line in rendered.split("\n"))
 
 
 class LineWriter:
@@ -68,9 +117,13 @@ class _LineWriterFactory:
 
 
 def configure_logging(
-    log_format: LogFormat = "auto", level: LogLevel = "info", stream: TextIO | None = None
+    log_format: LogFormat = "auto",
+    level: LogLevel = "info",
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
-    """Route every structlog event to `stream` (stderr by default) in the chosen format."""
+    """Route every structlog event to `stream` (stderr by default) in the chosen format,
+    with journal priorities when `stream` is systemd's journal (see `is_journal_stream`)."""
     stream = stream or sys.stderr
     if log_format == "auto":
         log_format = "console" if stream.isatty() else "json"
@@ -79,6 +132,8 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    if is_journal_stream(stream, environ):
+        renderer = _JournalPrefix(renderer)
     writer = LineWriter(stream)
     atexit.register(writer.flush)
     structlog.configure(

@@ -27,6 +27,7 @@ from supervisor.durable import write_all
 from supervisor.errors import TooManyBadRecords
 from supervisor.plugins import load_reference
 from supervisor.protocols import Processor, Record, Rejected
+from supervisor.safe_open import create_or_open
 
 log = structlog.get_logger("supervisor.processing")
 
@@ -129,7 +130,9 @@ class BatchProcessor:
 
 
 def _append_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # Never through a symlink or into a FIFO: another user who can write the directory
+    # could point it at any file the supervisor may write, or stall this thread.
+    fd, _ = create_or_open(path, os.O_WRONLY | os.O_APPEND, role="records.dead_letter")
     try:
         write_all(fd, data)
         os.fsync(fd)

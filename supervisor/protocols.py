@@ -72,6 +72,16 @@ class Source(Protocol):
     async def close(self) -> None:
         """Release everything `open` acquired. Called once, even after a failure."""
 
+    # Optional, not part of the checked protocol: a source class may define
+    #
+    #     @staticmethod
+    #     def check_offset(offset: Offset) -> None:
+    #         """Raise ValueError, saying why, if `open` would refuse `offset`."""
+    #
+    # `supervisor offset JOB --set VALUE` calls it (in a worker thread) before storing
+    # VALUE, so an offset the source cannot resume from is refused, not stored to fail
+    # the job at its next start.
+
 
 @runtime_checkable
 class Sink(Protocol):

@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
@@ -114,7 +116,7 @@ def encode(snapshot: Snapshot) -> bytes:
         "written_at": _utc(snapshot.written_at),
     }
     if snapshot.offset is not None:
-        _check_offset(snapshot.offset)
+        check_offset(snapshot.offset)
         document["offset"] = snapshot.offset
     if (failure := snapshot.failure) is not None:
         document["failure"] = {
@@ -178,7 +180,10 @@ def _decode(data: bytes, job: str) -> Snapshot:
         raise _Invalid(f"unknown state {state_name!r}") from None
     offset = document.get("offset")
     if offset is not None:
-        _check_offset(offset, invalid=_Invalid)
+        try:
+            check_offset(offset)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
     failure = document.get("failure")
     return Snapshot(
         job=owner,
@@ -242,29 +247,66 @@ def _no_unknown_keys(table: Mapping[str, Any], known: set[str], where: str) -> N
         raise _Invalid("unknown field(s) " + ", ".join(f"'{where}{key}'" for key in unknown))
 
 
-def _check_offset(value: object, invalid: type[ValueError] = ValueError) -> None:
-    """Raise `invalid` unless `value` is an Offset that TOML stores and reads back exactly."""
-    if isinstance(value, bool | float):
-        return
-    if isinstance(value, int):
-        if value not in _INT64:
-            raise invalid(f"offset integer {value} is outside TOML's 64-bit range")
-    elif isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise invalid(f"offset text {value!r} is not valid Unicode") from None
-    elif isinstance(value, list):
-        for item in value:
-            _check_offset(item, invalid)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise invalid(f"offset key {key!r} is not text")
-            _check_offset(key, invalid)
-            _check_offset(item, invalid)
-    else:
-        raise invalid(f"the offset holds a {type(value).__name__}, which is not an offset value")
+OFFSET_DEPTH = 32
+"""Arrays and tables nested in one offset, at the most: a file position needs two."""
+_OFFSET_FORM = (
+    "an offset is a finite number, a string, true or false, or an array or table of them "
+    f"(nested at most {OFFSET_DEPTH} deep)"
+)
+
+
+def check_offset(value: object) -> None:
+    """Return if `value` is an offset a snapshot stores and reads back exactly, else raise
+    ValueError saying why: no null, NaN or infinity, integers within 64 bits, text without
+    lone surrogates, table keys that are text, at most `OFFSET_DEPTH` arrays or tables deep.
+
+    The one rule for an offset, wherever it comes from: a plugin source (the encoder), an
+    operator (`offset --set`) or a file (the decoder). Iterative, so no value, however
+    deep, raises anything but ValueError.
+    """
+    pending: list[tuple[object, int]] = [(value, 0)]  # (value, arrays/tables around it)
+    while pending:
+        item, depth = pending.pop()
+        # Exact types: a subclass (an IntEnum, say) may be written as something else.
+        if type(item) is bool:
+            continue
+        if isinstance(item, str):
+            _check_text(item, "offset text")
+        elif type(item) is int:
+            if item not in _INT64:
+                shown = item if item.bit_length() <= 128 else f"of {item.bit_length()} bits"
+                raise ValueError(f"offset integer {shown} is outside TOML's 64-bit range")
+        elif type(item) is float:
+            if not math.isfinite(item):
+                raise ValueError(f"offset number {item} is not finite; {_OFFSET_FORM}")
+        elif isinstance(item, list | dict):
+            if depth >= OFFSET_DEPTH:
+                raise ValueError(f"offset nested more than {OFFSET_DEPTH} deep; {_OFFSET_FORM}")
+            if isinstance(item, list):
+                pending.extend((child, depth + 1) for child in item)
+                continue
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    message = f"offset key {_shown(key)} is not text; {_OFFSET_FORM}"
+                    raise ValueError(message)  # noqa: TRY004 - one error type for every wrong offset
+                _check_text(key, "offset key")
+                pending.append((child, depth + 1))
+        else:
+            kind = "null" if item is None else f"a {type(item).__name__}"
+            message = f"the offset holds {kind}, which is not an offset value; {_OFFSET_FORM}"
+            raise ValueError(message)
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON's "\ud800", or os.fsdecode of a byte
+        raise ValueError(f"{what} {_shown(text)} is not valid Unicode") from None
+
+
+def _shown(value: object) -> str:
+    # reprlib: short, and shallow (a plugin's key may be a tuple nested 1,000 deep).
+    return reprlib.repr(value)
 
 
 def _utc(moment: datetime) -> datetime:

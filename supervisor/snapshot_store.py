@@ -76,6 +76,12 @@ _OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO planted at a snapshot name must not hang the reader.
 _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
+SNAPSHOT_THREADS = 4
+"""Worker threads of a store's own, for its reads and writes. Not anyio's default pool,
+which sources and sinks share: 40 blocked in it (a reader stuck on a FIFO, a sink on a
+hung mount) would otherwise stall every job's checkpoints. Writes go one batch at a time,
+so one thread writes; the rest serve loads."""
+
 
 class SnapshotStore:
     """The snapshots of every job in one state directory."""
@@ -91,9 +97,12 @@ class SnapshotStore:
         # prev name holds only what its own writes put there.
         self._previous_examined: set[str] = set()
         self._locks: dict[str, anyio.Lock] = {}
+        self._threads = anyio.CapacityLimiter(SNAPSHOT_THREADS)
         # Writes of different jobs that meet share one worker-thread trip and one fsync of
         # the directory: a storm of failing jobs is a storm of state writes.
-        self._commits = GroupCommit(self._write_batch)
+        self._commits = GroupCommit(
+            self._write_batch, failed=self._batch_failed, limiter=self._threads
+        )
 
     def path_for(self, job: str) -> Path:
         """Where the current snapshot of `job` lives."""
@@ -106,7 +115,7 @@ class SnapshotStore:
         non-directory, a directory owned by another user, or one that its group
         or others may write to.
         """
-        await anyio.to_thread.run_sync(self._prepare)
+        await anyio.to_thread.run_sync(self._prepare, limiter=self._threads)
 
     async def load(self, job: str) -> Snapshot | None:
         """The last valid snapshot of `job`, None if it was never checkpointed.
@@ -116,7 +125,7 @@ class SnapshotStore:
         naming the paths when no file is valid, leaving them where they are.
         """
         async with self._lock(job):
-            snapshot = await anyio.to_thread.run_sync(self._load, job)
+            snapshot = await anyio.to_thread.run_sync(self._load, job, limiter=self._threads)
             self._loaded(job, snapshot)
             return snapshot
 
@@ -136,7 +145,7 @@ class SnapshotStore:
                 except anyio.WouldBlock:
                     await lock.acquire()
                 held.append(lock)
-            results = await anyio.to_thread.run_sync(self._load_many, wanted)
+            results = await anyio.to_thread.run_sync(self._load_many, wanted, limiter=self._threads)
         finally:
             for lock in held:
                 lock.release()
@@ -177,7 +186,9 @@ class SnapshotStore:
         if not _REASON.fullmatch(reason):
             raise ValueError(f"not a safe reason for a file name: {reason!r}")
         async with self._lock(job):
-            return await anyio.to_thread.run_sync(self._set_aside, job, reason)
+            return await anyio.to_thread.run_sync(
+                self._set_aside, job, reason, limiter=self._threads
+            )
 
     def _lock(self, job: str) -> anyio.Lock:
         lock = self._locks.get(job)
@@ -291,7 +302,8 @@ class SnapshotStore:
     def _write_batch(self, snapshots: Sequence[Snapshot]) -> list[Exception | None]:
         """Encode and write each snapshot, in the worker thread: a storm's thousand encodings
         kept off the event loop's turns. Per snapshot, None or the error its write met; an
-        offset TOML cannot hold is that snapshot's ValueError alone, not its batch's."""
+        offset TOML cannot hold is that snapshot's ValueError alone, not its batch's, and so
+        is anything else its encoding raises (as a SnapshotWriteError)."""
         outcomes: list[Exception | None] = []
         writes: list[tuple[str, bytes]] = []
         for snapshot in snapshots:
@@ -300,8 +312,21 @@ class SnapshotStore:
                 outcomes.append(None)
             except ValueError as exc:
                 outcomes.append(exc)
+            except Exception as exc:  # noqa: BLE001 - a plugin's value may raise anything
+                error = SnapshotWriteError(
+                    f"cannot encode snapshot {self.path_for(snapshot.job)}: "
+                    f"{type(exc).__name__}: {exc}; the previous snapshot is intact"
+                )
+                outcomes.append(_raised(error, exc))
         written = iter(self._write_all(writes) if writes else [])
         return [next(written) if outcome is None else outcome for outcome in outcomes]
+
+    def _batch_failed(self, snapshot: Snapshot, exc: Exception) -> Exception:
+        """What each write of a batch that raised whole gets: its own error, naming its file."""
+        return SnapshotWriteError(
+            f"cannot write snapshot {self.path_for(snapshot.job)}: {type(exc).__name__}: "
+            f"{exc}; the previous snapshot is intact"
+        )
 
     def _write(self, job: str, data: bytes) -> None:
         """One write on its own (tests drive the steps through it)."""

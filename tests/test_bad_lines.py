@@ -68,7 +68,7 @@ def test_fail_suspends_with_a_cause_naming_file_and_byte(tmp_path: Path) -> None
     """on_error = "fail": the job gives up SUSPENDED, the cause names the line; nothing lost."""
     daemon = _run(tmp_path, 'on_error = "fail"')
     suspended = daemon.wait_for("job.state_changed", to="suspended")
-    assert daemon.finish() == 0
+    assert daemon.finish() == 1  # --exit-when-idle: a job ended SUSPENDED
     assert f"byte 9 of {tmp_path / 'in.jsonl'}" in suspended["cause"]
     snapshot = tomllib.loads((tmp_path / "state" / "lines.snapshot.toml").read_text())
     assert snapshot["state"] == "suspended"

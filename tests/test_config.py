@@ -75,6 +75,7 @@ def test_a_full_configuration_comes_out_typed(tmp_path: Path) -> None:
                 follow = false
                 start = "end"
                 poll_interval = "100ms"
+                follow_symlinks = true
                 [processor]
                 function = "supervisor.examples:enrich_order"
                 [sink]
@@ -141,6 +142,7 @@ def test_a_full_configuration_comes_out_typed(tmp_path: Path) -> None:
                 follow=False,
                 start="end",
                 poll_interval=0.1,
+                follow_symlinks=True,
             ),
             sink=SqliteSinkConfig(path=Path("/abs/out.db"), table="orders"),
             enabled=True,

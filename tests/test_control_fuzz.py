@@ -162,7 +162,8 @@ held_requests = st.fixed_dictionaries(
         "verb": st.sampled_from(["offset"] * 6 + ["status", "events", "pause"]),
         "jobs": st.sampled_from([["held"]] * 4 + [["held", "held"], ["held", "nope"], []]),
         "set": st.booleans(),
-        "value": json_values | st.floats(allow_nan=False),
+        # Sequence numbers first: the only offsets the generate source takes (check_offset).
+        "value": st.integers(min_value=0) | json_values | st.floats(allow_nan=False),
     },
 )
 """Requests naming a real job, with verbs that leave a paused job paused."""

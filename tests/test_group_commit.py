@@ -129,3 +129,67 @@ async def test_a_cancelled_leader_still_sees_its_batch_through() -> None:
         runner.gate.set()
     assert runner.batches == [[1], [5]]
     assert follower_result == [10]
+
+
+async def test_a_batch_that_fails_whole_gives_each_submitter_an_error_of_its_own() -> None:
+    """Every submitter of a batch that raised whole gets its own exception (made by `failed`,
+    chained from the batch's): one object raised in several tasks had its traceback and
+    context rewritten by each (issue 13.13)."""
+    gate = threading.Event()
+    batch_error = OSError(5, "Input/output error")
+
+    def broken(items: Sequence[int]) -> list[int | Exception]:
+        gate.wait(timeout=30)
+        raise batch_error
+
+    def failed(item: int, error: Exception) -> Exception:
+        return LookupError(f"item {item}: {error}")
+
+    commits = GroupCommit(broken, failed=failed)
+    errors: dict[int, BaseException] = {}
+
+    async def submit(item: int) -> None:
+        try:
+            await commits.submit(item)
+        except LookupError as exc:
+            errors[item] = exc
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(submit, 0)
+        await wait_all_tasks_blocked()  # batch [0] is in its thread; 1-3 queue for the next
+        for item in (1, 2, 3):
+            tasks.start_soon(submit, item)
+        await wait_all_tasks_blocked()
+        gate.set()
+    assert sorted(errors) == [0, 1, 2, 3]
+    assert len({id(error) for error in errors.values()}) == 4
+    assert all(error.__cause__ is batch_error for error in errors.values())
+    assert str(errors[2]) == "item 2: [Errno 5] Input/output error"
+
+
+async def test_by_default_each_item_of_a_failed_batch_gets_a_fresh_copy() -> None:
+    """Without `failed`, each submitter gets a new exception of the batch error's type."""
+    gate = threading.Event()
+
+    def broken(items: Sequence[int]) -> list[int | Exception]:
+        gate.wait(timeout=30)
+        raise OSError(5, "Input/output error")
+
+    commits = GroupCommit(broken)
+    errors: list[OSError] = []
+
+    async def submit(item: int) -> None:
+        try:
+            await commits.submit(item)
+        except OSError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(submit, 0)
+        await wait_all_tasks_blocked()
+        for item in (1, 2):
+            tasks.start_soon(submit, item)
+        await wait_all_tasks_blocked()
+        gate.set()
+    assert len({id(error) for error in errors}) == 3
+    assert all(error.errno == 5 and isinstance(error.__cause__, OSError) for error in errors)

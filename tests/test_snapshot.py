@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from supervisor.errors import SnapshotCorrupt, SnapshotUnsupported
 from supervisor.protocols import Offset
-from supervisor.snapshot import FailureRecord, Snapshot, decode, encode, seal
+from supervisor.snapshot import FailureRecord, Snapshot, check_offset, decode, encode, seal
 from supervisor.states import JobState
 
 PATH = Path("/state/orders.snapshot.toml")
@@ -282,3 +282,101 @@ def test_any_single_byte_change_is_detected_or_harmless(snapshot: Snapshot, data
     except SnapshotCorrupt:
         return
     assert decoded == snapshot
+
+
+# --- the one offset rule (issues 13.13 and 16) -----------------------------------------
+
+# Anything a plugin source or an operator could hand over, and then some: null, NaN,
+# infinities, 2**64, lone surrogates, non-text keys, tuples, sets, bytes.
+wild_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=10)
+    | st.binary(max_size=4)
+    | st.sampled_from(["\ud800", "a\udcffb"])
+)
+wild_keys = st.text(max_size=6) | st.integers(-3, 3) | st.none() | st.sampled_from(["\udfff"])
+wild_offsets: st.SearchStrategy[Any] = st.recursive(
+    wild_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(wild_keys, inner, max_size=3)
+        | st.tuples(inner)
+        | st.frozensets(st.integers(0, 3), max_size=2)
+    ),
+    max_leaves=12,
+)
+
+
+def nested(depth: int, leaf: object = 0, *, tables: bool = False) -> object:
+    """`leaf` inside `depth` arrays (or tables)."""
+    value = leaf
+    for _ in range(depth):
+        value = {"k": value} if tables else [value]
+    return value
+
+
+@given(wild_offsets.filter(lambda offset: offset is not None))  # None: "no offset yet"
+def test_check_offset_raises_only_value_error_and_what_it_accepts_round_trips(
+    offset: Any,
+) -> None:
+    """`check_offset` refuses with ValueError alone, and any offset it accepts is decoded
+    from its encoding unchanged."""
+    try:
+        check_offset(offset)
+    except ValueError:
+        with pytest.raises(ValueError, match="offset"):
+            encode(make(offset=offset))
+        return
+    assert decode(encode(make(offset=offset)), job="orders", path=PATH).offset == offset
+
+
+@pytest.mark.parametrize("tables", [False, True], ids=["arrays", "tables"])
+@pytest.mark.parametrize("depth", [33, 300, 100_000])
+def test_an_offset_nested_too_deep_is_a_value_error_not_a_recursion_error(
+    depth: int, tables: bool
+) -> None:
+    """An offset more than 32 arrays or tables deep (a plugin's, 300 deep, raised
+    RecursionError from the encoder) is refused with a ValueError naming the limit."""
+    offset = nested(depth, tables=tables)
+    with pytest.raises(ValueError, match="nested more than 32 deep"):
+        check_offset(offset)
+    with pytest.raises(ValueError, match="nested more than 32 deep"):
+        encode(make(offset=offset))
+
+
+def test_an_offset_32_deep_is_stored() -> None:
+    """32 arrays or tables deep is the limit, and such an offset round-trips."""
+    for offset in (nested(32), nested(32, tables=True)):
+        check_offset(offset)
+        assert decode(encode(make(offset=offset)), job="orders", path=PATH).offset == offset
+
+
+@pytest.mark.parametrize(
+    ("offset", "reason"),
+    [
+        (None, "holds null"),
+        ([1, None], "holds null"),
+        (float("nan"), "not finite"),
+        ({"at": float("-inf")}, "not finite"),
+        (2**64, "64-bit range"),
+        (10**5000, "of 16610 bits is outside"),
+        ({"\ud800": 1}, "offset key '\\\\ud800' is not valid Unicode"),
+        ({(1,) * 5000: 1}, "offset key .* is not text"),
+    ],
+    ids=["null", "null-inside", "nan", "minus-infinity", "2**64", "huge", "bad-key", "tuple-key"],
+)
+def test_check_offset_says_why_it_refuses(offset: Any, reason: str) -> None:
+    """Each refusal names what is wrong with the offset."""
+    with pytest.raises(ValueError, match=reason):
+        check_offset(offset)
+
+
+def test_a_stored_offset_the_rule_refuses_is_corrupt() -> None:
+    """A sealed file whose offset breaks the rule (NaN: it would never read back equal)
+    is refused as corrupt when read, by the same rule."""
+    parsed = document(make())
+    message = corrupt_reason(seal({**parsed, "offset": float("nan")}))
+    assert "offset number nan is not finite" in message

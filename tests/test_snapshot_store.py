@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import shutil
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from structlog.testing import capture_logs
 
@@ -395,8 +398,10 @@ async def test_a_crash_after_any_step_leaves_a_loadable_generation(tmp_path: Pat
             if reached == at:
                 raise Crash(at)
 
-        with pytest.raises(Crash):
+        # Each write of a batch that raised gets its own error, chained from the cause.
+        with pytest.raises(SnapshotWriteError) as caught:
             await SnapshotStore(directory, on_step=crash).write(snap(2))
+        assert isinstance(caught.value.__cause__, Crash)
         loaded = await SnapshotStore(directory).load("orders")
         assert loaded is not None
         renamed = number >= WRITE_STEPS.index("renamed")
@@ -625,3 +630,40 @@ async def test_load_many_refuses_an_unsafe_job_name_before_reading(tmp_path: Pat
     store = await store_with(tmp_path, 1)
     with pytest.raises(ValueError, match="job name"):
         await store.load_many(["orders", "../etc"])
+
+
+async def test_checkpoints_go_on_when_sources_hold_every_default_worker_thread(
+    tmp_path: Path,
+) -> None:
+    """With all of anyio's default worker threads blocked (issue 13.3: 40 sources stuck
+    opening FIFOs), a snapshot write and a load still complete: the store has threads of
+    its own."""
+    store = SnapshotStore(tmp_path / "state")
+    await store.prepare()
+    release = threading.Event()
+    default = anyio.to_thread.current_default_thread_limiter()
+    checkpointed = anyio.Event()
+    results: list[Snapshot | None] = []
+
+    async def checkpoint() -> None:
+        results.append(await store.write(snap(1, offset=7)))
+        results.append(await SnapshotStore(store.directory).load("orders"))
+        checkpointed.set()
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(int(default.total_tokens)):
+                tasks.start_soon(functools.partial(anyio.to_thread.run_sync, release.wait))
+            await anyio.wait_all_tasks_blocked()
+            assert default.borrowed_tokens == default.total_tokens
+            tasks.start_soon(checkpoint)
+            # A guard, not a wait: the checkpoint is done in milliseconds, or never while
+            # the threads are held (a write cannot be cancelled: it is shielded).
+            with anyio.move_on_after(30):
+                await checkpointed.wait()
+            done_while_held = checkpointed.is_set()
+            release.set()
+    finally:
+        release.set()
+    assert done_while_held
+    assert results[0] == results[1]

@@ -53,6 +53,7 @@ _SOURCES: dict[str, dict[str, Field]] = {
         "follow": Field(boolean()),
         "start": Field(choice("beginning", "end")),
         "poll_interval": Field(duration(positive=True)),
+        "follow_symlinks": Field(boolean()),
     },
     "generate": {"count": Field(integer(0)), "rate": Field(number(0))},
     "python": {"class": Field(_REFERENCE, required=True)},

@@ -10,7 +10,6 @@ then merged under each job file, tables key by key.
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import re
 import stat
@@ -20,7 +19,8 @@ from typing import Any
 
 import tomli
 
-from supervisor.config import model
+from supervisor.config import model, trust
+from supervisor.config.job_glob import expand
 from supervisor.config.job_schema import JOB_NAME_PATTERN, check_defaults, check_job_file
 from supervisor.config.schema import (
     Field,
@@ -60,12 +60,15 @@ _SOCKET_PATH_MAX = 107
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> model.Config:
     """The daemon file and every job file it names; raises `ConfigError` with every problem."""
     issues: list[ConfigIssue] = []
-    daemon_file, document, daemon = _load_daemon_file(path, environ, issues)
+    directories = trust.DirectoryCheck()
+    daemon_file, document, daemon = _load_daemon_file(path, environ, issues, directories)
     defaults = check_defaults(daemon_file, document.get("defaults", {}), issues)
     glob_is_valid = not any(issue.where == "supervisor.jobs" for issue in issues)
     owners: dict[str, Path] = {}
     jobs: list[model.JobConfig] = []
-    for batch in _read_in_batches(_job_files(daemon, issues) if glob_is_valid else []):
+    job_files = _job_files(daemon, issues) if glob_is_valid else []
+    job_files = _in_safe_directories(job_files, directories, issues)
+    for batch in _read_in_batches(job_files, directories):
         # Every file of a batch parsed, then every one checked: going back and forth
         # between read, parser and checker file by file was about 20% slower for
         # thousands of files (each step starting cold). Issues keep the file order.
@@ -96,24 +99,35 @@ def load_daemon_config(
     """Only the daemon file: what the control commands need to find the socket.
 
     Job files and ``[defaults]`` are not checked, so a broken job never keeps an
-    operator from asking the running daemon about its jobs.
+    operator from asking the running daemon about its jobs. Nor are the file's owner
+    and mode (`supervisor.config.trust`): nothing in it is run, and an operator in the
+    socket's group is neither root nor the daemon's user.
     """
     issues: list[ConfigIssue] = []
-    _, _, daemon = _load_daemon_file(path, environ, issues)
+    _, _, daemon = _load_daemon_file(path, environ, issues, None)
     if issues:
         raise ConfigError(issues)
     return daemon
 
 
 def _load_daemon_file(
-    path: Path, environ: Mapping[str, str] | None, issues: list[ConfigIssue]
+    path: Path,
+    environ: Mapping[str, str] | None,
+    issues: list[ConfigIssue],
+    directories: trust.DirectoryCheck | None,
 ) -> tuple[Path, dict[str, Any], model.DaemonConfig]:
     """The daemon file's absolute path, its TOML and its `[supervisor]` settings.
 
-    Raises at once if the file cannot be read or parsed; schema problems go to `issues`.
+    Raises at once if the file cannot be read or parsed, or (with `directories`, the
+    check of who may write them) if it or a directory holding it is not safe to use;
+    schema problems go to `issues`.
     """
     daemon_file = _absolute(path)
-    document = _read_toml(daemon_file, issues)
+    if directories is not None:
+        _in_safe_directories([str(daemon_file)], directories, issues)
+        if issues:
+            raise ConfigError(issues)
+    document = _read_toml(daemon_file, issues, directories)
     if document is None:
         raise ConfigError(issues)
     daemon = _daemon(daemon_file, document, os.environ if environ is None else environ, issues)
@@ -138,8 +152,10 @@ _KINDS = {
 }
 
 
-def _read_toml(file: Path, issues: list[ConfigIssue]) -> dict[str, Any] | None:
-    data = _read_bytes(str(file))
+def _read_toml(
+    file: Path, issues: list[ConfigIssue], directories: trust.DirectoryCheck | None
+) -> dict[str, Any] | None:
+    data = _read_bytes(str(file), directories)
     document = data if isinstance(data, ConfigIssue) else _parse_toml(file, data)
     if isinstance(document, ConfigIssue):
         issues.append(document)
@@ -153,12 +169,14 @@ _BATCH_BYTES = MAX_FILE_BYTES
 file of the largest size allowed (and its parsed TOML) in memory."""
 
 
-def _read_in_batches(files: list[str]) -> Iterator[list[tuple[Path, bytes | ConfigIssue]]]:
+def _read_in_batches(
+    files: list[str], directories: trust.DirectoryCheck
+) -> Iterator[list[tuple[Path, bytes | ConfigIssue]]]:
     """Each file's `Path` and bytes (or why it cannot be read), in order, a batch at a time."""
     batch: list[tuple[Path, bytes | ConfigIssue]] = []
     size = 0
     for name in files:
-        data = _read_bytes(name)  # by the string: a new Path would format its own first
+        data = _read_bytes(name, directories)  # by the string: a Path would format its own
         batch.append((Path(name), data))
         size += len(data) if isinstance(data, bytes) else 0
         if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
@@ -168,13 +186,37 @@ def _read_in_batches(files: list[str]) -> Iterator[list[tuple[Path, bytes | Conf
         yield batch
 
 
-def _read_bytes(file: str) -> bytes | ConfigIssue:
+def _read_bytes(file: str, directories: trust.DirectoryCheck | None) -> bytes | ConfigIssue:
     try:
-        return _read_regular_file(file)
+        return _read_regular_file(file, directories)
     except OSError as exc:
         return ConfigIssue(file, "", f"cannot read the file: {exc.strerror or exc}")
     except _NotAConfigFile as exc:
         return ConfigIssue(file, "", f"cannot read the file: {exc}")
+    except _Untrusted as exc:
+        return ConfigIssue(file, "", str(exc))
+
+
+def _in_safe_directories(
+    files: list[str], directories: trust.DirectoryCheck, issues: list[ConfigIssue]
+) -> list[str]:
+    """The `files` whose directories only root and the daemon's user may write; each unsafe
+    directory is one issue (a file in it is not even read)."""
+    verdicts: dict[str, bool] = {}
+    reported = {issue.path for issue in issues if not issue.where}
+    safe = []
+    for file in files:
+        directory = os.path.dirname(file)  # noqa: PTH120 - strings: thousands of files
+        if directory not in verdicts:
+            problems = directories.problems(directory)
+            verdicts[directory] = not problems
+            for unsafe, problem in problems:
+                if unsafe not in reported:
+                    reported.add(unsafe)
+                    issues.append(ConfigIssue(unsafe, "", problem))
+        if verdicts[directory]:
+            safe.append(file)
+    return safe
 
 
 def _parse_toml(file: Path, data: bytes) -> dict[str, Any] | ConfigIssue:
@@ -203,11 +245,19 @@ class _NotAConfigFile(Exception):
     """The path names something that is not a regular file of a sane size."""
 
 
-def _read_regular_file(file: str) -> bytes:
-    """The file's bytes; a FIFO, a device or a huge file is refused without blocking on it."""
-    # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever (and
-    # hang `check`, or a reload in the daemon). It changes nothing for a regular file.
-    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+class _Untrusted(Exception):
+    """Someone but root and the daemon's user may write the file (the message says who)."""
+
+
+# O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever (and hang
+# `check`, or a reload in the daemon). It changes nothing for a regular file.
+_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_regular_file(file: str, directories: trust.DirectoryCheck | None) -> bytes:
+    """The file's bytes; a FIFO, a device or a huge file is refused without blocking on it,
+    and (with `directories`) one that others may write, or a symlink of theirs."""
+    fd, through_link = _open(file, directories)
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -215,12 +265,52 @@ def _read_regular_file(file: str) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
             raise _NotAConfigFile(f"it is {kind}, not a regular file")
+        if directories is not None:
+            _check_trusted(file, fd, info, directories if through_link else None)
         data = read_at_most(fd, MAX_FILE_BYTES + 1, info.st_size)
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise _NotAConfigFile(f"it is larger than {MAX_FILE_BYTES} bytes, too large to be one")
     return data
+
+
+def _open(file: str, directories: trust.DirectoryCheck | None) -> tuple[int, bool]:
+    """A descriptor of `file`, and whether it was a symlink, followed only (with
+    `directories`) if root or the daemon's user owns it."""
+    if directories is None:
+        return os.open(file, _OPEN), False
+    try:
+        return os.open(file, _OPEN | os.O_NOFOLLOW), False
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    link = os.lstat(file)
+    if not stat.S_ISLNK(link.st_mode):
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+    if problem := trust.link_problem(file, link):
+        raise _Untrusted(problem)
+    # The link cannot be swapped before this open: its directory was found writable
+    # only by root and the daemon's user. What it points to is checked on the descriptor.
+    return os.open(file, _OPEN), True
+
+
+def _check_trusted(
+    file: str, fd: int, info: os.stat_result, link_directories: trust.DirectoryCheck | None
+) -> None:
+    """Raise _Untrusted unless only root and the daemon's user may write the open file `fd`
+    and, given `link_directories` (`file` was a symlink), the directories holding it."""
+    if problem := trust.file_problem(file, info):
+        raise _Untrusted(problem)
+    if link_directories is None:
+        return  # not reached through a symlink: its directories were checked before
+    try:
+        target = str(Path(f"/proc/self/fd/{fd}").readlink())
+    except OSError:  # no /proc: the path resolved names the same file, unless raced
+        target = os.path.realpath(file)
+    if problems := link_directories.problems(os.path.dirname(target)):  # noqa: PTH120
+        directory, problem = problems[0]
+        raise _Untrusted(f"it is a symlink to {target}, and {directory}: {problem}")
 
 
 _TOO_MANY_DIGITS = re.compile(r"[0-9_]{4000,}")
@@ -270,10 +360,10 @@ def _line_column(document: str, position: int) -> str:
 
 
 def _job_files(daemon: model.DaemonConfig, issues: list[ConfigIssue]) -> list[str]:
-    # glob.glob, not Path.glob: it takes an absolute pattern too and, like a shell,
-    # skips dot files, so an editor's ".#orders.toml" lock is not read as a job.
+    # As a shell, not as Path.glob: an absolute pattern too, and dot files skipped, so an
+    # editor's ".#orders.toml" lock is not read as a job. Bounded: see job_glob.
     try:
-        matches = glob.glob(daemon.jobs, root_dir=daemon.path.parent, recursive=True)  # noqa: PTH207
+        matches = expand(daemon.jobs, str(daemon.path.parent))
     except (OSError, ValueError) as exc:
         where = "supervisor.jobs"
         issues.append(ConfigIssue(str(daemon.path), where, f"cannot list the job files: {exc}"))

@@ -32,6 +32,8 @@ class FileSourceConfig:
     start: StartAt = "beginning"
     poll_interval: float = 0.25
     """How often a followed file is checked for growth and rotation."""
+    follow_symlinks: bool = False
+    """Read through a symlink at `path` (one level) if the link and its target have one owner."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

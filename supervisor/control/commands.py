@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
+from supervisor.components import check_source_offset
 from supervisor.control.protocol import Request
 from supervisor.errors import CommandRefused, ConfigError
+from supervisor.snapshot import check_offset
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -29,6 +32,7 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
     if request.verb == "status":
         return Listing(_select(supervisor, request.jobs), detail=len(request.jobs) == 1)
     if request.verb == "events":
+        _check_event_jobs(supervisor, request.jobs)
         if request.options.get("follow"):
             return EventFeed(supervisor, request.jobs)
         wanted = frozenset(request.jobs)
@@ -49,6 +53,7 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
         if request.options.get("set"):
             _check_offset(request.value)
             _check_offset_size(request.value)
+            await _check_source_takes(runner, request.value)
             await supervisor.command(runner.name, "set_offset", request.value)
         return {"job": runner.name, "state": runner.state.value, "offset": runner.ledger.offset}
     if not request.jobs:
@@ -98,39 +103,12 @@ class Listing:
             return [view async for views in slices for view in views]
 
 
-_INT64 = range(-(2**63), 2**63)
-_OFFSET_DEPTH = 32
-_OFFSET_FORM = (
-    "an offset is a number, a string, true or false, or an array or table of them "
-    f"(nested at most {_OFFSET_DEPTH} deep)"
-)
-
-
-def _check_offset(value: Any, depth: int = 0) -> None:
+def _check_offset(value: Any) -> None:
     """Refuse a value the snapshot cannot store (null, NaN, 2**64, ...) before the job sees it."""
-    if depth > _OFFSET_DEPTH:
-        raise CommandRefused(f"offset not set: nested too deeply; {_OFFSET_FORM}")
-    if isinstance(value, bool):
-        return
-    if isinstance(value, str):
-        if not _is_unicode(value):
-            raise CommandRefused(f"offset not set: text with a lone surrogate; {_OFFSET_FORM}")
-        return
-    if isinstance(value, int) and value in _INT64:
-        return
-    if isinstance(value, float) and math.isfinite(value):
-        return
-    if isinstance(value, list):
-        for item in value:
-            _check_offset(item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():  # keys of a JSON object are always strings
-            _check_offset(key, depth + 1)
-            _check_offset(item, depth + 1)
-        return
-    shown = json.dumps(value)
-    raise CommandRefused(f"offset not set: {shown[:40]} is not an offset value; {_OFFSET_FORM}")
+    try:
+        check_offset(value)
+    except ValueError as exc:
+        raise CommandRefused(f"offset not set: {exc}") from None
 
 
 MAX_OFFSET_BYTES = 64 * 1024
@@ -147,12 +125,27 @@ def _check_offset_size(value: Any) -> None:
         )
 
 
-def _is_unicode(text: str) -> bool:
+async def _check_source_takes(runner: JobRunner, value: Any) -> None:
+    """Refuse an offset the job's source would refuse at its next open (its `check_offset`
+    hook, if it has one): stored, it would only fail the job on resume."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # JSON's "\\ud800" decodes to a lone surrogate
-        return False
-    return True
+        # A worker thread: a plugin's class is imported, and its check is its own code.
+        await anyio.to_thread.run_sync(check_source_offset, runner.config, value)
+    except (ValueError, TypeError) as exc:
+        raise CommandRefused(
+            f"offset not set: the source of {runner.name} does not take it: {exc}"
+        ) from None
+
+
+def _check_event_jobs(supervisor: Supervisor, names: tuple[str, ...]) -> None:
+    """Refuse names that are no job now and have no kept history (as `status` does)."""
+    unknown = set(names) - set(supervisor.runners)
+    if unknown:
+        unknown -= {change.job for change in supervisor.history}
+    if unknown:
+        known = ", ".join(sorted(supervisor.runners)) or "none"
+        missing = ", ".join(name for name in names if name in unknown)
+        raise CommandRefused(f"no job named {missing} (jobs: {known})")
 
 
 class EventFeed:

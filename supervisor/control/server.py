@@ -87,6 +87,7 @@ class ControlSocket:
 
 def bind_control_socket(path: Path, mode: int) -> ControlSocket:
     """A listening Unix socket at `path` with permissions `mode` from its creation."""
+    check_socket_directory(path)
     _clear_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -101,6 +102,33 @@ def bind_control_socket(path: Path, mode: int) -> ControlSocket:
     except BaseException:
         sock.close()
         raise
+
+
+def check_socket_directory(path: Path) -> None:
+    """Refuse a socket directory that anyone but root or this process's user can write.
+
+    Whoever can write there can bind their own socket at `path` before the daemon
+    starts (or swap it in later) and answer the CLI in the daemon's name. The CLI
+    trusts only root and the directory's owner (`client.check_server`), so this
+    check is what makes that owner trustworthy.
+    """
+    directory = path.parent
+    info, user = directory.stat(), os.geteuid()
+    if info.st_uid not in (0, user):
+        raise SupervisorError(
+            f"control socket directory {directory} is owned by uid {info.st_uid}, not by root "
+            f"or uid {user} that the supervisor runs as: refused, since its owner could put "
+            f"their own socket in the daemon's place; `chown {user} {directory}`, or set "
+            "control_socket to a directory of the daemon's user"
+        )
+    if stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SupervisorError(
+            f"control socket directory {directory} is writable by its group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): refused, since they could bind their "
+            f"own socket at {path} and answer the CLI in the daemon's name; "
+            f"`chmod go-w {directory}`, or set control_socket to a directory only the "
+            "daemon's user can write (under systemd: $RUNTIME_DIRECTORY)"
+        )
 
 
 def _clear_stale_socket(path: Path) -> None:

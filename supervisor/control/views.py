@@ -1,8 +1,14 @@
-"""How the CLI prints what the daemon answers: an aligned table, or detail for one job."""
+"""How the CLI prints what the daemon answers: an aligned table, or detail for one job.
+
+Everything shown passes through `printable`: an error message can carry any text
+(a file name, a plugin's exception), and a terminal obeys the escape sequences in
+it (clear the screen, rewrite the title, reorder a line with bidi overrides).
+"""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 COLUMNS = ("JOB", "STATE", "SINCE", "OFFSET", "REC/S", "ATTEMPT", "NEXT RETRY", "LAST ERROR")
@@ -12,9 +18,9 @@ def status_table(jobs: list[dict[str, Any]]) -> str:
     """One aligned row per job, like `supervisorctl status`."""
     rows = [COLUMNS] + [
         (
-            job["job"],
+            printable(job["job"]),
             job["state"].upper() + (" (persist pending)" if job["persist_pending"] else ""),
-            job["since"].replace("+00:00", "Z"),
+            printable(job["since"].replace("+00:00", "Z")),
             short_offset(job["offset"]),
             "-" if job["records_per_s"] is None else f"{job['records_per_s']:g}",
             str(job["attempt"]),
@@ -35,13 +41,14 @@ def status_table(jobs: list[dict[str, Any]]) -> str:
 def job_detail(job: dict[str, Any]) -> str:
     """Everything about one job, the failure's traceback included."""
     lines = [
-        f"job:         {job['job']}",
+        f"job:         {printable(job['job'])}",
         f"state:       {job['state'].upper()}"
         + ("  (persist pending: retrying the write)" if job["persist_pending"] else ""),
-        f"since:       {job['since']}",
+        f"since:       {printable(job['since'])}",
         f"offset:      {json.dumps(job['offset'])}",
         f"attempt:     {job['attempt']}",
-        f"snapshot:    {job['snapshot']['path']} (generation {job['snapshot']['generation']})",
+        f"snapshot:    {printable(job['snapshot']['path'])} "
+        f"(generation {job['snapshot']['generation']})",
     ]
     if job["records_per_s"] is not None:
         lines.append(f"records/s:   {job['records_per_s']:g}")
@@ -50,11 +57,15 @@ def job_detail(job: dict[str, Any]) -> str:
     failure = job.get("failure")
     if failure:
         lines += [
-            f"cause:       {failure['type']}: {failure['message']}",
-            f"failures:    {failure['attempts']} attempt(s), first {failure['first_failure_at']}, "
-            f"last {failure['last_failure_at']}",
+            f"cause:       {printable(failure['type'])}: {printable(failure['message'])}",
+            f"failures:    {failure['attempts']} attempt(s), "
+            f"first {printable(failure['first_failure_at'])}, "
+            f"last {printable(failure['last_failure_at'])}",
             "traceback:",
-            *("  " + line for line in failure["traceback"].rstrip().splitlines()),
+            *(
+                "  " + line
+                for line in printable(failure["traceback"].rstrip(), lines=True).split("\n")
+            ),
         ]
     return "\n".join(lines)
 
@@ -68,5 +79,33 @@ def short_offset(offset: Any) -> str:
 
 
 def _one_line(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories a terminal may act on, or that may hide or reorder text: C0 and
+C1 controls (ESC, DEL, ...), format characters (bidi overrides, zero-width),
+lone surrogates (they cannot even be encoded) and line/paragraph separators."""
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """`text` with every character a terminal could act on written as a Python escape
+    (``\\x1b``, ``\\u202e``); with `lines`, newlines are kept as line breaks."""
+    if text.isprintable():  # the common case, in C: nothing to escape
+        return text
+    return "".join(
+        char
+        if (lines and char == "\n") or unicodedata.category(char) not in _UNPRINTABLE
+        else _escape(char)
+        for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"

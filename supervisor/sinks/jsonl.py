@@ -11,19 +11,25 @@ import structlog
 
 from supervisor.config.model import JsonlSinkConfig
 from supervisor.durable import fsync_directory, write_all
+from supervisor.errors import FatalError
 from supervisor.protocols import Offset, Record
+from supervisor.safe_open import create_or_open
 from supervisor.sinks.encoding import encode_lines
+from supervisor.sinks.torn_line import is_torn_json_line
 
 log = structlog.get_logger("supervisor.sink.jsonl")
 
 # Encoded records are handed to the worker thread in chunks this big, so a
 # long interval between checkpoints does not hold the whole batch in memory.
 _WRITE_THRESHOLD = 1 << 20
+_TAIL_CHUNK = 64 * 1024
 
 
 class JsonlSink:
     """Appends to `path`. A torn last line left by a crash is cut off on open:
-    those records were never checkpointed, so they are replayed anyway."""
+    those records were never checkpointed, so they are replayed anyway.
+
+    `path` must be a regular file, not a symlink; one it creates is mode 0640."""
 
     def __init__(self, config: JsonlSinkConfig) -> None:
         self._path = config.path
@@ -58,8 +64,9 @@ class JsonlSink:
 
 
 def _open_for_append(path: Path) -> int:
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # Read and write: the torn tail is read with pread on this same descriptor, so the
+    # file judged is the file cut (reopening by path could judge one and cut another).
+    fd, created = create_or_open(path, os.O_RDWR | os.O_APPEND, role="sink.path")
     try:
         _cut_torn_tail(fd, path)
         if created:
@@ -72,23 +79,35 @@ def _open_for_append(path: Path) -> int:
 
 
 def _cut_torn_tail(fd: int, path: Path) -> None:
+    """Cut what follows the last newline, if it is what a crash leaves of a line this
+    sink writes; refuse a file that ends any other way (it is not this sink's)."""
     size = os.fstat(fd).st_size
-    if size == 0:
+    keep = _last_line_end(fd, size)
+    if keep == size:
         return
-    tail_start = max(0, size - 65536)
-    with path.open("rb") as reader:
-        while True:
-            reader.seek(tail_start)
-            tail = reader.read(size - tail_start)
-            newline = tail.rfind(b"\n")
-            if newline >= 0 or tail_start == 0:
-                break
-            tail_start = max(0, tail_start - 65536)
-    keep = tail_start + newline + 1
-    if keep < size:
-        os.ftruncate(fd, keep)
-        os.fsync(fd)
-        log.warning("sink.jsonl.torn_line_removed", path=str(path), bytes=size - keep)
+    tail = os.pread(fd, size - keep, keep)
+    if not is_torn_json_line(tail):
+        raise FatalError(
+            f"sink.path {path} ends with {size - keep} bytes after its last newline that are "
+            f"not a torn JSON line (what a crash leaves): refused to cut them, since the file "
+            f"does not look like this sink's output; point sink.path at a new file, or end "
+            f"the file with a newline if it is the right one"
+        )
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    log.warning("sink.jsonl.torn_line_removed", path=str(path), bytes=size - keep)
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """The offset just past the file's last newline; 0 if it has none."""
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 def _write_all(fd: int, data: bytes, sync: bool) -> None:

@@ -3,11 +3,15 @@
 Because the offset commits atomically with the rows, a restart resumes from
 exactly the last committed row: exactly-once delivery. On open the sink's
 offset is returned and wins over the snapshot's.
+
+The database must be a regular file, not a symlink; one the sink creates is
+mode 0640 (SQLite gives its journal files the database's mode).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
@@ -16,7 +20,9 @@ from pathlib import Path
 import anyio
 
 from supervisor.config.model import SqliteSinkConfig
+from supervisor.errors import UnsafeFile
 from supervisor.protocols import Offset, Record
+from supervisor.safe_open import create_or_open
 
 OFFSETS_TABLE = "stream_supervisor_offsets"
 
@@ -55,9 +61,21 @@ class SqliteSink:
             await anyio.to_thread.run_sync(db.close)
 
     def _connect(self) -> sqlite3.Connection:
+        # SQLite opens the database by name and resolves a symlink there (it opens its
+        # journal files with O_NOFOLLOW, but not the database), and a FIFO would stall
+        # this thread in its first read. So the file is created (0640) or checked here,
+        # without following a symlink or blocking, and what SQLite opened is compared
+        # with it. The check's descriptor is closed before SQLite opens the file: closing
+        # any descriptor of a file drops every POSIX lock the process holds on it.
+        fd, _ = create_or_open(self._path, os.O_RDWR, role="sink.path")
+        try:
+            checked = os.fstat(fd)
+        finally:
+            os.close(fd)
         # Autocommit off at the driver level: we issue BEGIN/COMMIT ourselves.
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
+            _require_checked_file(db, checked, self._path)
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit that returned survives power loss, which is what
             # lets the offset in it be trusted.
@@ -101,6 +119,21 @@ class SqliteSink:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+def _require_checked_file(db: sqlite3.Connection, checked: os.stat_result, path: Path) -> None:
+    """Refuse the connection unless SQLite opened the very file checked before."""
+    name = next(row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main")
+    try:
+        opened = Path(name).lstat()
+    except OSError:
+        opened = None
+    if opened is None or (opened.st_dev, opened.st_ino) != (checked.st_dev, checked.st_ino):
+        raise UnsafeFile(
+            f"sink.path {path} was replaced while it was being opened (SQLite opened "
+            f"{name}): refused; keep the sink's directory writable only by the "
+            f"supervisor's user"
+        )
 
 
 def table_rows(path: Path, table: str = "records") -> list[str]:

@@ -24,12 +24,18 @@ A drained file's partial last line is returned as a line of its own: that file
 is finished. The next file is then the rotated copy written soonest after it,
 if any (a reader that fell several rotations behind, while stopped or between
 two polls, reads each in turn), and finally the file at the path.
+
+Whoever writes the log directory may be someone else (the application), so the
+path and the rotated copies are opened through `supervisor.safe_open`: never
+through a symlink (unless `follow_symlinks`, and then only to its owner's file),
+only as regular files, never blocking on a FIFO; a symlink is never a rotated copy.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -40,6 +46,7 @@ import structlog
 
 from supervisor.config.model import FileSourceConfig
 from supervisor.protocols import Batch, Offset, Record, Rejected
+from supervisor.safe_open import open_regular, open_through_link, writable_by_others
 from supervisor.sources.file_lines import LineBuffer
 from supervisor.sources.file_position import (
     FINGERPRINT_BYTES,
@@ -53,6 +60,10 @@ from supervisor.sources.file_position import (
 
 READ_CHUNK_BYTES = 1 << 20
 """The most bytes one `read` takes from the file: bounds the time and memory of a hop."""
+
+_SYMLINK_HINT = (
+    ", or set source.follow_symlinks = true to read through a link owned by its target's owner"
+)
 
 log = structlog.get_logger("supervisor.source.file")
 
@@ -86,6 +97,7 @@ class FileSource:
     def __init__(self, config: FileSourceConfig, *, chunk_bytes: int = READ_CHUNK_BYTES) -> None:
         self._path = config.path
         self._follow = config.follow
+        self._follow_symlinks = config.follow_symlinks
         self._start_at_end = config.start == "end"
         self._poll_interval = config.poll_interval
         self._chunk_bytes = chunk_bytes
@@ -94,6 +106,11 @@ class FileSource:
         self._buffer = LineBuffer(jsonl=config.format == "jsonl")
         self._drained_since: float | None = None
         """When a rotated file was first seen at its end with a new file at the path."""
+
+    @staticmethod
+    def check_offset(offset: Offset) -> None:
+        """ValueError unless `offset` is a position this source wrote (`FilePosition`)."""
+        FilePosition.from_offset(offset)
 
     async def open(self, offset: Offset | None) -> None:
         saved = None if offset is None else FilePosition.from_offset(offset)
@@ -120,6 +137,7 @@ class FileSource:
     # --- in the worker thread -------------------------------------------------------
 
     def _open_sync(self, saved: FilePosition | None) -> None:
+        self._warn_if_directory_is_shared()
         fd = self._open_path()
         if saved is None:
             if fd is not None:
@@ -194,7 +212,7 @@ class FileSource:
 
     def _at_end_of_followed_file(self, file: _OpenFile, now: float) -> bool:
         try:
-            at_path: os.stat_result | None = self._path.stat()
+            at_path: os.stat_result | None = self._path.stat(follow_symlinks=self._follow_symlinks)
         except FileNotFoundError:
             at_path = None
         still_there = at_path is not None and file.identity.same_inode(at_path)
@@ -284,9 +302,32 @@ class FileSource:
         self._drained_since = None
         return True
 
-    def _open_path(self) -> int | None:
+    def _warn_if_directory_is_shared(self) -> None:
+        """Whoever else can write the directory can plant symlinks and FIFOs there: those
+        are refused, but the operator should know the log is in someone else's hands."""
+        directory = self._path.parent
         try:
-            return os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            info = directory.stat()
+        except OSError:
+            return
+        if writable_by_others(info):
+            log.warning(
+                "source.file.directory_writable",
+                path=str(self._path),
+                directory=str(directory),
+                owner_uid=info.st_uid,
+                mode=f"{stat.S_IMODE(info.st_mode):04o}",
+            )
+
+    def _open_path(self) -> int | None:
+        """The file at the path: never through a symlink (unless `follow_symlinks`), never
+        anything but a regular file, never blocking (a FIFO would hold the thread)."""
+        try:
+            if self._follow_symlinks:
+                return open_through_link(self._path, os.O_RDONLY, role="source.path")
+            return open_regular(
+                self._path, os.O_RDONLY, role="source.path", symlink_hint=_SYMLINK_HINT
+            )
         except FileNotFoundError:
             if self._follow:
                 return None

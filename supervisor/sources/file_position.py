@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.errors import UnsafeFile
 from supervisor.protocols import Offset
+from supervisor.safe_open import open_regular
 
 FINGERPRINT_BYTES = 256
 """How many leading bytes identify a file; a shorter file is fingerprinted whole."""
@@ -114,8 +116,8 @@ def find_rotated_copy(path: Path, identity: FileIdentity, min_size: int) -> tupl
         if st.st_size < min_size:
             continue
         try:
-            fd = os.open(sibling_path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            fd = open_regular(sibling_path, os.O_RDONLY, role="rotated copy")
+        except (OSError, UnsafeFile):  # gone, or swapped for a symlink, since the listing
             continue
         if starts_with_fingerprint(fd, identity) and os.fstat(fd).st_size >= min_size:
             return sibling_path, fd
@@ -153,8 +155,8 @@ def find_next_in_rotation(path: Path, drained: os.stat_result) -> tuple[Path, in
         if candidate == path:
             return None
         try:
-            return candidate, os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # rotated away again while we looked: try the next
+            return candidate, open_regular(candidate, os.O_RDONLY, role="rotated copy")
+        except (OSError, UnsafeFile):  # rotated away (or swapped) while we looked: the next
             continue
     return None
 
@@ -164,7 +166,11 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def _rotated_siblings(path: Path) -> list[tuple[Path, os.stat_result]]:
-    """Uncompressed regular files beside `path` whose names start with its name."""
+    """Uncompressed regular files beside `path` whose names start with its name.
+
+    Symlinks are not rotated copies: whoever can write the directory could point
+    one at a file only the supervisor may read (and forge mtimes to put it next).
+    """
     siblings: list[tuple[Path, os.stat_result]] = []
     try:
         entries = list(os.scandir(path.parent))
@@ -177,8 +183,8 @@ def _rotated_siblings(path: Path) -> list[tuple[Path, os.stat_result]]:
         if name.lower().endswith(COMPRESSED_SUFFIXES):
             continue
         try:
-            if entry.is_file():
-                siblings.append((Path(entry.path), entry.stat()))
+            if entry.is_file(follow_symlinks=False):
+                siblings.append((Path(entry.path), entry.stat(follow_symlinks=False)))
         except OSError:  # rotated away again while we looked
             continue
     return siblings

@@ -26,10 +26,16 @@ class GenerateSource:
         """False from a fresh start until the first record: the offset stays None, so an
         idle job that never read anything has nothing to checkpoint."""
 
+    @staticmethod
+    def check_offset(offset: Offset) -> None:
+        """ValueError unless `offset` is a sequence number: an integer, 0 or more."""
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ValueError(f"generate source offset must be an integer >= 0, got {offset!r}")
+
     async def open(self, offset: Offset | None) -> None:
-        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
-            raise ValueError(f"generate source offset must be an integer, got {offset!r}")
-        self._next = self._first = offset or 0
+        if offset is not None:
+            self.check_offset(offset)
+        self._next = self._first = offset if isinstance(offset, int) else 0
         self._has_position = offset is not None
         self._started_at = anyio.current_time()
 
