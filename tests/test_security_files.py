@@ -106,7 +106,7 @@ def _failed_cause(daemon: DaemonProcess) -> str:
     watchdog.start()
     try:
         failed = daemon.wait_for("job.state_changed", to="failed")
-        assert daemon.finish() == 0
+        assert daemon.finish() == 1  # --exit-when-idle: 1 when a job ended failed
     finally:
         watchdog.cancel()
     cause: str = failed["cause"]
@@ -504,7 +504,7 @@ def test_forty_fifos_fail_their_jobs_and_starve_no_other_job(tmp_path: Path) -> 
     watchdog = threading.Timer(60, daemon.process.kill)
     watchdog.start()
     try:
-        assert daemon.finish() == 0
+        assert daemon.finish() == 1  # --exit-when-idle: 1 when a job ended failed
     finally:
         watchdog.cancel()
     changes = [e for e in daemon.events if e.get("event") == "job.state_changed"]

@@ -268,7 +268,7 @@ def test_the_daemon_outlives_two_jobs_with_offsets_nested_300_deep(tmp_path: Pat
     config = write_config(tmp_path, {"deep1": deep_job, "deep2": deep_job, "fine": healthy})
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "plugins"), *sys.path])}
     daemon = DaemonProcess(config, "--exit-when-idle", env=env)
-    assert daemon.finish() == 0
+    assert daemon.finish() == 1  # --exit-when-idle: 1 when a job ended failed
     failed = {
         event["job"]: event
         for event in daemon.events
