@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from supervisor.config.model import Config, DaemonConfig, GenerateSourceConfig
 from supervisor.control.client import call, connect
-from supervisor.control.commands import EventFeed, dispatch
+from supervisor.control.commands import EventFeed, Listing, dispatch
 from supervisor.control.protocol import (
     MAX_REQUEST_BYTES,
     VERBS,
@@ -193,6 +193,8 @@ def test_the_dispatcher_answers_any_line_in_process(tmp_path: Path) -> None:
             return encode_response(ok=False, error=str(exc))
         if isinstance(result, EventFeed):
             return encode_response(ok=True, result="a feed")
+        if isinstance(result, Listing):
+            result = await result.collect()
         return encode_response(ok=True, result=result)
 
     stored_offsets: list[Any] = []
@@ -490,7 +492,8 @@ def _hostile_bodies(rng: random.Random) -> list[bytes]:
         b'{"v": 1, "verb": "status", "jobs": "held"}',
         b'{"v": 1, "verb": "status", "jobs": [1, 2]}',
         b'{"v": 1, "verb": "pause", "jobs": ["../held"]}',
-        b'{"v": 1, "verb": "offset", "jobs": ["held", "held"], "set": true, "value": 1}',
+        b'{"v": 1, "verb": "offset", "jobs": ["held", "ticks"], "set": true, "value": 1}',
+        b'{"v": 1, "verb": "status", "jobs": ["held", "held", "held"]}',
         b'{"v": 1, "verb": "retry", "jobs": []}',
         b'{"v": 1, "verb": "status", "v": 2}',
         b'{"v": 1, "verb": "status"}{"v": 1}',
@@ -555,7 +558,7 @@ def test_control_clients_cannot_take_the_jobs_descriptors(
     small_daemon: tuple[DaemonProcess, Path],
 ) -> None:
     """At most a quarter of the descriptor limit goes to clients: a client that sent nothing
-    makes room for a new one, and when every slot is busy the newcomer is told to try again;
+    makes room for a new one, followers past a quarter of the slots end the oldest one;
     the jobs keep checkpointing throughout."""
     process, path = small_daemon
     pid = process.process.pid
@@ -573,12 +576,24 @@ def test_control_clients_cannot_take_the_jobs_descriptors(
         for client in stalled:
             client.close()
         _poll_until(lambda: _fds(process) <= fds_before)
+        followers = []
         for _ in range(16):  # each one busy streaming, none waiting to send
             follower = stack.enter_context(_connect(path))
             follower.sendall(b'{"v": 1, "verb": "events", "follow": true}\n')
-            assert _replies(_read_line(follower))[0]["ok"] is True
-        (busy,) = _replies(_exchange(path, STATUS))
-        assert busy["error"] == "too many control clients connected (limit 16): try again"
+            followers.append(follower.makefile("rb"))
+            assert _replies(followers[-1].readline())[0]["ok"] is True
+        # Followers take at most a quarter of the slots: each new one past 4 ended the
+        # oldest, which was told why; everyone else is still served.
+        for ended in followers[:12]:
+            last = [reply for line in ended for reply in _replies(line)][-1]
+            assert last["error"] == (
+                "events --follow ended: more than 4 clients followed events "
+                "and this was the oldest; run it again"
+            )
+        (served,) = _replies(_exchange(path, STATUS))
+        assert served["ok"] is True
+        for reader in followers:
+            reader.close()
     assert _count(process, "job.attempt_failed") == failures_before
     _poll_until(lambda: _fds(process) <= fds_before)
 

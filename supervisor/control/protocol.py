@@ -1,13 +1,18 @@
-"""The control protocol: one JSON request line, one JSON response line.
+"""The control protocol: JSON request lines, each answered by one JSON response line.
 
 Request:  ``{"v": 1, "verb": "pause", "jobs": ["orders"], "value": ...}``
 Response: ``{"v": 1, "ok": true, "result": ...}`` or
           ``{"v": 1, "ok": false, "error": "why, and what to do"}``
+
+A connection may carry several requests, one after another; each is answered in
+order. Replies are strict JSON: a float JSON cannot hold (NaN, Infinity, from a
+plugin's offset) is sent as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +21,9 @@ MAX_REQUEST_BYTES = 64 * 1024
 """A longer request line is refused unread: no client can make the daemon buffer more."""
 REQUEST_TIMEOUT = 5.0
 """Seconds a client has to send its whole request line."""
+MAX_JOBS = 1000
+"""Different job names one request may carry (repeats count once): a 64 KiB line could
+otherwise name one job 16,000 times and be answered with 16,000 rows."""
 
 VERBS = frozenset(
     {"status", "pause", "resume", "stop", "start", "restart", "retry", "offset", "events", "reload"}
@@ -45,7 +53,9 @@ def decode_request(line: bytes) -> Request:
     Never raises anything else, whatever the bytes: a hostile client gets an answer.
     """
     try:
-        body = json.loads(line, parse_constant=_not_json)
+        body = json.loads(line, parse_constant=_not_json, object_pairs_hook=_unique_keys)
+    except ProtocolError:
+        raise
     except RecursionError:
         raise ProtocolError("request is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -63,11 +73,28 @@ def decode_request(line: bytes) -> Request:
     jobs = body.get("jobs", [])
     if not isinstance(jobs, list) or not all(isinstance(job, str) for job in jobs):
         raise ProtocolError("jobs must be a list of job names")
+    jobs = list(dict.fromkeys(jobs))  # in the order given; a repeat adds nothing
+    if len(jobs) > MAX_JOBS:
+        raise ProtocolError(
+            f"a request names at most {MAX_JOBS} different jobs (this one names {len(jobs)}): "
+            "split it, or name none to mean every job"
+        )
     options = {k: v for k, v in body.items() if k not in ("v", "verb", "jobs", "value")}
     for flag in ("set", "follow"):
         if not isinstance(options.get(flag, False), bool):
             raise ProtocolError(f"{flag} must be true or false, got {_short(options[flag])}")
     return Request(verb, tuple(jobs), body.get("value"), options)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys: {"verb": "status", "verb": "reload"}
+    # would run a reload that a reader (or a log line) of the request takes for a status.
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            raise ProtocolError(f"request has the key {_short(key)} more than once")
+        body[key] = value
+    return body
 
 
 def _not_json(constant: str) -> Any:
@@ -90,4 +117,28 @@ def encode_response(*, ok: bool, result: Any = None, error: str | None = None) -
         body["result"] = result
     else:
         body["error"] = error
-    return (json.dumps(body, default=str) + "\n").encode()
+    return (encode_json(body) + "\n").encode()
+
+
+def encode_json(value: Any) -> str:
+    """`value` as strict JSON: a non-finite float becomes the string "NaN", "Infinity" or
+    "-Infinity", anything else JSON has no type for becomes its `str`.
+
+    Plain `json.dumps` writes a bare NaN, which no strict JSON reader (jq, JavaScript,
+    Go) accepts: one plugin's NaN offset made every `status --json` unreadable.
+    """
+    try:
+        return json.dumps(value, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (also as a key) replaced by its name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {_finite(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

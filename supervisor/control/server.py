@@ -2,29 +2,35 @@
 
 The socket is created with its final mode (umask set around bind, so there is
 no moment with wider permissions), replaces a stale socket left by a crashed
-daemon but never a live one, and is removed on exit. Each client sends one
-request line within `REQUEST_TIMEOUT` and at most `MAX_REQUEST_BYTES`; a peer
-that is not root, the daemon's user or in the socket's group is refused.
-Nothing a client does can raise out of its own handler, and nothing it does
-can stop the daemon accepting: at most `MAX_CLIENTS` are served at once (when
-all are taken, the one that has waited longest without sending its request is
-dropped to make room, and if every one is busy the newcomer is told so and
-closed), a reply the client does not read within `SEND_TIMEOUT` is dropped,
-and running out of file descriptors pauses accepting for `ACCEPT_BACKOFF`
-instead of crashing or spinning.
+daemon but never a live one, and is removed on exit. A client sends request lines, each within
+`REQUEST_TIMEOUT` and at most `MAX_REQUEST_BYTES`, and each is answered in order;
+a peer that is not root, the daemon's user or in the socket's group (its
+credentials and groups as the kernel recorded them at connect: SO_PEERCRED and
+SO_PEERGROUPS) is refused. Nothing a client does can raise out of its own
+handler, and nothing it does can stop the daemon accepting: at most
+`MAX_CLIENTS` are served at once, of which one uid other than root and the
+daemon's user holds at most a quarter, `events --follow` clients at most a
+quarter, and the last few are kept for root and the daemon's user. When all are
+taken, the client that has waited longest without sending a request, or else
+the oldest follower, is told why and dropped to make room; if every one is busy
+the newcomer is told so and closed. Replies are written a slice at a time, each
+within `SEND_TIMEOUT` (a client that stops reading is dropped), and running out
+of file descriptors pauses accepting for `ACCEPT_BACKOFF` instead of crashing
+or spinning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
-import json
 import os
 import resource
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +41,14 @@ import anyio.lowlevel
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from supervisor.control.commands import EventFeed
+from supervisor.control.commands import EventFeed, Listing
 from supervisor.control.protocol import (
     MAX_REQUEST_BYTES,
     REQUEST_TIMEOUT,
     ProtocolError,
     Request,
     decode_request,
+    encode_json,
     encode_response,
 )
 from supervisor.errors import SupervisorError
@@ -55,7 +62,7 @@ MAX_CLIENTS = 256
 descriptor limit; more are answered "too many clients" and closed, so control
 clients can never take the file descriptors the jobs need."""
 SEND_TIMEOUT = 10.0
-"""Seconds a reply line may take to send; a client that stops reading is dropped."""
+"""Seconds each slice of a reply may take to send; a client that stops reading is dropped."""
 ACCEPT_BACKOFF = 0.1
 """Seconds to wait before accepting again when the process or system is out of
 file descriptors or memory (accept would fail again at once: a busy loop)."""
@@ -152,23 +159,29 @@ async def serve_control(
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients until cancelled; the socket file is removed on the way out."""
-    group = control.identity.st_gid
+    served = _Served(control.identity.st_gid)
     try:
         listener = await anyio.abc.SocketListener.from_socket(control.sock)
         async with listener, anyio.create_task_group() as clients:
             mode = oct(stat.S_IMODE(control.identity.st_mode))
             log.info("control.listening", path=str(control.path), mode=mode)
             task_status.started()
-            served = _Served()
             while True:
                 stream = await _accept(listener)
                 if stream is None:
                     continue
-                if served.count >= client_limit() and not served.make_room():
-                    clients.start_soon(_turn_away, stream)
+                try:
+                    peer = _peer(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+                except OSError as exc:
+                    log.warning("control.peer_unknown", error=str(exc))
+                    await stream.aclose()
+                    continue
+                # Admitted here, not in the task: a burst is counted as it comes.
+                refusal = served.admit(peer)
+                if refusal is None:
+                    clients.start_soon(_serve_client, stream, dispatch, peer, served)
                 else:
-                    served.count += 1  # here, not in the task: a burst is counted as it comes
-                    clients.start_soon(_serve_client, stream, dispatch, group, served)
+                    clients.start_soon(_turn_away, stream, refusal)
     finally:
         control.remove()
 
@@ -199,29 +212,112 @@ def client_limit() -> int:
     return MAX_CLIENTS if soft == resource.RLIM_INFINITY else max(min(MAX_CLIENTS, soft // 4), 1)
 
 
-async def _turn_away(stream: anyio.abc.SocketStream) -> None:
+def follower_limit(limit: int) -> int:
+    """`events --follow` clients at once: a quarter of `limit`. 260 idle followers once
+    took every slot, and only a client that had sent nothing could be dropped."""
+    return max(limit // 4, 1)
+
+
+def uid_limit(limit: int) -> int:
+    """Connections one uid other than root and the daemon's user may hold: a quarter."""
+    return max(limit // 4, 1)
+
+
+def reserved_slots(limit: int) -> int:
+    """The last slots, kept for root and the daemon's user (1 in 16)."""
+    return min(max(limit // 16, 1), limit - 1)
+
+
+async def _turn_away(stream: anyio.abc.SocketStream, error: str) -> None:
     async with stream:
-        limit = client_limit()
-        log.warning("control.too_many_clients", limit=limit)
         with contextlib.suppress(*_GONE):
-            error = f"too many control clients connected (limit {limit}): try again"
             await _send(stream, encode_response(ok=False, error=error))
 
 
 @dataclass(slots=True)
+class _Follower:
+    """An `events --follow` client; `evicted` says why, once it was dropped to make room."""
+
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    evicted: str | None = None
+
+
+@dataclass(slots=True)
 class _Served:
-    """How many clients are being served now, and which are still waiting for a request."""
+    """Who is being served now: how many, per uid, who is still waiting to send a
+    request, and who follows events."""
 
+    group: int
+    """The socket's group: its members are served."""
     count: int = 0
+    by_uid: Counter[int] = field(default_factory=Counter)
     reading: dict[int, anyio.CancelScope] = field(default_factory=dict)
-    """The clients yet to send their request line, oldest first (dicts keep order)."""
+    """The clients yet to send a request line, oldest first (dicts keep order)."""
+    following: dict[int, _Follower] = field(default_factory=dict)
+    """The `events --follow` clients, oldest first."""
 
-    def make_room(self) -> bool:
-        """Drop the client that has waited longest without sending a request; False if none."""
-        if not self.reading:
-            return False
-        self.reading.pop(next(iter(self.reading))).cancel()
-        return True
+    def admit(self, peer: Peer) -> str | None:
+        """Count `peer` in, or say why it is refused (the error line it is sent)."""
+        privileged = peer.uid in (0, os.geteuid())
+        if not privileged and not peer.in_group(self.group):
+            log.warning("control.peer_refused", pid=peer.pid, uid=peer.uid)
+            if peer.groups is None:
+                return (
+                    "permission denied: this kernel does not tell the daemon your "
+                    f"supplementary groups (SO_PEERGROUPS); use group {self.group} as your "
+                    "primary group (sg), or connect as root or the daemon's user"
+                )
+            return (
+                "permission denied: only root, the daemon's user and members of group "
+                f"{self.group} may use this socket"
+            )
+        limit = client_limit()
+        if not privileged and self.by_uid[peer.uid] >= uid_limit(limit):
+            log.warning("control.uid_limit", uid=peer.uid, limit=uid_limit(limit))
+            return (
+                f"too many control connections from uid {peer.uid} "
+                f"(limit {uid_limit(limit)}): close some and try again"
+            )
+        room = limit if privileged else limit - reserved_slots(limit)
+        if self.count >= room and not self.make_room(limit):
+            log.warning("control.too_many_clients", limit=limit)
+            return f"too many control clients connected (limit {limit}): try again"
+        self.count += 1
+        self.by_uid[peer.uid] += 1
+        return None
+
+    def leave(self, peer: Peer) -> None:
+        self.count -= 1
+        self.by_uid[peer.uid] -= 1
+        if not self.by_uid[peer.uid]:
+            del self.by_uid[peer.uid]
+
+    def make_room(self, limit: int) -> bool:
+        """Drop the client that has waited longest without sending a request, or else the
+        oldest follower; False if there is neither."""
+        if self.reading:
+            self.reading.pop(next(iter(self.reading))).cancel()
+            return True
+        if self.following:
+            self._evict_oldest_follower(f"every control client slot was taken (limit {limit})")
+            return True
+        return False
+
+    def add_follower(self, follower: _Follower) -> None:
+        """Count a new follower in, dropping the oldest ones beyond `follower_limit`."""
+        limit = follower_limit(client_limit())
+        while len(self.following) >= limit:  # while: prlimit may have lowered the limit
+            self._evict_oldest_follower(f"more than {limit} clients followed events")
+        self.following[id(follower)] = follower
+
+    def _evict_oldest_follower(self, why: str) -> None:
+        oldest = self.following.pop(next(iter(self.following)))
+        oldest.evicted = f"events --follow ended: {why} and this was the oldest; run it again"
+        oldest.scope.cancel()
+
+
+class _ReplyCut(Exception):
+    """A reply failed after its first bytes were sent: no error line can follow them."""
 
 
 class _RequestTooLong(Exception):
@@ -243,27 +339,31 @@ _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, _Stalled
 async def _serve_client(
     stream: anyio.abc.SocketStream,
     dispatch: Dispatch,
-    group: int,
+    peer: Peer,
     served: _Served,
 ) -> None:
+    """Answer each request line in order until the client closes, stalls or follows."""
     async with stream:
+        buffered = BufferedByteReceiveStream(stream)  # one per connection: it holds the next line
+        answered = 0
         try:
-            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            pid, uid, gid = _peer(raw)
-            if not _peer_allowed(pid, uid, gid, group):
-                log.warning("control.peer_refused", pid=pid, uid=uid)
-                await _send(stream, encode_response(ok=False, error="permission denied"))
-                return
-            line = await _receive_request(stream, served)
-            try:
-                result = await dispatch(decode_request(line))
-            except (ProtocolError, SupervisorError) as exc:
-                await _send(stream, encode_response(ok=False, error=str(exc)))
-                return
-            if isinstance(result, EventFeed):
-                await _follow(stream, result)
-                return
-            await _send(stream, await _encode_result(result))
+            while True:
+                try:
+                    line = await _receive_request(buffered, served)
+                except (_Stalled, anyio.IncompleteRead):
+                    if answered:
+                        return  # done (or idle) after its requests: nothing to say
+                    raise
+                try:
+                    result = await dispatch(decode_request(line))
+                except (ProtocolError, SupervisorError) as exc:
+                    await _send(stream, encode_response(ok=False, error=str(exc)))
+                else:
+                    if isinstance(result, EventFeed):
+                        await _follow(stream, buffered, result, served)
+                        return
+                    await _send_result(stream, result)
+                answered += 1
         except _RequestTooLong:
             with contextlib.suppress(*_GONE):
                 error = f"request line longer than {MAX_REQUEST_BYTES} bytes"
@@ -275,6 +375,8 @@ async def _serve_client(
             with contextlib.suppress(*_GONE):
                 error = "too many control clients connected: you sent no request in time"
                 await _send(stream, encode_response(ok=False, error=error))
+        except _ReplyCut:
+            pass  # logged where it happened; the client sees a reply without its end
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
             pass  # the client went away; nothing to answer
         except Exception:
@@ -283,37 +385,60 @@ async def _serve_client(
                 error = "internal error; the daemon logged it as control.request_failed"
                 await _send(stream, encode_response(ok=False, error=error))
         finally:
-            served.count -= 1
+            served.leave(peer)
 
 
-async def _follow(stream: anyio.abc.SocketStream, feed: EventFeed) -> None:
-    """One response line per event until the daemon or the client goes away.
+async def _follow(
+    stream: anyio.abc.SocketStream,
+    buffered: BufferedByteReceiveStream,
+    feed: EventFeed,
+    served: _Served,
+) -> None:
+    """One response line per event until the daemon or the client goes away, or the
+    daemon needs the slot (the client is told why).
 
     A follower that hangs up is noticed at once, not at the next event (which may
     never come): until then it would hold a file descriptor and a client slot.
     """
-    async with anyio.create_task_group() as watch:
-        watch.start_soon(_cancel_on_hang_up, stream, watch.cancel_scope)
-        try:
-            async with contextlib.aclosing(feed.items()) as items:
-                async for item in items:
-                    await _send(stream, encode_response(ok=True, result=item))
-        except _Stalled as exc:
-            log.warning("control.client_stalled", waiting_for=str(exc))
-        except _GONE:
-            pass  # the client went away
-        finally:
-            watch.cancel_scope.cancel()
+    follower = _Follower()
+    served.add_follower(follower)
+    sent_more: list[bytes] = []
+    try:
+        with follower.scope:
+            async with anyio.create_task_group() as watch:
+                watch.start_soon(_cancel_on_hang_up, buffered, watch.cancel_scope, sent_more)
+                try:
+                    async with contextlib.aclosing(feed.items()) as items:
+                        async for item in items:
+                            await _send(stream, encode_response(ok=True, result=item))
+                except _Stalled as exc:
+                    log.warning("control.client_stalled", waiting_for=str(exc))
+                except _GONE:
+                    pass  # the client went away
+                finally:
+                    watch.cancel_scope.cancel()
+    finally:
+        served.following.pop(id(follower), None)
+    error = follower.evicted
+    if error is not None:
+        log.warning("control.follower_evicted", reason=error)
+    elif sent_more:
+        error = "events --follow takes the whole connection: what was sent after it is not run"
+    if error is not None:
+        with contextlib.suppress(*_GONE):
+            await _send(stream, encode_response(ok=False, error=error))
 
 
-async def _cancel_on_hang_up(stream: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
+async def _cancel_on_hang_up(
+    buffered: BufferedByteReceiveStream, scope: anyio.CancelScope, sent_more: list[bytes]
+) -> None:
     # A follower sends nothing after its request: any data, or the end, means it is done.
     with contextlib.suppress(anyio.EndOfStream, *_GONE):
-        await stream.receive()
+        sent_more.append(await buffered.receive())
     scope.cancel()
 
 
-async def _receive_request(stream: anyio.abc.SocketStream, served: _Served) -> bytes:
+async def _receive_request(buffered: BufferedByteReceiveStream, served: _Served) -> bytes:
     """One request line without its newline, exactly as long as the limit allows.
 
     `receive_until` checks its limit only between reads, so by itself it would let
@@ -325,9 +450,7 @@ async def _receive_request(stream: anyio.abc.SocketStream, served: _Served) -> b
         served.reading[id(waiting)] = waiting
         try:
             with anyio.fail_after(REQUEST_TIMEOUT):
-                line = await BufferedByteReceiveStream(stream).receive_until(
-                    b"\n", MAX_REQUEST_BYTES
-                )
+                line = await buffered.receive_until(b"\n", MAX_REQUEST_BYTES)
         except TimeoutError:
             raise _Stalled(f"request within {REQUEST_TIMEOUT:g}s") from None
         except anyio.DelimiterNotFound:
@@ -342,25 +465,46 @@ async def _receive_request(stream: anyio.abc.SocketStream, served: _Served) -> b
 
 
 ENCODE_SLICE = 100
-"""Items of a list result encoded per turn of the event loop: the 270 KB `status` of
-1,000 jobs took 5-20 ms to encode in one go."""
+"""Items of a list result encoded and sent at a time: the 270 KB `status` of 1,000 jobs
+took 5-20 ms to encode in one go, and made whole, a reply is held until it is read."""
 
 
-async def _encode_result(result: Any) -> bytes:
-    """`encode_response(ok=True, result=result)`, yielding to the loop within a long list."""
-    if not isinstance(result, list) or len(result) <= ENCODE_SLICE:
-        return encode_response(ok=True, result=result)
+async def _send_result(stream: anyio.abc.SocketStream, result: Any) -> None:
+    """`encode_response(ok=True, result=result)`, a list sent a slice at a time.
+
+    Each slice waits for the socket to take the one before (anyio's send waits for
+    asyncio's write buffer to drain), so a reader that reads slowly costs the daemon
+    one slice, not the whole reply (a 16,000-row reply once held 2 GB).
+    """
+    slices: AsyncGenerator[list[Any], None]
+    if isinstance(result, Listing):
+        slices = result.slices()
+    elif isinstance(result, list) and len(result) > ENCODE_SLICE:
+        slices = _slices_of(result)
+    else:
+        await _send(stream, encode_response(ok=True, result=result))
+        return
     head, _, tail = encode_response(ok=True, result=[]).rpartition(b"[]")
-    parts = [head, b"["]
-    for start in range(0, len(result), ENCODE_SLICE):
-        if start:
-            await anyio.lowlevel.checkpoint()
-            parts.append(b", ")
-        # What json.dumps writes for the list, item by item (protocol.encode_response).
-        encoded = json.dumps(result[start : start + ENCODE_SLICE], default=str)
-        parts.append(encoded[1:-1].encode())
-    parts += [b"]", tail]
-    return b"".join(parts)
+    async with contextlib.aclosing(slices):
+        separator = b""
+        await _send(stream, head + b"[")
+        try:
+            async for items in slices:
+                if items:
+                    # What encode_response writes for the list, slice by slice.
+                    await _send(stream, separator + encode_json(items)[1:-1].encode())
+                    separator = b", "
+            await _send(stream, b"]" + tail)
+        except _GONE:
+            raise
+        except Exception as exc:
+            log.exception("control.request_failed")
+            raise _ReplyCut from exc
+
+
+async def _slices_of(items: list[Any]) -> AsyncGenerator[list[Any], None]:
+    for start in range(0, len(items), ENCODE_SLICE):
+        yield items[start : start + ENCODE_SLICE]
 
 
 async def _send(stream: anyio.abc.SocketStream, data: bytes) -> None:
@@ -371,27 +515,58 @@ async def _send(stream: anyio.abc.SocketStream, data: bytes) -> None:
         raise _Stalled(f"reply read within {SEND_TIMEOUT:g}s") from None
 
 
-def _peer(sock: socket.socket) -> tuple[int, int, int]:
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+"""Linux 4.13+: the client's supplementary groups as they were when it connected."""
+_GROUPS_IN_PYTHON_BUFFER = 256
+"""`socket.getsockopt` takes a buffer of at most 1,024 bytes: 256 gid_t."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A client as the kernel recorded it at connect (not as its pid reads now)."""
+
+    pid: int
+    uid: int
+    gid: int
+    groups: frozenset[int] | None
+    """Supplementary groups; None if the kernel cannot tell (before Linux 4.13)."""
+
+    def in_group(self, group: int) -> bool:
+        return self.gid == group or (self.groups is not None and group in self.groups)
+
+
+def _peer(sock: socket.socket) -> Peer:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
-    return pid, uid, gid
+    return Peer(pid, uid, gid, _peer_groups(sock))
 
 
-def _peer_allowed(pid: int, uid: int, gid: int, group: int) -> bool:
-    """Root, the daemon's own user, or a member of the socket's group."""
-    if uid in (0, os.geteuid()) or gid == group:
-        return True
-    # Supplementary groups are not in SO_PEERCRED; /proc has them.
-    return group in _groups_of(pid)
+def _peer_groups(sock: socket.socket) -> frozenset[int] | None:
+    """The client's supplementary groups, from the socket itself.
 
-
-def _groups_of(pid: int) -> set[int]:
+    They used to be read from /proc/PID/status, on the event loop: a client that
+    exited could have its pid reused by another user's process before the read, and
+    with the unit's ProtectProc=invisible the daemon cannot read others' /proc at all.
+    """
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return set()
-    groups: set[int] = set()
-    for line in status.splitlines():
-        if line.startswith(("Gid:", "Groups:")):
-            groups.update(int(value) for value in line.split()[1:])
-    return groups
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * _GROUPS_IN_PYTHON_BUFFER)
+    except OSError as exc:
+        if exc.errno == errno.ERANGE:
+            raw = _peer_groups_unbounded(sock.fileno())
+        elif exc.errno in (errno.ENOPROTOOPT, errno.EINVAL):
+            return None
+        else:
+            raise
+    return frozenset(struct.unpack(f"{len(raw) // 4}I", raw))
+
+
+def _peer_groups_unbounded(fd: int) -> bytes:
+    """SO_PEERGROUPS for a client in more groups than `socket.getsockopt` has room for."""
+    size = 4 * os.sysconf("SC_NGROUPS_MAX")
+    buffer = ctypes.create_string_buffer(size)
+    length = ctypes.c_uint32(size)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.getsockopt(fd, socket.SOL_SOCKET, SO_PEERGROUPS, buffer, ctypes.byref(length)):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return buffer.raw[: length.value]
