@@ -14,6 +14,7 @@
     │   └── FatalError           never retried
     │       └── TooManyBadRecords
     ├── CommandRefused           an operator command does not fit the job's state (exit 1)
+    ├── FinalCheckpointFailed    paused or stopped, but without its final checkpoint (exit 1)
     └── DaemonUnreachable        no daemon answers on the control socket (exit 4)
 
 Each class's docstring is its default message. Exit codes are chosen in one
@@ -95,6 +96,10 @@ class TooManyBadRecords(FatalError):
 
 class CommandRefused(SupervisorError):
     """The command does not fit the job's current state."""
+
+
+class FinalCheckpointFailed(SupervisorError):
+    """The job paused or stopped, but its final checkpoint failed: records will be replayed."""
 
 
 class DaemonUnreachable(SupervisorError):
