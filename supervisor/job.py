@@ -248,7 +248,10 @@ class JobRunner:
 
     async def _on_driver_ended(self, message: Ended) -> None:
         driver, self._driver = message.driver, None
-        if driver.superseded and message.error is not None:
+        opened = driver.attempt is not None and driver.attempt.opened
+        if driver.superseded and message.error is not None and opened:
+            # Records were read, and no final checkpoint covers them. (An attempt that
+            # failed before opening read nothing: its late failure just does not count.)
             self._final_checkpoint_failed(message.error)
         for request in self._waiting_for_driver:
             request.done.set()

@@ -379,6 +379,27 @@ async def test_a_pause_whose_final_checkpoint_fails_raises_from_request() -> Non
         assert runner.final_checkpoint_error is None
 
 
+@pytest.mark.anyio
+async def test_a_pause_during_an_open_that_fails_is_not_a_failed_final_checkpoint() -> None:
+    """An open that fails as the pause cancels it read nothing, so the pause is plain: no
+    FinalCheckpointFailed, nothing counted."""
+
+    class FailsWhenCancelled(HangingOpen):
+        async def open(self, offset: Offset | None) -> None:
+            try:
+                await super().open(offset)
+            finally:
+                self.open_now -= 1
+                raise ConnectionError("connection reset while opening")
+
+    source = FailsWhenCancelled()
+    async with running_job(_job(), source) as (runner, watch):
+        await watch.until(lambda: source.opens == 1)
+        assert await runner.request("pause") is R.PAUSED
+        assert runner.final_checkpoint_error is None
+        assert runner.attempts == 0
+
+
 class _OneJobSupervisor:
     """What `dispatch` needs of a Supervisor for job verbs."""
 
