@@ -22,6 +22,7 @@ import structlog
 
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
+from supervisor.failures import describe_error
 from supervisor.ledger import JobLedger
 from supervisor.processing import BatchProcessor
 from supervisor.protocols import Offset, Sink, Source
@@ -84,6 +85,8 @@ class Attempt:
         self._listener: AttemptListener = listener or _Unheard()
         self._stop_requested = False
         self._read_scope: anyio.CancelScope | None = None
+        self._open_scope = anyio.CancelScope()
+        """Around opening sink and source: a stop cancels an open that hangs."""
         self.opened = False
         """True once the source opened: from then on the attempt counts as having run."""
         self.records_read = 0
@@ -100,6 +103,10 @@ class Attempt:
     def request_stop(self) -> None:
         """Finish the batch in hand, checkpoint, and end as STOPPED."""
         self._stop_requested = True
+        if not self.opened:
+            # Nothing read yet, so nothing to checkpoint: a stop wins over a hanging
+            # open at once (and its start slot is freed).
+            self._open_scope.cancel()
         if self._read_scope is not None:
             # Abandoning a read is safe: the offset we commit is that of the
             # last batch the sink took, and the next attempt reopens from it.
@@ -107,23 +114,23 @@ class Attempt:
 
     async def run(self) -> AttemptEnd:
         sink = self._components.sink(self.job)
+        source: Source | None = None
         try:
             source = self._components.source(self.job)
-        except BaseException:
-            await sink.close()
-            raise
-        try:
             processor = self._components.processor(self.job)
-            sink_offset = await sink.open()
-            offset = sink_offset if sink_offset is not None else self._ledger.offset
-            if sink_offset is not None and sink_offset != self._ledger.offset:
-                log.info(
-                    "job.sink_offset_used",
-                    job=self.job.name,
-                    offset=sink_offset,
-                    snapshot_offset=self._ledger.offset,
-                )
-            await source.open(offset)
+            with self._open_scope:
+                sink_offset = await sink.open()
+                offset = sink_offset if sink_offset is not None else self._ledger.offset
+                if sink_offset is not None and sink_offset != self._ledger.offset:
+                    log.info(
+                        "job.sink_offset_used",
+                        job=self.job.name,
+                        offset=sink_offset,
+                        snapshot_offset=self._ledger.offset,
+                    )
+                await source.open(offset)
+            if self.stop_requested():
+                return AttemptEnd.STOPPED  # stopped while opening: nothing read
             self.opened = True
             self.opened_at = anyio.current_time()
             self._healthy_at = self.opened_at + self.job.retry.reset_after
@@ -203,9 +210,13 @@ class Attempt:
         )
 
 
-async def _close_quietly(job: str, source: Source, sink: Sink) -> None:
+async def _close_quietly(job: str, source: Source | None, sink: Sink) -> None:
     for name, component in (("source", source), ("sink", sink)):
+        if component is None:
+            continue  # never built
         try:
             await component.close()
-        except Exception as exc:  # noqa: BLE001 - a close error must not hide the real one
-            log.warning("job.close_failed", job=job, component=name, error=repr(exc))
+        # Whatever plugin code raises (SystemExit, a CancelledError of its own, ...): it is
+        # shielded, so never our cancellation, and it must not hide the attempt's real error.
+        except BaseException as exc:  # noqa: BLE001
+            log.warning("job.close_failed", job=job, component=name, error=describe_error(exc))

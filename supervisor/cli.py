@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     path = config_path(args)
-    config = load_config(path)
+    config = load_config(path, import_plugins=True)  # imports plugins; constructs or calls none
     print(f"{path}: ok, {len(config.jobs)} job(s): {', '.join(j.name for j in config.jobs)}")
     return EXIT_OK
 

@@ -18,7 +18,7 @@ from supervisor.config.model import (
     StdoutSinkConfig,
 )
 from supervisor.errors import PluginError
-from supervisor.plugins import load_reference
+from supervisor.plugins import load_callable, load_reference
 from supervisor.processing import BatchProcessor, load_processor
 from supervisor.protocols import Offset, Sink, Source
 
@@ -97,7 +97,7 @@ def build_processor(job: JobConfig) -> BatchProcessor:
 
 
 def _construct(reference: str, options: Any, protocol: type, role: str) -> Any:
-    cls = load_reference(reference)
+    cls = load_callable(reference, f"{role} class")
     try:
         instance = cls(**options)
     except TypeError as exc:

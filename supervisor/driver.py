@@ -8,10 +8,12 @@ is posted after the attempt's source and sink have closed. That is what makes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 from supervisor.attempt import Attempt, AttemptEnd
 from supervisor.components import Components
@@ -26,7 +28,7 @@ class Ended:
 
     driver: Driver
     end: AttemptEnd | None
-    error: Exception | None
+    error: BaseException | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ class Driver:
 
     async def run(self) -> None:
         end: AttemptEnd | None = None
-        error: Exception | None = None
+        error: BaseException | None = None
         with self.scope:
             if self._retry_now is not None and self.retry_at is not None:
                 with anyio.move_on_after(self.retry_at - anyio.current_time()):
@@ -89,7 +91,13 @@ class Driver:
                 self.retry_at = None
             try:
                 end = await self._run_attempt()
-            except Exception as exc:  # noqa: BLE001 - classified by the owner
+            except BaseException as exc:  # plugin code: classified by the owner
+                if _cancelled():
+                    # A real cancellation: it stands, whatever plugin code made of it.
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        raise
+                    await anyio.lowlevel.checkpoint()  # raises the cancellation itself
+                # Not cancelled: a CancelledError here is one plugin code raised.
                 error = exc
         # Posted after the attempt fully ended (closed), or after a cancellation.
         self.post(Ended(self, end, error))
@@ -117,3 +125,8 @@ class Driver:
 
     def healthy(self) -> None:
         self.post(Healthy(self))
+
+
+def _cancelled() -> bool:
+    """Whether a cancel scope around the current task (not shielded off) was cancelled."""
+    return anyio.current_effective_deadline() == -math.inf

@@ -15,6 +15,7 @@
     │       ├── TooManyBadRecords
     │       └── UnsafeFile       a file to read or write is a symlink or not a regular file
     ├── CommandRefused           an operator command does not fit the job's state (exit 1)
+    ├── FinalCheckpointFailed    paused or stopped, but without its final checkpoint (exit 1)
     └── DaemonUnreachable        no daemon answers on the control socket (exit 4)
         └── UntrustedDaemon      another user's process answers in the daemon's place
 
@@ -101,6 +102,10 @@ class UnsafeFile(FatalError):
 
 class CommandRefused(SupervisorError):
     """The command does not fit the job's current state."""
+
+
+class FinalCheckpointFailed(SupervisorError):
+    """The job paused or stopped, but its final checkpoint failed: records will be replayed."""
 
 
 class DaemonUnreachable(SupervisorError):

@@ -3,15 +3,26 @@
 SPEC §4 rule 6: `fatal_on` names, `supervisor.FatalError` (which includes the
 bad-record limit) and a plugin that cannot be loaded are fatal; everything
 else is retried, `retry_on` names explicitly so, until the budget is spent.
-Names match the error's class or any of its bases, written as
-``module.QualName`` (``builtins`` may be left out: ``ValueError``).
-An ExceptionGroup from one attempt is one failure, fatal if any member is.
+A name matches the error's class or any of its bases: the class the name
+resolves to, as users write it (a public alias such as
+``supervisor.TransientError`` or ``json.JSONDecodeError``), or failing that
+the name the class was defined under, ``module.QualName`` (``builtins`` may be
+left out: ``ValueError``). An ExceptionGroup from one attempt is one failure:
+matched by name itself first, then fatal if any member is.
+
+This is the one place an error is described (`describe_error`,
+`describe_failure`): plugin code raised it, so describing it must never fail
+(a ``__str__`` that raises gives ``<unprintable ValueError>``) and never be
+huge (messages are capped at `MESSAGE_LIMIT`).
 """
 
 from __future__ import annotations
 
+import builtins
+import inspect
 import itertools
 import linecache
+import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -20,6 +31,10 @@ from types import CodeType, TracebackType
 from supervisor.config.model import RetryPolicy
 from supervisor.errors import FatalError, PluginError
 from supervisor.snapshot import FailureRecord
+
+MESSAGE_LIMIT = 4096
+"""Characters of an error's message kept (snapshot, log, `status`, `events`); the rest is cut
+and its length noted. A 5 MB message was written whole into every snapshot write and log line."""
 
 TRACEBACK_LIMIT = 16_000
 """Characters of traceback kept in the snapshot: enough to debug, not a disk hog."""
@@ -35,28 +50,72 @@ _frame_memo: dict[tuple[CodeType, int], tuple[str, tuple[str, int, str]]] = {}
 
 def is_fatal(error: BaseException, policy: RetryPolicy) -> bool:
     """True when retrying cannot help and the job should fail (or be suspended) now."""
-    return any(_leaf_is_fatal(leaf, policy) for leaf in _leaves(error))
+    pending = [error]
+    while pending:  # a stack, not recursion: plugin code may nest groups arbitrarily deep
+        current = pending.pop()
+        cls = type(current)
+        if _matches(cls, policy.fatal_on):
+            return True
+        if _matches(cls, policy.retry_on):
+            continue
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        elif isinstance(current, FatalError | PluginError):
+            return True
+    return False
 
 
-def _leaf_is_fatal(error: BaseException, policy: RetryPolicy) -> bool:
-    names = set(class_names(type(error)))
-    if names & set(policy.fatal_on):
-        return True
-    if names & set(policy.retry_on):
+def _matches(cls: type, names: Sequence[str]) -> bool:
+    """Whether `cls` or one of its bases is one of `names` (see the module docstring)."""
+    if not names:
         return False
-    return isinstance(error, FatalError | PluginError)
+    written = set(class_names(cls))
+    mro = cls.__mro__
+    for name in names:
+        if name in written:
+            return True
+        target = _resolved(name)
+        if target is not None and target in mro:
+            return True
+    return False
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for member in error.exceptions:
-            yield from _leaves(member)
-    else:
-        yield error
+_resolved_names: dict[str, type] = {}
+
+
+def _resolved(name: str) -> type | None:
+    """The class `name` names, looked up among the modules already imported, or None.
+
+    Nothing is imported here (this runs on the event loop): the module that raised
+    an error, and its packages, are imported by then, and `supervisor check` imports
+    every name. Module ``__getattr__`` hooks are not called (plugin code, maybe slow).
+    """
+    known = _resolved_names.get(name)
+    if known is not None:
+        return known
+    parts = name.split(".")
+    candidates: list[tuple[object, list[str]]] = []
+    if len(parts) == 1:
+        candidates.append((builtins, parts))
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is not None:
+            candidates.append((module, parts[split:]))
+            break
+    for target, attributes in candidates:
+        for attribute in attributes:
+            target = inspect.getattr_static(target, attribute, None)
+            if target is None:
+                break
+        if isinstance(target, type):
+            _resolved_names[name] = target
+            return target
+    return None
 
 
 def class_names(cls: type) -> Iterator[str]:
-    """Every name the class and its bases can be matched by in `retry_on` / `fatal_on`."""
+    """Every name the class and its bases were defined under, as `retry_on` / `fatal_on`
+    may spell them."""
     for base in cls.__mro__:
         yield f"{base.__module__}.{base.__qualname__}"
         if base.__module__ == "builtins":
@@ -65,8 +124,31 @@ def class_names(cls: type) -> Iterator[str]:
 
 def qualified_name(cls: type) -> str:
     """``module.QualName``, or the bare name for builtins."""
-    module = cls.__module__
+    module: object = cls.__module__  # plugin code can set a class's __module__ to anything
+    if not isinstance(module, str):
+        module = "?"
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def error_message(error: BaseException) -> str:
+    """``str(error)``, never failing and capped at `MESSAGE_LIMIT` characters."""
+    try:
+        text = str(error)
+    except BaseException:  # noqa: BLE001 - plugin code: whatever __str__ raises, describe it
+        text = f"<unprintable {type(error).__name__}>"
+    return cap_message(text)
+
+
+def cap_message(text: str) -> str:
+    """`text`, or its first `MESSAGE_LIMIT` characters and a note of its length."""
+    if len(text) <= MESSAGE_LIMIT:
+        return text
+    return f"{text[:MESSAGE_LIMIT]}... [{len(text):,} characters, cut]"
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message``, as logs, `status` and `events` show an error: safe and capped."""
+    return f"{qualified_name(type(error))}: {error_message(error)}"
 
 
 def release_traceback(error: BaseException) -> None:
@@ -97,13 +179,16 @@ def describe_failure(
 ) -> FailureRecord:
     """The failure record for `error`, continuing the streak of `previous` if any."""
     now = datetime.now(UTC)
-    text = format_traceback(error)
+    try:
+        text = format_traceback(error)
+    except BaseException:  # noqa: BLE001 - plugin code's error may defeat the traceback module
+        text = f"(the traceback could not be formatted)\n{describe_error(error)}\n"
     if len(text) > TRACEBACK_LIMIT:
         text = "...\n" + text[-TRACEBACK_LIMIT:]
     return FailureRecord(
         attempts=attempts,
         error_type=qualified_name(type(error)),
-        message=str(error),
+        message=error_message(error),
         traceback=text,
         first_failure_at=previous.first_failure_at if previous else now,
         last_failure_at=now,
@@ -206,8 +291,8 @@ def _format_exception_only(error: BaseException) -> list[str]:
     if isinstance(error, SyntaxError):
         return traceback.format_exception_only(error)
     try:
-        shown = str(error)
-    except Exception:  # noqa: BLE001 - as the traceback module shows it
+        shown = cap_message(str(error))
+    except BaseException:  # noqa: BLE001 - as the traceback module shows it
         shown = "<exception str() failed>"
     cls = type(error)
     kind = cls.__qualname__ if cls.__module__ == "__main__" else qualified_name(cls)
@@ -216,14 +301,14 @@ def _format_exception_only(error: BaseException) -> list[str]:
     if isinstance(notes, Sequence):
         for note in notes:
             try:
-                text = str(note)
-            except Exception:  # noqa: BLE001 - as the traceback module shows it
+                text = cap_message(str(note))
+            except BaseException:  # noqa: BLE001 - as the traceback module shows it
                 text = "<note str() failed>"
             lines.extend(f"{line}\n" for line in text.split("\n"))
     elif notes is not None:
         try:
-            text = repr(notes)
-        except Exception:  # noqa: BLE001 - as the traceback module shows it
+            text = cap_message(repr(notes))
+        except BaseException:  # noqa: BLE001 - as the traceback module shows it
             text = "<__notes__ repr() failed>"
         lines.append(f"{text}\n")
     return lines

@@ -31,8 +31,8 @@ from supervisor.backoff import backoff_delay
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
 from supervisor.driver import Driver, DriverMessage, Ended, Opened
-from supervisor.errors import CommandRefused, SnapshotError
-from supervisor.failures import describe_failure, is_fatal, release_traceback
+from supervisor.errors import CommandRefused, FinalCheckpointFailed, SnapshotError
+from supervisor.failures import describe_error, describe_failure, is_fatal, release_traceback
 from supervisor.inbox import Inbox
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
@@ -58,7 +58,7 @@ class _Request:
 
     verb: str
     value: Any = None
-    error: CommandRefused | None = None
+    error: CommandRefused | FinalCheckpointFailed | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     state: JobState | None = None
     """The state the command produced (a later command may change it before `done`)."""
@@ -100,6 +100,10 @@ class JobRunner:
         self.persist_pending = False
         self.since = time.time()
         self.cause: str | None = _cause(self.failure) if self.failure else None
+        self.final_checkpoint_error: str | None = None
+        """Why the last attempt an operator (or the shutdown) stopped ended without its final
+        checkpoint: the records since the one before will be read again. None once a new
+        attempt starts."""
         self._driver: Driver | None = None
         self._drivers_started = 0
         self._waiting_for_driver: list[_Request] = []
@@ -211,6 +215,7 @@ class JobRunner:
                 "job.retry_scheduled", job=self.name, attempt=self.attempts, delay=round(delay, 3)
             )
         self._drivers_started += 1
+        self.final_checkpoint_error = None  # about the attempt before: a new one starts
         self._driver = Driver(
             number=self._drivers_started,
             job=self.config,
@@ -245,6 +250,11 @@ class JobRunner:
 
     async def _on_driver_ended(self, message: Ended) -> None:
         driver, self._driver = message.driver, None
+        opened = driver.attempt is not None and driver.attempt.opened
+        if driver.superseded and message.error is not None and opened:
+            # Records were read, and no final checkpoint covers them. (An attempt that
+            # failed before opening read nothing: its late failure just does not count.)
+            self._final_checkpoint_failed(message.error)
         for request in self._waiting_for_driver:
             request.done.set()
         self._waiting_for_driver.clear()
@@ -260,7 +270,29 @@ class JobRunner:
             await self._persist_quietly()
         self._drive_if_active()
 
-    async def _on_attempt_failed(self, error: Exception, *, ran: bool) -> None:
+    def _final_checkpoint_failed(self, error: BaseException) -> None:
+        """The attempt told to stop failed instead of ending with a final checkpoint.
+
+        The state stands (the operator wins), but it is not silent: logged, shown by
+        `status`, and a waiting `pause` / `stop` says so (exit 1).
+        """
+        self.final_checkpoint_error = describe_error(error)
+        release_traceback(error)
+        log.error(
+            "job.final_checkpoint_failed",
+            job=self.name,
+            state=self.state.value,
+            error=self.final_checkpoint_error,
+        )
+        for request in self._waiting_for_driver:
+            if request.verb in ("pause", "stop") and request.error is None:
+                request.error = FinalCheckpointFailed(
+                    f"{self.name}: {self.state.name}, but its final checkpoint failed, so the "
+                    f"records since the last checkpoint will be read again: "
+                    f"{self.final_checkpoint_error}"
+                )
+
+    async def _on_attempt_failed(self, error: BaseException, *, ran: bool) -> None:
         fatal = is_fatal(error, self.config.retry)
         if ran:
             self.attempts += 1

@@ -25,7 +25,8 @@ import structlog
 from supervisor.config.model import RecordsPolicy
 from supervisor.durable import write_all
 from supervisor.errors import TooManyBadRecords
-from supervisor.plugins import load_reference
+from supervisor.failures import error_message
+from supervisor.plugins import load_callable
 from supervisor.protocols import Processor, Record, Rejected
 from supervisor.safe_open import create_or_open
 
@@ -33,11 +34,9 @@ log = structlog.get_logger("supervisor.processing")
 
 
 def load_processor(reference: str) -> Processor:
-    """Import the processor function named by ``pkg.mod:fn``."""
-    function = load_reference(reference)
-    if not callable(function):
-        raise TypeError(f"processor {reference!r} is not callable")
-    return cast(Processor, function)
+    """Import the processor function named by ``pkg.mod:fn``; `PluginError` (fatal) if it
+    cannot be imported or is not callable."""
+    return cast(Processor, load_callable(reference, "processor"))
 
 
 class BatchProcessor:
@@ -93,7 +92,7 @@ class BatchProcessor:
         log.warning(
             "job.record_rejected",
             job=self._job,
-            error=f"{type(error).__name__}: {error}",
+            error=f"{type(error).__name__}: {error_message(error)}",
             policy=self._policy.on_error,
             rejected=self.rejected,
         )
@@ -103,7 +102,7 @@ class BatchProcessor:
             raise TooManyBadRecords(
                 f"{self.rejected} bad records in one attempt, more than "
                 f"records.max_errors = {self._policy.max_errors}; last: "
-                f"{type(error).__name__}: {error}"
+                f"{type(error).__name__}: {error_message(error)}"
             ) from error
 
     async def _write_dead_letters(self, dead: list[tuple[Record, BaseException]]) -> None:
@@ -116,7 +115,7 @@ class BatchProcessor:
                 {
                     "job": self._job,
                     "at": now,
-                    "error": f"{type(error).__name__}: {error}",
+                    "error": f"{type(error).__name__}: {error_message(error)}",
                     "record": record,
                 },
                 ensure_ascii=False,

@@ -143,3 +143,33 @@ async def test_a_stop_asked_during_a_checkpoint_ends_the_attempt_at_it(tmp_path:
     assert ledger.offset == 100
     assert [r["seq"] for r in sink.flushed] == list(range(100))
     assert sink.written == []
+
+
+class _HangingOpen(ScriptedSource):
+    """A source whose open never returns (a broker that never answers)."""
+
+    async def open(self, offset: Offset | None) -> None:
+        self.opens += 1
+        self.open_now += 1
+        await anyio.sleep_forever()
+
+
+async def test_a_stop_interrupts_an_open_that_hangs(tmp_path: Path) -> None:
+    """A stop asked while the source's open hangs ends the attempt at once as STOPPED, with
+    source and sink closed and nothing written (issue 14.5: the stop waited for the open)."""
+    ledger = await _ledger(tmp_path)
+    source, sink = _HangingOpen(), RecordingSink()
+    attempt = Attempt(make_job(), ledger, 1, fixed_components(source, sink))
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def stop_once_opening() -> None:
+                while source.opens == 0:
+                    await anyio.lowlevel.checkpoint()
+                attempt.request_stop()
+
+            tg.start_soon(stop_once_opening)
+            assert await attempt.run() is AttemptEnd.STOPPED
+    assert source.open_now == 0
+    assert not attempt.opened
+    assert ledger.snapshot.generation == 0  # nothing to checkpoint: nothing written

@@ -592,3 +592,131 @@ def test_issues_of_many_job_files_keep_the_file_order(tmp_path: Path) -> None:
     assert [job.name for job in loaded.jobs] == sorted(
         name[:-5] for name in jobs if name != "j0300.toml"
     )
+
+
+# --- `supervisor check` imports what job files name (issue 14.12, 14.13) -------------------
+
+_PLUGIN_MODULE = """\
+from pathlib import Path
+
+NOT_CALLABLE = 42
+MARKER = Path(__file__).with_name("constructed")
+
+
+class Source:
+    def __init__(self, **options):
+        MARKER.write_text("constructed")  # check must never construct a plugin
+
+
+def process(record):
+    MARKER.write_text("called")  # nor call one
+    return record
+"""
+
+
+def _check_issues(config: Path) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, environ={}, import_plugins=True)
+    return [str(issue) for issue in raised.value.issues]
+
+
+def _plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A plugin module importable as the returned name, unique per test."""
+    name = f"ss_plugin_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / f"{name}.py").write_text(_PLUGIN_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    return name
+
+
+def test_check_reports_exception_names_that_cannot_be_imported(tmp_path: Path) -> None:
+    """`check` names the file, the dotted key and what is wrong for every retry_on / fatal_on
+    name it cannot import (it accepted them all before), and accepts names as users write them.
+    """
+    config = _write(
+        tmp_path,
+        "[supervisor]\n",
+        {
+            "a.toml": VALID_JOB
+            + """
+                [retry]
+                retry_on = ["supervisor.TransientError", "json.JSONDecodeError", "no_such_lib.Busy"]
+                fatal_on = ["ExceptionGroup", "json.JSONDecodError", "os.path", "Nope"]
+                """,
+        },
+    )
+    job_file = tmp_path / "jobs" / "a.toml"
+    issues = _check_issues(config)
+    assert issues == [
+        f"{job_file}: retry.retry_on: expected an exception class that can be imported: "
+        "cannot import 'no_such_lib.Busy': no module named 'no_such_lib'",
+        f"{job_file}: retry.fatal_on: expected an exception class that can be imported: "
+        "module 'json' has no attribute 'JSONDecodError'",
+        f"{job_file}: retry.fatal_on: expected an exception class, but 'os.path' is a module",
+        f"{job_file}: retry.fatal_on: expected an exception class that can be imported: "
+        "'Nope' is not a builtin name: write it with its module, 'pkg.mod.Nope'",
+    ]
+    # The daemon's own loading imports nothing: these names fall back to matching by name.
+    assert load_config(config, environ={}).jobs[0].retry.fatal_on[1] == "json.JSONDecodError"
+
+
+def test_check_reports_plugin_references_it_cannot_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing modules, missing names and objects that cannot be called are reported by `check`,
+    which imports plugins but never constructs or calls one."""
+    module = _plugin_module(tmp_path, monkeypatch)
+    config = _write(
+        tmp_path,
+        "[supervisor]\n",
+        {
+            "good.toml": f"""
+                [source]
+                type = "python"
+                class = "{module}:Source"
+                [processor]
+                function = "{module}:process"
+                [sink]
+                type = "null"
+                """,
+            "bad.toml": f"""
+                [source]
+                type = "python"
+                class = "no_such_plugin_lib.sources:Source"
+                [processor]
+                function = "{module}:NOT_CALLABLE"
+                [sink]
+                type = "python"
+                class = "{module}:Sink"
+                """,
+        },
+    )
+    bad = tmp_path / "jobs" / "bad.toml"
+    assert _check_issues(config) == [
+        f"{bad}: source.class: cannot import module 'no_such_plugin_lib.sources' for "
+        "'no_such_plugin_lib.sources:Source': ModuleNotFoundError: No module named "
+        "'no_such_plugin_lib'",
+        f"{bad}: sink.class: module '{module}' has no attribute 'Sink'",
+        f"{bad}: processor.function: processor '{module}:NOT_CALLABLE' is not callable "
+        "(it is an int)",
+    ]
+    assert not (tmp_path / "lib" / "constructed").exists()
+
+
+def test_check_reports_a_bad_name_from_defaults_once_against_the_daemon_file(
+    tmp_path: Path,
+) -> None:
+    """A name set in [defaults] that cannot be imported is one error at defaults.<key>."""
+    config = _write(
+        tmp_path,
+        """
+        [supervisor]
+        [defaults.retry]
+        fatal_on = ["no_such_lib.Fatal"]
+        """,
+        {"a.toml": VALID_JOB, "b.toml": VALID_JOB},
+    )
+    assert _check_issues(config) == [
+        f"{config}: defaults.retry.fatal_on: expected an exception class that can be imported: "
+        "cannot import 'no_such_lib.Fatal': no module named 'no_such_lib'"
+    ]

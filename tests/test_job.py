@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from supervisor.config.model import CheckpointPolicy, JobConfig, RetryPolicy
-from supervisor.errors import CommandRefused, FatalError, TransientError
+from supervisor.errors import CommandRefused, FatalError, FinalCheckpointFailed, TransientError
 from supervisor.snapshot import decode
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
@@ -134,8 +134,11 @@ async def test_doris_failure_does_not_overwrite_a_manual_pause() -> None:
     source = ScriptedSource(available=5)
     async with running_job(_job(), source, sink) as (runner, watch):
         await watch.until(lambda: runner.state is R.RUNNING)
-        # The pause asks for a final checkpoint; that flush fails as the attempt ends.
-        assert await runner.request("pause") is R.PAUSED
+        # The pause asks for a final checkpoint; that flush fails as the attempt ends:
+        # the pause stands, and says its final checkpoint failed.
+        with pytest.raises(FinalCheckpointFailed, match="disk hiccup"):
+            await runner.request("pause")
+        assert runner.state is R.PAUSED
         assert runner.attempts == 0
         await anyio.sleep(120)
         assert runner.state is R.PAUSED
@@ -260,7 +263,8 @@ async def test_a_recovered_outage_does_not_rewrite_a_suspended_snapshot() -> Non
     async with running_job(job, source, store=store) as (runner, watch):
         await watch.until(lambda: runner.state is R.RUNNING)
         store.fail_writes = True
-        await runner.request("stop")
+        with pytest.raises(FinalCheckpointFailed):  # the disk refuses that write too
+            await runner.request("stop")
         assert runner.persist_pending
         store.fail_writes = False
         source.open_errors.append(FatalError("gone"))
@@ -281,7 +285,8 @@ async def test_shutdown_with_a_state_write_still_refused_ends_its_retries() -> N
         async with running_job(_job(), source, store=store) as (runner, watch):
             await watch.until(lambda: runner.state is R.RUNNING)
             store.fail_writes = True
-            await runner.request("pause")
+            with pytest.raises(FinalCheckpointFailed):  # the disk refuses that write too
+                await runner.request("pause")
             assert runner.persist_pending
             await anyio.sleep(5)  # a retry or two, refused
     assert runner.state is R.PAUSED

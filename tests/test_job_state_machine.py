@@ -1,6 +1,8 @@
 """A Hypothesis state machine over real JobRunners, on a virtual clock.
 
-Random failures of source, sink and open (transient and fatal), new records,
+Random failures of source, sink and open (transient and fatal, and whatever
+else plugin code may raise: SystemExit, KeyboardInterrupt, CancelledError,
+BaseException subclasses, unprintable errors, groups of them), new records,
 clock advances and every operator command; after every step the invariants of
 SPEC §4 are checked.
 
@@ -11,6 +13,8 @@ each step's effects are complete and deterministic before the checks run.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from trio.testing import MockClock
 
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
-from supervisor.errors import CommandRefused, FatalError, TransientError
+from supervisor.errors import CommandRefused, FatalError, FinalCheckpointFailed, TransientError
+from supervisor.failures import MESSAGE_LIMIT
 from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.start_slots import StartSlots
@@ -43,6 +48,32 @@ HOLDING = frozenset({JobState.PAUSED, JobState.STOPPED})
 
 def _error(kind: str) -> BaseException:
     return FatalError("fatal") if kind == "fatal" else TransientError("transient")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no str")
+
+
+class _PluginBase(BaseException):
+    pass
+
+
+PLUGIN_ERRORS = ("system_exit", "keyboard_interrupt", "cancelled", "base", "unprintable", "group")
+"""What plugin code may raise besides Exception (issue 14.2): BaseException subclasses
+included. Each must fail only its attempt: the owner tasks stay alive."""
+
+
+def _plugin_error(kind: str) -> BaseException:
+    makers: dict[str, Callable[[], BaseException]] = {
+        "system_exit": lambda: SystemExit(3),
+        "keyboard_interrupt": KeyboardInterrupt,
+        "cancelled": asyncio.CancelledError,
+        "base": lambda: _PluginBase("mine"),
+        "unprintable": _Unprintable,
+        "group": lambda: BaseExceptionGroup("g", [SystemExit(1), _Unprintable()]),
+    }
+    return makers[kind]()
 
 
 @dataclass
@@ -144,6 +175,22 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.jobs[job].sink.fail_on_flush = _error(kind)
         self._settle()
 
+    @rule(
+        job=st.sampled_from(JOBS),
+        where=st.sampled_from(["open", "read", "flush"]),
+        kind=st.sampled_from(PLUGIN_ERRORS),
+    )
+    def plugin_raises(self, job: str, where: str, kind: str) -> None:
+        model = self.jobs[job]
+        error = _plugin_error(kind)
+        if where == "open":
+            model.source.open_errors.append(error)
+        elif where == "read":
+            model.source.read_errors.append(error)
+        else:
+            model.sink.fail_on_flush = error
+        self._settle()
+
     @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 2.0, 5.0, 30.0]))
     def time_passes(self, seconds: float) -> None:
         # In small steps, so every timer due in between fires in order.
@@ -172,6 +219,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 outcome["state"] = await model.runner.request(verb)
             except CommandRefused as exc:
                 outcome["refused"] = exc
+            except FinalCheckpointFailed:  # done, and said so: the state stands
+                outcome["state"] = model.runner.state
 
         self.portal.call(self.tasks.start_soon, send)
         self._settle()
@@ -220,6 +269,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         if self._host.done():
             self._host.result()  # raises what killed it
             raise AssertionError("the job tasks ended without being told to")
+
+    @invariant()
+    def failures_are_described_safely(self) -> None:
+        for model in self.jobs.values():
+            failure = model.runner.failure
+            if failure is not None:
+                assert "no str" not in failure.message  # "<unprintable _Unprintable>" instead
+                assert len(failure.message) <= MESSAGE_LIMIT
 
     @invariant()
     def never_two_attempts_of_one_job(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import tomli
 
 from supervisor.config import model, trust
+from supervisor.config.imports import ImportCheck
 from supervisor.config.job_glob import expand
 from supervisor.config.job_schema import JOB_NAME_PATTERN, check_defaults, check_job_file
 from supervisor.config.schema import (
@@ -57,12 +58,19 @@ _SOCKET_PATH_MAX = 107
 """Bytes in a Unix socket address on Linux (108 with the NUL); longer fails only at bind."""
 
 
-def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> model.Config:
-    """The daemon file and every job file it names; raises `ConfigError` with every problem."""
+def load_config(
+    path: Path, *, environ: Mapping[str, str] | None = None, import_plugins: bool = False
+) -> model.Config:
+    """The daemon file and every job file it names; raises `ConfigError` with every problem.
+
+    `import_plugins` (`supervisor check`): also import every plugin reference and
+    `retry_on` / `fatal_on` name, and report those that cannot be used.
+    """
     issues: list[ConfigIssue] = []
     directories = trust.DirectoryCheck()
     daemon_file, document, daemon = _load_daemon_file(path, environ, issues, directories)
     defaults = check_defaults(daemon_file, document.get("defaults", {}), issues)
+    imports = ImportCheck(defaults, issues) if import_plugins else None
     glob_is_valid = not any(issue.where == "supervisor.jobs" for issue in issues)
     owners: dict[str, Path] = {}
     jobs: list[model.JobConfig] = []
@@ -88,6 +96,8 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> mode
             elif name is not None:
                 owners[name] = job_file
                 jobs.extend([job] if job is not None else [])
+                if imports is not None and job is not None:
+                    imports.check(job, job_document)
     if issues:
         raise ConfigError(issues)
     return model.Config(daemon=daemon, jobs=tuple(sorted(jobs, key=lambda job: job.name)))

@@ -15,7 +15,7 @@ import anyio.to_thread
 
 from supervisor.components import check_source_offset
 from supervisor.control.protocol import Request
-from supervisor.errors import CommandRefused, ConfigError
+from supervisor.errors import CommandRefused, ConfigError, FinalCheckpointFailed
 from supervisor.snapshot import check_offset
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
     for runner in runners:
         try:
             state = await supervisor.command(runner.name, request.verb)
-        except CommandRefused as exc:
+        except (CommandRefused, FinalCheckpointFailed) as exc:
             results.append({"job": runner.name, "ok": False, "error": str(exc)})
         else:
             results.append({"job": runner.name, "ok": True, "state": state.value})
@@ -204,6 +204,7 @@ def job_view(runner: JobRunner, now: float, *, detail: bool = False) -> dict[str
         "next_retry_in": None if retry_at is None else round(max(retry_at - now, 0), 1),
         "error": runner.cause if runner.failure is not None else None,
         "persist_pending": runner.persist_pending,
+        "final_checkpoint_error": runner.final_checkpoint_error,
     }
     if detail:
         snapshot = runner.ledger.snapshot

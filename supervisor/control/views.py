@@ -19,7 +19,9 @@ def status_table(jobs: list[dict[str, Any]]) -> str:
     rows = [COLUMNS] + [
         (
             printable(job["job"]),
-            job["state"].upper() + (" (persist pending)" if job["persist_pending"] else ""),
+            job["state"].upper()
+            + (" (persist pending)" if job["persist_pending"] else "")
+            + (" (final checkpoint failed)" if job.get("final_checkpoint_error") else ""),
             printable(job["since"].replace("+00:00", "Z")),
             short_offset(job["offset"]),
             "-" if job["records_per_s"] is None else f"{job['records_per_s']:g}",
@@ -54,6 +56,8 @@ def job_detail(job: dict[str, Any]) -> str:
         lines.append(f"records/s:   {job['records_per_s']:g}")
     if job["next_retry_in"] is not None:
         lines.append(f"next retry:  in {job['next_retry_in']:g}s")
+    if job.get("final_checkpoint_error"):
+        lines.append(f"final checkpoint failed: {printable(job['final_checkpoint_error'])}")
     failure = job.get("failure")
     if failure:
         lines += [

@@ -1,0 +1,91 @@
+"""What `supervisor check` adds to loading: importing what job files name.
+
+Plugin references (``[processor] function``, ``class`` of a ``python`` source or
+sink) must import and be callable; `retry_on` / `fatal_on` names must import
+and be exception classes. Only imports run: no plugin is constructed or called.
+The daemon's own loading (`run`, `reload`) does not import: a plugin that cannot
+be loaded fails its job only, and a name that cannot be imported falls back to
+matching the name an exception class was defined under.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.config import model
+from supervisor.config.job_schema import Defaults
+from supervisor.errors import ConfigIssue, PluginError
+from supervisor.plugins import import_dotted, load_callable
+
+
+@dataclass
+class ImportCheck:
+    """Checks the imports of every job of one load; each result and report is made once."""
+
+    defaults: Defaults
+    issues: list[ConfigIssue]
+    _results: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    _reported: set[tuple[str, str]] = field(default_factory=set)
+
+    def check(self, job: model.JobConfig, document: dict[str, Any]) -> None:
+        """Report what `job` (read from `document`, the job file's TOML) names and cannot use."""
+        for role, config in (("source", job.source), ("sink", job.sink)):
+            if isinstance(config, model.PythonSourceConfig | model.PythonSinkConfig):
+                self._report(job, document, role, "class", self._plugin(config.class_ref, role))
+        if job.processor is not None:
+            problem = self._plugin(job.processor.function, "processor")
+            self._report(job, document, "processor", "function", problem)
+        for key in ("retry_on", "fatal_on"):
+            for name in getattr(job.retry, key):
+                self._report(job, document, "retry", key, self._exception(name))
+
+    def _plugin(self, reference: str, role: str) -> str | None:
+        what = "processor" if role == "processor" else f"{role} class"
+        if (reference, what) not in self._results:
+            try:
+                load_callable(reference, what)
+                self._results[(reference, what)] = None
+            except PluginError as exc:
+                self._results[(reference, what)] = str(exc)
+        return self._results[(reference, what)]
+
+    def _exception(self, name: str) -> str | None:
+        if (name, "exception") not in self._results:
+            self._results[(name, "exception")] = _exception_problem(name)
+        return self._results[(name, "exception")]
+
+    def _report(
+        self,
+        job: model.JobConfig,
+        document: dict[str, Any],
+        table: str,
+        key: str,
+        problem: str | None,
+    ) -> None:
+        if problem is None:
+            return
+        own = document.get(table)
+        if isinstance(own, dict) and key in own:
+            self.issues.append(ConfigIssue(str(job.path), f"{table}.{key}", problem))
+            return
+        # Set by [defaults]: reported once, against the daemon file.
+        where = f"defaults.{table}.{key}"
+        if (where, problem) not in self._reported:
+            self._reported.add((where, problem))
+            self.issues.append(ConfigIssue(str(self.defaults.file), where, problem))
+
+
+def _exception_problem(name: str) -> str | None:
+    try:
+        target = import_dotted(name)
+    except PluginError as exc:
+        return f"expected an exception class that can be imported: {exc}"
+    if not (isinstance(target, type) and issubclass(target, BaseException)):
+        return f"expected an exception class, but {name!r} is {_kind(target)}"
+    return None
+
+
+def _kind(target: object) -> str:
+    kind = type(target).__name__
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
