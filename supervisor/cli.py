@@ -117,7 +117,8 @@ def _job_command(args: argparse.Namespace) -> int:
     code = EXIT_OK
     for result in results:
         if result["ok"]:
-            print(f"{result['job']}: {result['state'].upper()}")
+            note = f" ({result['note']})" if result.get("note") else ""
+            print(f"{result['job']}: {result['state'].upper()}{note}")
         else:
             _error(result["error"])
             code = EXIT_REFUSED

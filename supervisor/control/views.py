@@ -38,7 +38,7 @@ def job_detail(job: dict[str, Any]) -> str:
         f"job:         {job['job']}",
         f"state:       {job['state'].upper()}"
         + ("  (persist pending: retrying the write)" if job["persist_pending"] else ""),
-        f"since:       {job['since']}",
+        f"since:       {job['since']}" + (f"  ({job['cause']})" if job.get("cause") else ""),
         f"offset:      {json.dumps(job['offset'])}",
         f"attempt:     {job['attempt']}",
         f"snapshot:    {job['snapshot']['path']} (generation {job['snapshot']['generation']})",
