@@ -421,8 +421,8 @@ class JobRunner:
             raise CommandRefused(offset_refusal(self.name, self.state))
         if self._driver is not None:
             raise CommandRefused(
-                f"{self.name} is {self.state.name} but its attempt is still ending: "
-                f"try again once `supervisor status {self.name}` shows no records/s"
+                f"{self.name} is {self.state.name} but its last attempt is still ending "
+                f"(final checkpoint): run `supervisor offset {self.name} --set` again once it has"
             )
         old = self.ledger.offset
         if self.state is JobState.FAILED and not self.ledger.snapshot.offset_chosen:

@@ -282,8 +282,10 @@ async def test_without_a_choice_the_sink_offset_still_wins() -> None:
 
 
 @asynccontextmanager
-async def _unreadable_job(store: InMemorySnapshotStore, watch: Watch) -> AsyncIterator[JobRunner]:
-    job = _job(suspend_on_failure=True)
+async def _unreadable_job(
+    store: InMemorySnapshotStore, watch: Watch, *, suspend: bool
+) -> AsyncIterator[JobRunner]:
+    job = _job(suspend_on_failure=suspend)
     runner = JobRunner(
         job, JobLedger(store, "orders", None), watch.record, start_slots=StartSlots(8)
     )
@@ -297,21 +299,31 @@ async def _unreadable_job(store: InMemorySnapshotStore, watch: Watch) -> AsyncIt
         runner.shut_down()
 
 
-async def test_a_refused_resume_emits_no_transition() -> None:
-    """`resume` refused because the snapshot is still unreadable changes no state and
-    emits no event; once repaired, resume emits SUSPENDED -> PENDING."""
+@pytest.mark.parametrize(
+    ("suspend", "state", "verb"),
+    [
+        (True, R.SUSPENDED, "resume"),
+        (False, R.FAILED, "start"),
+        (False, R.FAILED, "restart"),
+    ],
+)
+async def test_a_command_refused_for_an_unreadable_snapshot_emits_no_transition(
+    suspend: bool, state: JobState, verb: str
+) -> None:
+    """`resume`/`start`/`restart` refused because the snapshot is still unreadable change
+    no state and emit no event; once it is repaired the command emits one change."""
     # Issue 14.11: "suspended -> pending" was the last event while status said SUSPENDED.
     store, watch = InMemorySnapshotStore(), Watch()
     store.files["orders"] = b"format = 2\nnot toml"
-    async with _unreadable_job(store, watch) as runner:
-        assert runner.state is R.SUSPENDED
-        assert "orders.snapshot.toml" in await _refused(runner, "resume")
-        assert runner.state is R.SUSPENDED
+    async with _unreadable_job(store, watch, suspend=suspend) as runner:
+        assert runner.state is state
+        assert "orders.snapshot.toml" in await _refused(runner, verb)
+        assert runner.state is state
         assert watch.changes == []
-        _seed(store, state=R.SUSPENDED, offset=4)
-        await runner.request("resume")
-        assert watch.changes[0] == ("orders", R.SUSPENDED, R.PENDING)
-        assert runner.ledger.offset == 4
+        _seed(store, state=state, offset=4)
+        await runner.request(verb)
+        assert watch.changes[0] == ("orders", state, R.PENDING)
+        assert runner.ledger.offset == 4  # the repaired snapshot is resumed from
 
 
 # --- 14.18: every refusal names a way forward; pause and stop are idempotent ----------
