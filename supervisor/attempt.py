@@ -120,6 +120,16 @@ class Attempt:
             processor = self._components.processor(self.job)
             with self._open_scope:
                 sink_offset = await sink.open()
+                if self._ledger.snapshot.offset_chosen and sink_offset != self._ledger.offset:
+                    # The operator chose where to begin (`offset --set`, or a FAILED job's
+                    # fresh start): that wins over an offset-keeping sink's own offset.
+                    log.warning(
+                        "job.sink_offset_overridden",
+                        job=self.job.name,
+                        offset=self._ledger.offset,
+                        sink_offset=sink_offset,
+                    )
+                    sink_offset = None
                 offset = sink_offset if sink_offset is not None else self._ledger.offset
                 if sink_offset is not None and sink_offset != self._ledger.offset:
                     log.info(

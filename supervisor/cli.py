@@ -152,7 +152,8 @@ def _job_command(args: argparse.Namespace) -> int:
     code = EXIT_OK
     for result in results:
         if result["ok"]:
-            print(printable(f"{result['job']}: {result['state'].upper()}"))
+            note = f" ({result['note']})" if result.get("note") else ""
+            print(printable(f"{result['job']}: {result['state'].upper()}{note}"))
         else:
             _error(result["error"])
             code = EXIT_REFUSED

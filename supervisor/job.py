@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,17 @@ from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
 from supervisor.snapshot import FailureRecord
 from supervisor.start_slots import StartSlots
-from supervisor.states import ACTIVE, Event, JobState, next_state, restored_state
+from supervisor.states import (
+    ACTIVE,
+    OFFSET_SETTABLE,
+    RETRY_NOW,
+    Event,
+    JobState,
+    next_state,
+    offset_refusal,
+    restored_state,
+    retry_refusal,
+)
 
 log = structlog.get_logger("supervisor.job")
 
@@ -46,10 +57,6 @@ StateListener = Callable[["JobRunner", JobState, JobState, str | None], None]
 
 PERSIST_RETRY_MAX = 30.0
 """Longest wait between tries of a state write that failed (SPEC §4 rule 7)."""
-
-OFFSET_SETTABLE = frozenset(
-    {JobState.PAUSED, JobState.SUSPENDED, JobState.STOPPED, JobState.FAILED}
-)
 
 
 @dataclass(eq=False)
@@ -97,9 +104,21 @@ class JobRunner:
         self.attempts = snapshot.attempts
         """Consecutive failed attempts: what has been spent of `retry.max_attempts`."""
         self.failure = snapshot.failure
+        """The last real failure (kept while paused or stopped); `status` shows it as the error."""
         self.persist_pending = False
         self.since = time.time()
+        if snapshot.since is not None and self.state is snapshot.state:
+            self.since = snapshot.since.timestamp()  # a persisted state began before this daemon
+        ledger.live_since = datetime.fromtimestamp(self.since, UTC)
         self.cause: str | None = _cause(self.failure) if self.failure else None
+        """Why the job last changed state (an operator's command, a failure, a reload)."""
+        self._next_retry_wall: float | None = None
+        """Wall-clock time the pending retry is due while RETRYING (persisted, so a daemon
+        restart waits out the rest of the backoff instead of hitting a failing source)."""
+        self._next_retry_loop: float | None = None
+        """The same in event-loop time, which the wait uses (None: not converted yet)."""
+        if self.state is JobState.RETRYING and snapshot.next_retry_at is not None:
+            self._next_retry_wall = snapshot.next_retry_at.timestamp()
         self.final_checkpoint_error: str | None = None
         """Why the last attempt an operator (or the shutdown) stopped ended without its final
         checkpoint: the records since the one before will be read again. None once a new
@@ -108,7 +127,6 @@ class JobRunner:
         self._drivers_started = 0
         self._waiting_for_driver: list[_Request] = []
         self._load_error: SnapshotError | None = None
-        self._offset_set_while_failed = False
         self._shutting_down = False
         self._inbox: Inbox[_Message] = Inbox()
         self._persisting = False
@@ -132,6 +150,11 @@ class JobRunner:
     def next_retry_at(self) -> float | None:
         """Event-loop time of the next retry while waiting out a backoff."""
         return self._driver.retry_at if self._driver else None
+
+    @property
+    def error(self) -> str | None:
+        """The last real failure, as ``Type: message``; not an operator's or a reload's cause."""
+        return _cause(self.failure) if self.failure is not None else None
 
     def fail_at_start(self, error: SnapshotError) -> None:
         """The snapshot cannot be read: fail before any attempt, naming the path.
@@ -199,7 +222,7 @@ class JobRunner:
         elif message.driver.superseded:
             pass  # an operator or the shutdown already decided: nothing it says counts
         elif isinstance(message, Opened):
-            self._transition(Event.OPENED)
+            self._transition(self._opened_event())
         else:
             await self._on_healthy()
 
@@ -210,7 +233,12 @@ class JobRunner:
             return
         delay = 0.0
         if self.state is JobState.RETRYING and self.attempts:
-            delay = backoff_delay(self.attempts, self.config.retry, self._rng)
+            if self._next_retry_wall is None:  # restored from a snapshot that did not say
+                self._schedule_retry()
+            if self._next_retry_loop is None:  # restored: the wall clock to loop time
+                wait = max(self._next_retry_wall - time.time(), 0.0)  # type: ignore[operator]
+                self._next_retry_loop = anyio.current_time() + wait
+            delay = max(self._next_retry_loop - anyio.current_time(), 0.0)
             log.info(
                 "job.retry_scheduled", job=self.name, attempt=self.attempts, delay=round(delay, 3)
             )
@@ -227,6 +255,17 @@ class JobRunner:
         )
         self._tasks.start_soon(self._driver.run, name=f"driver {self.name}")
 
+    def _schedule_retry(self) -> None:
+        """Draw the backoff before the next retry; the next driver waits until then."""
+        delay = backoff_delay(self.attempts, self.config.retry, self._rng)
+        self._next_retry_loop = anyio.current_time() + delay
+        self._next_retry_wall = time.time() + delay
+
+    def _opened_event(self) -> Event:
+        # Failed attempts still counted: the job has not proved healthy (a reload or a
+        # restart may have made it PENDING), so it is RETRYING, not RUNNING.
+        return Event.OPENED_OWING if self.attempts else Event.OPENED
+
     def _post(self, message: DriverMessage) -> None:
         """A message from the driver. An `Opened` that finds the owner idle (waiting, nothing
         queued) is handled here, in the driver's task: it only moves the state, and handling
@@ -237,7 +276,7 @@ class JobRunner:
             and message.driver is self._driver
             and not message.driver.superseded
         ):
-            self._transition(Event.OPENED)
+            self._transition(self._opened_event())
             return
         self._inbox.put(message)
 
@@ -313,6 +352,7 @@ class JobRunner:
             self._transition(Event.GAVE_UP)
         else:
             self._transition(Event.RETRYABLE_FAILURE)
+            self._schedule_retry()  # before the write, which records when the retry is due
         await self._persist_quietly()
 
     # --- operator commands -----------------------------------------------------------
@@ -341,34 +381,54 @@ class JobRunner:
         return False
 
     async def _cmd_pause(self, _: object) -> bool:
+        if self.state is JobState.PAUSED:
+            return True  # idempotent; reported once any attempt still stopping has ended
         self._transition(Event.PAUSE, cause="paused by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_stop(self, _: object) -> bool:
+        if self.state is JobState.STOPPED:
+            return True  # idempotent, as pause
         self._transition(Event.STOP, cause="stopped by operator")
         self._stop_driver()
         await self._persist_quietly()
         return True
 
     async def _cmd_resume(self, _: object) -> bool:
+        self._check(Event.RESUME)
+        await self._read_snapshot_again()  # refused before any transition: events match state
         self._transition(Event.RESUME, cause="resumed by operator")
         await self._begin_again(keep_offset=True)
         return False
 
     async def _cmd_start(self, _: object) -> bool:
-        keep = self.state is not JobState.FAILED
+        self._check(Event.START)
+        keep = self._keeps_offset()
+        await self._read_snapshot_again()
         self._transition(Event.START, cause="started by operator")
         await self._begin_again(keep_offset=keep)
         return False
 
     async def _cmd_restart(self, _: object) -> bool:
-        keep = self.state is not JobState.FAILED
+        keep = self._keeps_offset()
+        await self._read_snapshot_again()
         self._stop_driver()
         self._transition(Event.RESTART, cause="restarted by operator")
         await self._begin_again(keep_offset=keep)
         return False
+
+    def _check(self, event: Event) -> None:
+        """Raise CommandRefused, changing nothing, if `event` does not fit the state."""
+        next_state(
+            self.state, event, suspend_on_failure=self.config.suspend_on_failure, job=self.name
+        )
+
+    def _keeps_offset(self) -> bool:
+        # FAILED is not resumed from (SPEC §4), unless the snapshot could not be read: then
+        # the repaired snapshot is what the operator wants used.
+        return self.state is not JobState.FAILED or self._load_error is not None
 
     async def _cmd_reconfigure(self, job: JobConfig) -> bool:
         """Take a new definition: an active job restarts on it; any other keeps its
@@ -386,49 +446,55 @@ class JobRunner:
 
     async def _cmd_retry(self, _: object) -> bool:
         driver = self._driver
-        if self.state is not JobState.RETRYING or driver is None or driver.retry_at is None:
-            raise CommandRefused(f"{self.name} is {self.state.name}, not waiting to retry")
+        if self.state not in RETRY_NOW or driver is None or driver.retry_at is None:
+            raise CommandRefused(retry_refusal(self.name, self.state))
         driver.retry_now()
         return False
 
     async def _cmd_set_offset(self, value: Offset) -> bool:
-        if self.state not in OFFSET_SETTABLE or self._driver is not None:
+        if self.state not in OFFSET_SETTABLE:
+            raise CommandRefused(offset_refusal(self.name, self.state))
+        if self._driver is not None:
             raise CommandRefused(
-                f"{self.name} is {self.state.name}: pause or stop it before setting its offset"
+                f"{self.name} is {self.state.name} but its last attempt is still ending "
+                f"(final checkpoint): run `supervisor offset {self.name} --set` again once it has"
             )
         old = self.ledger.offset
-        if self.state is JobState.FAILED and not self._offset_set_while_failed:
+        if self.state is JobState.FAILED and not self.ledger.snapshot.offset_chosen:
             # A FAILED job is not resumed from its snapshot: keep that one aside.
             await self.ledger.set_aside("failed")
         try:
-            await self.ledger.write(offset=value)
+            # Chosen: the next attempt starts here, even over an offset-keeping sink's own.
+            await self.ledger.write(offset=value, offset_chosen=True)
         except (SnapshotError, ValueError) as exc:  # ValueError: not an offset TOML can hold
             fresh = (
                 " (it stays FAILED and `start` begins afresh)" if old != self.ledger.offset else ""
             )
             raise CommandRefused(f"offset of {self.name} not set{fresh}: {exc}") from exc
         self._load_error = None
-        # An offset set on a FAILED job is where its next `start` begins.
-        self._offset_set_while_failed = self.state is JobState.FAILED
         log.warning("job.offset_set", job=self.name, old=old, offset=value)
         return False
 
     async def _begin_again(self, *, keep_offset: bool) -> None:
         """Leave a stopped/failed/suspended state: a fresh budget, maybe a fresh offset."""
-        self.attempts, self.failure, self.cause = 0, None, None
-        if self._load_error is not None:
-            await self._reload_snapshot()
-        elif not keep_offset and not self._offset_set_while_failed:
-            # FAILED is not resumed from: the old snapshot is set aside, never deleted.
-            await self.ledger.set_aside("failed")
-        self._offset_set_while_failed = False
+        self.attempts, self.failure = 0, None
+        if not keep_offset and not self.ledger.snapshot.offset_chosen:
+            # FAILED is not resumed from: the old snapshot is set aside, never deleted, and
+            # the source's start is chosen over an offset-keeping sink's own offset too.
+            await self.ledger.set_aside("failed", offset_chosen=True)
         await self._persist_quietly()
 
-    async def _reload_snapshot(self) -> None:
+    async def _read_snapshot_again(self) -> None:
+        """If the snapshot could not be read, read it again (an operator may have repaired
+        it); still unreadable: CommandRefused, and the job stays as it is."""
+        if self._load_error is None:
+            return
         try:
             await self.ledger.reload()
         except SnapshotError as exc:
-            self.fail_at_start(exc)
+            self._load_error = exc
+            self.failure = describe_failure(exc, attempts=self.attempts, previous=None)
+            self.cause = str(exc)
             raise CommandRefused(f"{self.name}: {exc}") from exc
         self._load_error = None
 
@@ -454,6 +520,9 @@ class JobRunner:
             self.cause = cause
         if old is not new:
             self.since = time.time()
+            self.ledger.live_since = datetime.fromtimestamp(self.since, UTC)
+            if new is not JobState.RETRYING:
+                self._next_retry_wall = self._next_retry_loop = None
             self._on_change(self, old, new, self.cause)
 
     async def _persist_quietly(self) -> None:
@@ -474,7 +543,13 @@ class JobRunner:
                 )
 
     async def _write_state(self) -> None:
-        await self.ledger.write(state=self.state, attempts=self.attempts, failure=self.failure)
+        retry_at = self._next_retry_wall
+        await self.ledger.write(
+            state=self.state,
+            attempts=self.attempts,
+            failure=self.failure,
+            next_retry_at=None if retry_at is None else datetime.fromtimestamp(retry_at, UTC),
+        )
         if self.persist_pending:
             log.info("job.persist_recovered", job=self.name, state=self.state.value)
         self.persist_pending = False

@@ -48,6 +48,9 @@ class JobLedger:
         )
         self.live_state = self.snapshot.state
         """The job's state now, set by its owner; checkpoints record it."""
+        self.live_since: datetime | None = self.snapshot.since
+        """When the job entered `live_state` (wall clock), set by its owner; every write
+        records it, so SINCE survives a daemon restart."""
 
     @property
     def path(self) -> Path:
@@ -62,9 +65,13 @@ class JobLedger:
     async def write(self, **changes: Any) -> Snapshot:
         """Durably write the last snapshot with `changes`; raises SnapshotWriteError.
 
-        Unless `changes` says otherwise, the snapshot records `live_state`.
+        Unless `changes` says otherwise, the snapshot records `live_state` and `live_since`,
+        and a new offset (a checkpoint) is not one the operator chose.
         """
         changes.setdefault("state", self.live_state)
+        changes.setdefault("since", self.live_since)
+        if "offset" in changes:
+            changes.setdefault("offset_chosen", False)
         async with self._lock:
             successor = self.snapshot.successor(**changes)
             try:
@@ -76,14 +83,22 @@ class JobLedger:
                 raise
             return self.snapshot
 
-    async def set_aside(self, reason: str) -> None:
-        """Move the snapshot files aside (never deleted) and start from no offset.
+    async def set_aside(self, reason: str, *, offset_chosen: bool = False) -> None:
+        """Move the snapshot files aside (never deleted) and start from no offset;
+        `offset_chosen`: that start is the operator's choice, over a sink's own offset.
 
         Generations go on from the set-aside one, so they still only grow.
         """
         async with self._lock:
             await self._store.set_aside(self.snapshot.job, reason)
-            self.snapshot = replace(self.snapshot, offset=None, attempts=0, failure=None)
+            self.snapshot = replace(
+                self.snapshot,
+                offset=None,
+                attempts=0,
+                failure=None,
+                next_retry_at=None,
+                offset_chosen=offset_chosen,
+            )
 
     async def reload(self) -> None:
         """Read the snapshot from disk again (an operator may have repaired it)."""

@@ -3,12 +3,15 @@
 A snapshot file is a TOML document, laid out as tomli-w lays it out
 (`supervisor.snapshot_toml` reads and writes it)::
 
-    format = 1
+    format = 2
     job = "orders"
     generation = 42
-    state = "running"
+    state = "retrying"
     attempts = 0
     written_at = 2024-05-01 12:00:00.123456+00:00
+    since = 2024-05-01 11:59:58.001000+00:00           # format 2: when `state` began
+    next_retry_at = 2024-05-01 12:00:04.500000+00:00   # format 2: while a retry is due
+    offset_chosen = true     # format 2: only when true
     checksum = "sha256:…"
     offset = 1234            # absent when None: TOML has no null
     [failure]                # absent when there is none
@@ -41,11 +44,15 @@ from supervisor.snapshot_toml import dumps as dumps_toml
 from supervisor.snapshot_toml import parse as parse_toml
 from supervisor.states import JobState
 
-FORMAT_VERSION = 1
-"""The one format this module writes and reads; a new layout gets a new number."""
+FORMAT_VERSION = 2
+"""The format this module writes; a new layout gets a new number. Format 2 added `since`,
+`next_retry_at` and `offset_chosen` (all optional); format 1 files still load."""
+
+READABLE_FORMATS = frozenset({1, 2})
 
 _ALGORITHM = "sha256:"
 _TOP_KEYS = {"format", "job", "generation", "state", "attempts", "offset", "written_at", "failure"}
+_FORMAT_2_KEYS = _TOP_KEYS | {"since", "next_retry_at", "offset_chosen"}
 _FAILURE_KEYS = {"attempts", "error_type", "message", "traceback"}
 _FAILURE_KEYS |= {"first_failure_at", "last_failure_at"}
 _INT64 = range(-(2**63), 2**63)
@@ -80,6 +87,14 @@ class Snapshot:
     """Consecutive failed attempts spent from the retry budget."""
     failure: FailureRecord | None = None
     written_at: datetime
+    since: datetime | None = None
+    """When the job entered `state` (wall clock); None in a format-1 file."""
+    next_retry_at: datetime | None = None
+    """When a RETRYING job's backoff ends (wall clock): a daemon restart waits until then."""
+    offset_chosen: bool = False
+    """The operator chose `offset` (`offset --set`, or the fresh start of a FAILED job): the
+    next attempt starts there, even over an offset-keeping sink's own offset, and `start` of
+    a FAILED job begins there rather than afresh. The next checkpoint clears it."""
 
     def successor(self, **changes: Any) -> Snapshot:
         """The next generation with `changes`; the store sets `written_at` when it writes it."""
@@ -115,6 +130,12 @@ def encode(snapshot: Snapshot) -> bytes:
         "attempts": snapshot.attempts,
         "written_at": _utc(snapshot.written_at),
     }
+    if snapshot.since is not None:
+        document["since"] = _utc(snapshot.since)
+    if snapshot.next_retry_at is not None:
+        document["next_retry_at"] = _utc(snapshot.next_retry_at)
+    if snapshot.offset_chosen:
+        document["offset_chosen"] = True
     if snapshot.offset is not None:
         check_offset(snapshot.offset)
         document["offset"] = snapshot.offset
@@ -160,7 +181,7 @@ def _decode(data: bytes, job: str) -> Snapshot:
     # The format first: an intact newer file is refused as such, not taken for damage.
     version = _get(document, "format", int)
     stored = {"checksum": document.pop("checksum")} if "checksum" in document else {}
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         if version > FORMAT_VERSION and _sealed(document, stored):
             raise _Newer(
                 f"was written by a newer stream-supervisor (format {version}; "
@@ -170,7 +191,7 @@ def _decode(data: bytes, job: str) -> Snapshot:
         raise _Invalid(f"unknown format version {version} (this supervisor reads {FORMAT_VERSION})")
     if not _sealed(document, stored):
         raise _Invalid("checksum mismatch: the file was changed or damaged after it was written")
-    _no_unknown_keys(document, _TOP_KEYS, "")
+    _no_unknown_keys(document, _TOP_KEYS if version == 1 else _FORMAT_2_KEYS, "")
     if (owner := _get(document, "job", str)) != job:
         raise _Invalid(f"it belongs to job {owner!r}, not {job!r}")
     state_name = _get(document, "state", str)
@@ -193,6 +214,9 @@ def _decode(data: bytes, job: str) -> Snapshot:
         attempts=_count(document, "attempts"),
         failure=None if failure is None else _failure(failure),
         written_at=_moment(document, "written_at"),
+        since=_optional_moment(document, "since"),
+        next_retry_at=_optional_moment(document, "next_retry_at"),
+        offset_chosen="offset_chosen" in document and _get(document, "offset_chosen", bool),
     )
 
 
@@ -239,6 +263,10 @@ def _moment(table: Mapping[str, Any], key: str, where: str = "") -> datetime:
     if value.tzinfo is None:
         raise _Invalid(f"field '{where}{key}' has no UTC offset")
     return value.astimezone(UTC)
+
+
+def _optional_moment(table: Mapping[str, Any], key: str) -> datetime | None:
+    return _moment(table, key) if key in table else None
 
 
 def _no_unknown_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:

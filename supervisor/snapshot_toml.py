@@ -2,7 +2,7 @@
 
 A restart decodes every job's snapshot before any job starts, and every
 checkpoint encodes one. Our files have one shape: ``key = value`` lines of
-integers, strings and UTC datetimes, then tables of those (``[offset]`` for a
+integers, strings, booleans and UTC datetimes, then tables of those (``[offset]`` for a
 file position, ``[failure]``).
 
 - `parse` reads that shape with one regex per line (16 µs a file against
@@ -38,7 +38,9 @@ _DATETIME = (
     r"(?P<datetime>([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]{6}))?\+00:00)"
 )
-_LINE = re.compile(f"{_KEY} = (?:{_INTEGER}|{_STRING}|{_DATETIME})")
+# Last, so the datetime's numbered groups keep their numbers.
+_BOOLEAN = r"(?P<boolean>true|false)"
+_LINE = re.compile(f"{_KEY} = (?:{_INTEGER}|{_STRING}|{_DATETIME}|{_BOOLEAN})")
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPED = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\"}
 _TABLE = re.compile(r"\[([A-Za-z0-9_-]+)\]")
@@ -74,7 +76,9 @@ def _parse_layout(text: str) -> dict[str, Any] | None:
     return document
 
 
-def _value(match: re.Match[str]) -> int | str | datetime | None:
+def _value(match: re.Match[str]) -> bool | int | str | datetime | None:
+    if (boolean := match["boolean"]) is not None:
+        return boolean == "true"
     if (integer := match["integer"]) is not None:
         return int(integer)
     if (string := match["string"]) is not None:

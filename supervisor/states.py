@@ -48,10 +48,25 @@ FAILURES = frozenset({JobState.SUSPENDED, JobState.FAILED})
 RESTARTABLE = frozenset({JobState.STOPPED, JobState.FINISHED, JobState.FAILED})
 """States `start` accepts."""
 
+RETRY_NOW = frozenset({JobState.RETRYING})
+"""States `retry` accepts (and then only while the job waits out its backoff)."""
+
+OFFSET_SETTABLE = frozenset(
+    {JobState.PAUSED, JobState.SUSPENDED, JobState.STOPPED, JobState.FAILED, JobState.FINISHED}
+)
+"""States `offset --set` accepts: no attempt runs, and one starts only when told to."""
+
 
 def restored_state(persisted: JobState) -> JobState:
-    """The state a job takes when the daemon starts with this state on disk."""
-    return persisted if persisted in PERSISTED else JobState.PENDING
+    """The state a job takes when the daemon starts with this state on disk.
+
+    RETRYING stays RETRYING: the job has failures to pay off and waits out the rest of
+    its backoff (its count and next-retry time are kept); calling it PENDING would hide
+    both, and it must prove healthy before it is RUNNING again.
+    """
+    if persisted in PERSISTED or persisted is JobState.RETRYING:
+        return persisted
+    return JobState.PENDING
 
 
 class Event(enum.StrEnum):
@@ -59,6 +74,8 @@ class Event(enum.StrEnum):
 
     OPENED = "opened"
     """An attempt's source opened: the attempt is really running."""
+    OPENED_OWING = "opened_owing"
+    """An attempt opened while failed attempts are still counted: not yet proved healthy."""
     HEALTHY = "healthy"
     """Running `retry.reset_after` with a checkpoint since the last failure."""
     RETRYABLE_FAILURE = "retryable_failure"
@@ -93,13 +110,14 @@ _P, _RN, _RT, _PA, _SU, _FA, _ST, _FI = (
 TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
     (_P, Event.OPENED): _RN,
     (_RT, Event.OPENED): _RT,  # still RETRYING until it has proved healthy
+    **{(state, Event.OPENED_OWING): _RT for state in (_P, _RT)},
     (_RT, Event.HEALTHY): _RN,
     (_RN, Event.HEALTHY): _RN,
     **{(state, Event.RETRYABLE_FAILURE): _RT for state in (_P, _RN, _RT)},
     **{(state, Event.SOURCE_ENDED): _FI for state in (_RN, _RT)},
-    **{(state, Event.PAUSE): _PA for state in (_P, _RN, _RT)},
+    **{(state, Event.PAUSE): _PA for state in (_P, _RN, _RT, _PA)},  # PAUSED: a no-op
     **{(state, Event.RESUME): _P for state in (_PA, _SU)},
-    **{(state, Event.STOP): _ST for state in (_P, _RN, _RT, _PA, _SU)},
+    **{(state, Event.STOP): _ST for state in (_P, _RN, _RT, _PA, _SU, _ST)},  # STOPPED: a no-op
     **{(state, Event.START): _P for state in (_ST, _FI, _FA)},
     **{(state, Event.RESTART): _P for state in JobState},
 }
@@ -128,20 +146,65 @@ def next_state(
 
 
 def refusal(job: str, state: JobState, event: Event) -> str:
-    """Why an operator command does not fit `state`, and what to do instead."""
+    """Why an operator command does not fit `state`, and what the operator can do instead."""
     if event is Event.RESUME and state is JobState.RETRYING:
         return (
             f"{job} is RETRYING: use `supervisor retry {job}` to retry now "
             f"or `supervisor pause {job}` to pause it"
         )
     if event is Event.RESUME and state in ACTIVE:
-        return f"{job} is {state.name}, not paused or suspended: nothing to resume"
-    if event is Event.RESUME:
-        return f"{job} is {state.name}: use `supervisor start {job}`"
+        return (
+            f"{job} is {state.name}, not paused or suspended: nothing to resume; "
+            f"use `supervisor restart {job}` to restart it"
+        )
     if event is Event.START and state in ACTIVE:
-        return f"{job} is already {state.name}"
-    if event is Event.START:
-        return f"{job} is {state.name}: use `supervisor resume {job}`"
-    if event is Event.PAUSE and state is JobState.PAUSED:
-        return f"{job} is already PAUSED"
-    return f"cannot {event.value} {job}: it is {state.name}"
+        return f"{job} is already {state.name}: use `supervisor restart {job}` to restart it"
+    if event in (Event.RESUME, Event.START, Event.PAUSE, Event.STOP):
+        return f"{job} is {state.name}: {_way_forward(job, state)}"
+    return f"cannot {event.value} {job}: it is {state.name}"  # pragma: no cover - no such edge
+
+
+def retry_refusal(job: str, state: JobState) -> str:
+    """Why `retry` does not fit: the job is not waiting out a backoff."""
+    if state is JobState.RETRYING:
+        return (
+            f"{job} is RETRYING with its retry attempt already running, not waiting out a "
+            f"backoff: use `supervisor restart {job}` to restart it"
+        )
+    if state is JobState.RUNNING:
+        return (
+            f"{job} is RUNNING, not waiting to retry: nothing to retry; "
+            f"use `supervisor restart {job}` to restart it"
+        )
+    return f"{job} is {state.name}, not waiting to retry: {_way_forward(job, state)}"
+
+
+def offset_refusal(job: str, state: JobState) -> str:
+    """Why `offset --set` does not fit: an attempt runs or is about to."""
+    return (
+        f"{job} is {state.name}: use `supervisor pause {job}` or `supervisor stop {job}` "
+        "before setting its offset"
+    )
+
+
+def _way_forward(job: str, state: JobState) -> str:
+    """What moves a job on from `state`, as the operator would type it."""
+    if state is JobState.PENDING:
+        return f"it starts when a start slot is free; `supervisor pause {job}` to hold it"
+    if state in (JobState.RUNNING, JobState.RETRYING):
+        return f"use `supervisor pause {job}` or `supervisor stop {job}` to stop it"
+    if state is JobState.PAUSED:
+        return f"use `supervisor resume {job}` to resume it"
+    if state is JobState.SUSPENDED:
+        return (
+            f"nothing runs; fix the cause, then `supervisor resume {job}` "
+            f"(or `supervisor stop {job}` to leave it stopped)"
+        )
+    if state is JobState.FAILED:
+        return f"nothing runs; use `supervisor start {job}` to begin afresh from the source's start"
+    if state is JobState.FINISHED:
+        return (
+            f"its source has ended; use `supervisor start {job}` to run it again, after "
+            f"`supervisor offset {job} --set VALUE` to choose where it begins"
+        )
+    return f"use `supervisor start {job}` to start it"

@@ -77,10 +77,10 @@ def flip_a_bit(data: bytes) -> bytes:
 
 
 def newer_format(data: bytes) -> bytes:
-    """The same snapshot as a newer supervisor would seal it: intact, format 2."""
+    """The same snapshot as a newer supervisor would seal it: intact, format 3."""
     document = tomllib.loads(data.decode())
     del document["checksum"]
-    return seal({**document, "format": 2})
+    return seal({**document, "format": 3})
 
 
 def plant_hard_link(name: str) -> Callable[[Path, Outside], None]:
@@ -122,13 +122,13 @@ DAMAGE = {
         "belongs to job 'billing', not 'orders'",
     ),
     "version-digit-damaged": Damage(
-        damage_current(lambda data: data.replace(b"format = 1", b"format = 2")),
+        damage_current(lambda data: data.replace(b"format = 2", b"format = 4")),
         CURRENT,
         1,
-        "unknown format version 2",
+        "unknown format version 4",
     ),
     "wrong-version": Damage(
-        damage_current(newer_format), CURRENT, None, "newer stream-supervisor (format 2"
+        damage_current(newer_format), CURRENT, None, "newer stream-supervisor (format 3"
     ),
     "symlink-at-snapshot": Damage(plant_link(CURRENT), CURRENT, 1, "it is a symlink"),
     # Never followed, and a write never opens an existing file: the linked inode is safe.

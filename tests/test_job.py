@@ -248,7 +248,7 @@ async def test_set_offset_only_when_no_attempt_runs() -> None:
     source = ScriptedSource(available=10)
     async with running_job(_job(), source) as (runner, watch):
         await watch.until(lambda: runner.state is R.RUNNING)
-        with pytest.raises(CommandRefused, match="pause or stop it"):
+        with pytest.raises(CommandRefused, match="`supervisor pause orders` or `supervisor stop"):
             await runner.request("set_offset", 3)
         await runner.request("pause")
         await runner.request("set_offset", 3)

@@ -165,14 +165,14 @@ def test_ill_formed_documents_are_refused(change: dict[str, Any], reason: str) -
 def test_an_intact_file_in_a_newer_format_is_unsupported_not_corrupt() -> None:
     """A newer supervisor's file is refused as such (naming path and version), not as damage."""
     with pytest.raises(SnapshotUnsupported) as caught:
-        decode(seal({**document(make()), "format": 2}), job="orders", path=PATH)
+        decode(seal({**document(make()), "format": 3}), job="orders", path=PATH)
     assert str(PATH) in str(caught.value)
-    assert "newer stream-supervisor (format 2; this one reads format 1)" in str(caught.value)
+    assert "newer stream-supervisor (format 3; this one reads format 2)" in str(caught.value)
 
 
 def test_a_newer_format_number_that_does_not_verify_is_corrupt() -> None:
     """A version digit changed after sealing (a bit flip) is damage: the checksum says so."""
-    data = encode(make()).replace(b"format = 1", b"format = 3")
+    data = encode(make()).replace(b"format = 2", b"format = 3")
     assert "unknown format version 3" in corrupt_reason(data)
 
 
@@ -182,6 +182,27 @@ def test_missing_fields_are_refused(field: str) -> None:
     parsed = document(make())
     del parsed[field]
     assert f"missing field '{field}'" in corrupt_reason(seal(parsed))
+
+
+def test_a_format_1_file_loads_with_the_new_fields_at_their_defaults() -> None:
+    """A snapshot written before format 2 (no since, next-retry time or chosen offset) loads."""
+    parsed = document(make(failure=FAILURE))
+    old = seal({**parsed, "format": 1})
+    assert decode(old, job="orders", path=PATH) == make(failure=FAILURE)
+
+
+def test_a_format_1_file_with_format_2_fields_is_corrupt() -> None:
+    """Format 1 never held the new fields: finding one there is damage, not data."""
+    parsed = {**document(make()), "format": 1, "since": WHEN}
+    assert "unknown field(s) 'since'" in corrupt_reason(seal(parsed))
+
+
+def test_format_2_fields_round_trip() -> None:
+    """since, next_retry_at and offset_chosen are written and read back."""
+    snapshot = make(since=WHEN, next_retry_at=WHEN + timedelta(seconds=9), offset_chosen=True)
+    assert decode(encode(snapshot), job="orders", path=PATH) == snapshot
+    assert b"offset_chosen = true" in encode(snapshot)
+    assert b"offset_chosen" not in encode(make())
 
 
 def test_failure_traceback_defaults_to_empty() -> None:
@@ -260,6 +281,9 @@ snapshots = st.builds(
     attempts=st.integers(0, 1000),
     failure=st.none() | failures,
     written_at=moments,
+    since=st.none() | moments,
+    next_retry_at=st.none() | moments,
+    offset_chosen=st.booleans(),
 )
 
 

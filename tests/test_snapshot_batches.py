@@ -88,7 +88,7 @@ async def test_one_jobs_refused_write_leaves_the_rest_of_its_batch_written(
     await write_all_at_once(store, 1)
     document = tomllib.loads(encode(snap("job07", 1)).decode())
     del document["checksum"]
-    newer = seal({**document, "format": 2})  # intact, as a newer supervisor would write it
+    newer = seal({**document, "format": 3})  # intact, as a newer supervisor would write it
     (store.directory / "job07.snapshot.toml").write_bytes(newer)
     outcomes = await write_all_at_once(store, 2)
     assert isinstance(outcomes.pop("job07"), SnapshotUnsupported)

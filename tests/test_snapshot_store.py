@@ -443,7 +443,7 @@ async def test_a_newer_format_prev_beside_a_valid_current_is_left_to_rotate_out(
     prev = store.directory / "orders.snapshot.prev.toml"
     document = tomllib.loads(prev.read_text())
     del document["checksum"]
-    prev.write_bytes(seal({**document, "format": 2}))
+    prev.write_bytes(seal({**document, "format": 3}))
     loaded = await SnapshotStore(store.directory).load("orders")
     assert loaded is not None
     assert loaded.generation == 2
@@ -568,7 +568,7 @@ def build_mixed_state(state: Path) -> list[str]:
     (state / prev("both")).write_bytes(b"garbage")
     document = tomllib.loads((state / current("newer")).read_text())
     del document["checksum"]
-    (state / current("newer")).write_bytes(seal({**document, "format": 2}))
+    (state / current("newer")).write_bytes(seal({**document, "format": 3}))
     (state / prev("prev-only")).write_bytes(encode(snap(4, job="prev-only")))
     return ["good", "missing", "fallback", "lost", "both", "newer", "prev-only"]
 

@@ -64,6 +64,9 @@ common = st.builds(
         )
     ),
     written_at=moments,
+    since=st.none() | moments,
+    next_retry_at=st.none() | moments,
+    offset_chosen=st.booleans(),
 )
 
 

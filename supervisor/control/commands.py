@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from supervisor.job import JobRunner
 
 JOB_VERBS = {"pause", "resume", "stop", "start", "restart", "retry"}
+IDEMPOTENT_VERBS = {"pause", "stop"}
+"""Verbs that succeed, changing nothing, on a job already where they would put it."""
 
 
 async def dispatch(supervisor: Supervisor, request: Request) -> Any:
@@ -61,12 +63,16 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
     runners = _select(supervisor, request.jobs)
     results = []
     for runner in runners:
+        before = runner.state
         try:
             state = await supervisor.command(runner.name, request.verb)
         except (CommandRefused, FinalCheckpointFailed) as exc:
             results.append({"job": runner.name, "ok": False, "error": str(exc)})
         else:
-            results.append({"job": runner.name, "ok": True, "state": state.value})
+            result = {"job": runner.name, "ok": True, "state": state.value}
+            if before is state and request.verb in IDEMPOTENT_VERBS:
+                result["note"] = f"already {state.value}"
+            results.append(result)
     return results
 
 
@@ -202,7 +208,8 @@ def job_view(runner: JobRunner, now: float, *, detail: bool = False) -> dict[str
         "records_per_s": rate,
         "attempt": runner.attempts,
         "next_retry_in": None if retry_at is None else round(max(retry_at - now, 0), 1),
-        "error": runner.cause if runner.failure is not None else None,
+        "error": runner.error,
+        "cause": runner.cause,
         "persist_pending": runner.persist_pending,
         "final_checkpoint_error": runner.final_checkpoint_error,
     }

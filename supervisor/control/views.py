@@ -46,7 +46,8 @@ def job_detail(job: dict[str, Any]) -> str:
         f"job:         {printable(job['job'])}",
         f"state:       {job['state'].upper()}"
         + ("  (persist pending: retrying the write)" if job["persist_pending"] else ""),
-        f"since:       {printable(job['since'])}",
+        f"since:       {printable(job['since'])}"
+        + (f"  ({printable(job['cause'])})" if job.get("cause") else ""),
         f"offset:      {json.dumps(job['offset'])}",
         f"attempt:     {job['attempt']}",
         f"snapshot:    {printable(job['snapshot']['path'])} "
