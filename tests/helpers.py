@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,3 +28,29 @@ def make_job(name: str = "job", **changes: Any) -> JobConfig:
         checkpoint=CheckpointPolicy(every_records=100, interval=5.0),
     )
     return replace(job, **changes)
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m supervisor ARGS -c CONFIG` as an operator runs it: output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def throwaway_user(name: str, *, groups: Sequence[str] = ()) -> Iterator[str]:
+    """A system user with no home and no login shell, made for one test and removed after
+    it (one left by an interrupted run is removed first). Needs root and useradd."""
+    subprocess.run(["userdel", name], capture_output=True, check=False)
+    command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+    if groups:
+        command += ["--groups", ",".join(groups)]
+    subprocess.run([*command, name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, write_config
+from tests.helpers import run_cli as cli
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +45,6 @@ BROKEN = """
     [sink]
     type = "null"
 """
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args, "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture

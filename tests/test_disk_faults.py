@@ -34,8 +34,8 @@ from supervisor.states import JobState
 from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
 from tests.daemon_process import DAEMON_TOML, DaemonProcess, write_config
 from tests.helpers import make_job
+from tests.helpers import run_cli as cli
 from tests.lifecycle import Watch, eventually, states_of
-from tests.test_control import cli
 
 pytestmark = pytest.mark.anyio
 

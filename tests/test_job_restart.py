@@ -6,8 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_process import DAEMON_TOML, DaemonProcess, write_config
+from tests.helpers import run_cli as _cli
 
 pytestmark = pytest.mark.slow
 
@@ -91,16 +90,6 @@ JOBS = {
         every_records = 10
     """,
 }
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args, "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _status(config: Path) -> dict[str, dict[str, Any]]:

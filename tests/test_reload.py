@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, write_config
-from tests.test_control import DAEMON, cli
+from tests.helpers import run_cli as cli
+from tests.test_control import DAEMON
 
 pytestmark = pytest.mark.slow
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, write_config
+from tests.helpers import run_cli as cli
+from tests.helpers import throwaway_user
 
 pytestmark = pytest.mark.slow
 
@@ -45,29 +47,11 @@ needs_root = pytest.mark.skipif(
 )
 
 
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args, "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.fixture
 def other_user() -> Iterator[str]:
     """A throwaway system user, removed afterwards."""
-    name = f"ss-b2-{os.getpid() % 100000}"
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        check=True,
-        capture_output=True,
-    )
-    try:
+    with throwaway_user(f"ss-b2-{os.getpid() % 100000}") as name:
         yield name
-    finally:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
 # --- 13.6: a socket another user binds in the daemon's place ------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,9 @@ from supervisor.config.job_glob import expand
 from supervisor.config.loader import load_config, load_daemon_config
 from supervisor.errors import ConfigError
 from tests.daemon_process import DAEMON_TOML, DaemonProcess, write_config
-from tests.test_control import DAEMON, cli
+from tests.helpers import run_cli as cli
+from tests.helpers import throwaway_user
+from tests.test_control import DAEMON
 
 JOB = """\
     [source]
@@ -57,12 +60,8 @@ def other_uid() -> Iterator[int]:
         pytest.skip("needs root: creates a throwaway user to own the files")
     if shutil.which("useradd") is None:
         pytest.skip("needs useradd to create a throwaway user")
-    name = f"ss-c-{os.getpid()}-{next(_users)}"
-    subprocess.run(["useradd", "--system", "--no-create-home", name], check=True)
-    try:
-        yield int(subprocess.run(["id", "-u", name], capture_output=True, check=True).stdout)
-    finally:
-        subprocess.run(["userdel", name], check=False)
+    with throwaway_user(f"ss-c-{os.getpid()}-{next(_users)}") as name:
+        yield pwd.getpwnam(name).pw_uid
 
 
 def _config(tmp_path: Path, **jobs: str) -> Path:

@@ -46,7 +46,7 @@ from supervisor.daemon import Supervisor
 from supervisor.states import JobState
 from supervisor.testing import InMemorySnapshotStore
 from tests.daemon_process import DaemonProcess, write_config
-from tests.helpers import make_job
+from tests.helpers import make_job, throwaway_user
 
 pytestmark = pytest.mark.slow
 
@@ -529,15 +529,8 @@ DAEMON_USER = "ss-b1-daemon"
 
 @pytest.fixture
 def daemon_user() -> Iterator[str]:
-    subprocess.run(["userdel", DAEMON_USER], capture_output=True, check=False)
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", DAEMON_USER],
-        check=True,
-    )
-    try:
-        yield DAEMON_USER
-    finally:
-        subprocess.run(["userdel", DAEMON_USER], capture_output=True, check=False)
+    with throwaway_user(DAEMON_USER) as name:
+        yield name
 
 
 @needs_root

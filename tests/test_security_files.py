@@ -43,6 +43,7 @@ from supervisor.sinks.sqlite import SqliteSink, table_rows
 from supervisor.sinks.torn_line import is_torn_json_line
 from supervisor.sources.file import FileSource
 from tests.daemon_process import DaemonProcess, write_config
+from tests.helpers import throwaway_user
 
 SECRET = "private bytes only the daemon's user may read"
 _users = itertools.count()
@@ -72,14 +73,12 @@ class Stage:
 def stage() -> Iterator[Stage]:
     if os.geteuid() != 0:  # pragma: no cover - the marker skips first
         pytest.skip("needs root")
-    name = f"ss-a-{os.getpid() % 100_000}-{next(_users)}"
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        check=True,
-    )
     # pytest's tmp_path is under a 0700 directory the attacker could not enter.
-    root = Path(tempfile.mkdtemp(prefix="ss-a-security-", dir="/tmp"))
-    try:
+    with (
+        throwaway_user(f"ss-a-{os.getpid() % 100_000}-{next(_users)}") as name,
+        tempfile.TemporaryDirectory(prefix="ss-a-security-", dir="/tmp") as shared,
+    ):
+        root = Path(shared)
         root.chmod(0o755)
         private = root / "private"
         private.mkdir(mode=0o700)
@@ -90,9 +89,6 @@ def stage() -> Iterator[Stage]:
         app_dir.mkdir(mode=0o755)
         shutil.chown(app_dir, user=name)
         yield Stage(root, name, secret, app_dir)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        subprocess.run(["userdel", name], check=False)
 
 
 def _daemon(stage: Stage, job: str) -> DaemonProcess:
