@@ -103,7 +103,17 @@ class Supervisor:
         # every job): with the default thresholds each full collection of 10,000
         # jobs took ~0.5 s, 13 of them while starting. See GC_THRESHOLDS.
         gc.set_threshold(*GC_THRESHOLDS)
-        await self.store.prepare()
+        if isinstance(self.store, SnapshotStore):
+            await self.store.prepare(lock=True)  # one daemon per state directory
+        else:
+            await self.store.prepare()
+        try:
+            await self._run(task_status)
+        finally:
+            if isinstance(self.store, SnapshotStore):
+                self.store.close()
+
+    async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         # Every job's snapshot in one worker-thread trip: one per job took seconds at 10,000.
         loaded = await self.store.load_many([job.name for job in self.config.jobs])
         for job in self.config.jobs:
