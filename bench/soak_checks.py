@@ -287,8 +287,10 @@ def check_final(
 
 
 def check_state_dir(state_dir: Path, jobs: list[SoakJob], violations: list[str]) -> None:
-    """The state directory holds each job's snapshot and its previous copy, nothing else."""
+    """The state directory holds each job's snapshot and its previous copy (and the daemon's
+    lock file), nothing else."""
     expected_files = {f"{job.name}.snapshot{kind}.toml" for job in jobs for kind in ("", ".prev")}
+    expected_files.add("supervisor.lock")
     stray = sorted({p.name for p in state_dir.iterdir()} - expected_files)
     if stray:
         violations.append(f"state directory holds more than the snapshots: {stray}")

@@ -87,6 +87,8 @@ class Attempt:
         self._read_scope: anyio.CancelScope | None = None
         self._open_scope = anyio.CancelScope()
         """Around opening sink and source: a stop cancels an open that hangs."""
+        self._abandoned = False
+        self._close_scope: anyio.CancelScope | None = None
         self.opened = False
         """True once the source opened: from then on the attempt counts as having run."""
         self.records_read = 0
@@ -111,6 +113,13 @@ class Attempt:
             # Abandoning a read is safe: the offset we commit is that of the
             # last batch the sink took, and the next attempt reopens from it.
             self._read_scope.cancel()
+
+    def abandon(self) -> None:
+        """The daemon's shutdown timeout is up: cut the closing short too (it is shielded
+        from the cancellation that ends everything else, and a close may hang)."""
+        self._abandoned = True
+        if self._close_scope is not None:
+            self._close_scope.cancel()
 
     async def run(self) -> AttemptEnd:
         sink = self._components.sink(self.job)
@@ -147,7 +156,9 @@ class Attempt:
             self._listener.opened()
             return await self._pump(source, sink, processor, offset)
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True) as self._close_scope:
+                if self._abandoned:
+                    self._close_scope.cancel()
                 await _close_quietly(self.job.name, source, sink)
 
     async def _pump(

@@ -1,8 +1,15 @@
-"""The daemon: one owner task per job, signals, graceful shutdown.
+"""The daemon: one owner task per job, signals, reloads, graceful shutdown.
+
+A job name has at most one owner task at a time, across reloads too: a job that
+a reload removes ends its attempt after a final checkpoint, and a reload that
+adds it back waits for that owner to end before it loads the snapshot and
+starts the new one.
 
 Shutdown (SIGTERM, SIGINT, or idle with ``--exit-when-idle``) asks every job
-to end its attempt after a final checkpoint; jobs still running after
-`shutdown_timeout` are cancelled without one (their last checkpoint stands).
+to end its attempt after a final checkpoint; attempts still running after
+`shutdown_timeout` are cancelled without one, even in a slow `close()` (their
+last checkpoint stands). A stop signal never waits for a reload, and once
+stopping, reloads are refused.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ import gc
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,7 +39,7 @@ from supervisor.job import JobRunner
 from supervisor.ledger import JobLedger
 from supervisor.loop_lag import probe_wanted, report_loop_lag
 from supervisor.notify import SystemdNotifier, status_line
-from supervisor.reload import plan_reload
+from supervisor.reload import ReloadPlan, plan_reload
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.start_slots import StartSlots
@@ -47,6 +55,9 @@ FOLLOW_BUFFER = 1000
 
 HISTORY_LENGTH = 1000
 """State changes kept in memory for `supervisor events`."""
+
+STOPPING_REFUSAL = "the daemon is stopping: reload refused, nothing changed"
+STOPPING_PART_WAY = "the daemon began stopping during the reload: it was applied only in part"
 
 GC_THRESHOLDS = (50_000, 20, 10)
 """The cyclic collector's thresholds while the daemon runs (Python's default is 700, 10, 10):
@@ -67,8 +78,21 @@ class StateChange:
     """Wall-clock time (seconds since the epoch)."""
 
 
+async def read_config_files(path: Path) -> Config:
+    """The daemon file at `path` and its job files, read in a worker thread.
+
+    Abandoned if cancelled: the read changes nothing, and a hung filesystem must not keep
+    a stopping daemon waiting."""
+    return await anyio.to_thread.run_sync(load_config, path, abandon_on_cancel=True)
+
+
 class Supervisor:
-    """Runs every job of a `Config` until told to stop (or until idle)."""
+    """Runs every job of a `Config` until told to stop (or until idle).
+
+    `read_config` is how a reload reads the configuration (the files, unless a test
+    says otherwise); `handle_signals` False leaves signals alone (a daemon run off the
+    main thread, as tests do).
+    """
 
     def __init__(
         self,
@@ -78,12 +102,16 @@ class Supervisor:
         store: SnapshotStore | InMemorySnapshotStore | None = None,
         components: Components = DEFAULT_COMPONENTS,
         control_socket: bool = True,
+        read_config: Callable[[Path], Awaitable[Config]] = read_config_files,
+        handle_signals: bool = True,
     ) -> None:
         self.config = config
         self.exit_when_idle = exit_when_idle
         self.store = store if store is not None else SnapshotStore(config.daemon.state_dir)
         self._components = components
         self._control_socket = control_socket
+        self._read_config = read_config
+        self._handle_signals_wanted = handle_signals
         self.notifier = SystemdNotifier()
         self.start_slots = StartSlots(config.daemon.max_starts_in_flight)
         self.runners: dict[str, JobRunner] = {}
@@ -93,6 +121,9 @@ class Supervisor:
         self._stop_requested = anyio.Event()
         self._status_changed = anyio.Event()
         self._reload_lock = anyio.Lock()
+        self._ending: dict[str, tuple[JobRunner, anyio.Event]] = {}
+        """Owners of jobs a reload removed that have not ended yet (final checkpoint, close),
+        by job name, each with the event set once it has: a job added back waits for it."""
         self._followers: set[MemoryObjectSendStream[StateChange]] = set()
 
     async def run(
@@ -103,7 +134,17 @@ class Supervisor:
         # every job): with the default thresholds each full collection of 10,000
         # jobs took ~0.5 s, 13 of them while starting. See GC_THRESHOLDS.
         gc.set_threshold(*GC_THRESHOLDS)
-        await self.store.prepare()
+        if isinstance(self.store, SnapshotStore):
+            await self.store.prepare(lock=True)  # one daemon per state directory
+        else:
+            await self.store.prepare()
+        try:
+            await self._run(task_status)
+        finally:
+            if isinstance(self.store, SnapshotStore):
+                self.store.close()
+
+    async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         # Every job's snapshot in one worker-thread trip: one per job took seconds at 10,000.
         loaded = await self.store.load_many([job.name for job in self.config.jobs])
         for job in self.config.jobs:
@@ -116,9 +157,11 @@ class Supervisor:
         )
         log.info("daemon.started", jobs=len(self.runners), state_dir=str(self.store.directory))
         async with anyio.create_task_group() as daemon_tasks:
+            self._daemon_tasks = daemon_tasks
             # Signal handlers first: a SIGHUP or SIGTERM sent as soon as the socket
             # answers (or READY=1 is sent) must be handled, not kill the process.
-            await daemon_tasks.start(self._handle_signals)
+            if self._handle_signals_wanted:
+                await daemon_tasks.start(self._handle_signals)
             if control is not None:
                 await daemon_tasks.start(serve_control, control, functools.partial(dispatch, self))
             if self.notifier.enabled:
@@ -137,7 +180,7 @@ class Supervisor:
                     # until shutdown: an empty daemon still serves and reloads.
                     job_tasks.start_soon(self._stop_requested.wait)
                     for runner in self.runners.values():
-                        job_tasks.start_soon(runner.run, job_tasks, name=f"job {runner.name}")
+                        self._launch(runner)
                     task_status.started()
                     # Config read, state directory and control socket ready: tell systemd.
                     self.notifier.send("READY=1", f"STATUS={self._summary()}")
@@ -146,38 +189,86 @@ class Supervisor:
         log.info("daemon.stopped")
 
     async def reload(self) -> dict[str, Any]:
-        """Re-read every file; apply the whole new set, or nothing if any of it is invalid.
+        """Re-read every file and apply the whole new set; return once it is applied.
 
-        Raises ConfigError with every problem when the new set is invalid.
+        Raises ConfigError with every problem when the new set is invalid (nothing
+        changes), and CommandRefused once the daemon is stopping. READY=1 follows
+        RELOADING=1 only once the plan is applied (or refused), so systemd's reload
+        ends when the daemon runs the new set.
         """
+        self._refuse_reload_if_stopping()
         async with self._reload_lock:
+            self._refuse_reload_if_stopping()
             self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
             try:
-                new = await anyio.to_thread.run_sync(load_config, self.config.daemon.path)
-            except ConfigError as exc:
-                errors = [str(issue) for issue in exc.issues]
-                log.error("daemon.reload_refused", errors=errors)  # noqa: TRY400 - no traceback wanted
-                raise
+                try:
+                    new = await self._read_config(self.config.daemon.path)
+                except ConfigError as exc:
+                    errors = [str(issue) for issue in exc.issues]
+                    log.error("daemon.reload_refused", errors=errors)  # noqa: TRY400 - no traceback wanted
+                    raise
+                self._refuse_reload_if_stopping()
+                plan = plan_reload(self.config, new)
+                await self._apply(plan, new)
             finally:
-                self.notifier.send("READY=1")
-            plan = plan_reload(self.config, new)
-            self.config = new
-            for name in plan.removed:
-                runner = self.runners.pop(name)
-                runner.shut_down()  # final checkpoint; the snapshot stays on disk
-            for job in plan.added:
-                runner = self.runners[job.name] = await self._build_runner(job)
-                self._job_tasks.start_soon(runner.run, self._job_tasks, name=f"job {runner.name}")
-            for job in plan.changed:
-                await self.runners[job.name].request("reconfigure", job)
-            if plan.daemon_changed:
-                log.warning("daemon.settings_need_restart", path=str(new.daemon.path))
+                if not self._stopping:  # once stopping, STOPPING=1 is what systemd was told
+                    self.notifier.send("READY=1", f"STATUS={self._summary()}")
             log.info("daemon.reloaded", **plan.summary())
             self._status_changed.set()
             return plan.summary()
 
+    async def _apply(self, plan: ReloadPlan, new: Config) -> None:
+        """Make the running jobs those of `new`; CommandRefused if the daemon begins
+        stopping part-way (what is left undone then is moot: every job is stopping)."""
+        self.config = new
+        for name in plan.removed:
+            self._retire(self.runners.pop(name))
+        # Jobs whose previous owner is still ending are started last: the others need not wait.
+        for job in sorted(plan.added, key=lambda job: job.name in self._ending):
+            ending = self._ending.get(job.name)
+            if ending is not None:
+                log.info("job.waiting_for_previous_owner", job=job.name)
+                await ending[1].wait()
+            await self._add(job)
+        for job in plan.changed:
+            self._refuse_reload_if_stopping(STOPPING_PART_WAY)
+            await self.runners[job.name].request("reconfigure", job)
+        if plan.daemon_changed:
+            log.warning("daemon.settings_need_restart", path=str(new.daemon.path))
+
+    async def _add(self, job: JobConfig) -> None:
+        """Start `job`'s owner; its snapshot is loaded now, after any previous owner ended."""
+        runner = await self._build_runner(job)
+        # No await from here on: a shutdown that began is seen, or will see this job.
+        self._refuse_reload_if_stopping(STOPPING_PART_WAY)
+        self.runners[job.name] = runner
+        self._launch(runner)
+
+    def _retire(self, runner: JobRunner) -> None:
+        """A removed job: its owner ends after a final checkpoint; the snapshot stays."""
+        self._ending[runner.name] = (runner, anyio.Event())
+        runner.shut_down()
+
+    def _launch(self, runner: JobRunner) -> None:
+        self._job_tasks.start_soon(self._own, runner, name=f"job {runner.name}")
+
+    async def _own(self, runner: JobRunner) -> None:
+        """Run `runner`'s owner task; if a reload removed it, say when it has ended."""
+        try:
+            await runner.run(self._job_tasks)
+        finally:
+            ending = self._ending.get(runner.name)
+            if ending is not None and ending[0] is runner:
+                del self._ending[runner.name]
+                ending[1].set()
+
+    def _refuse_reload_if_stopping(self, message: str = STOPPING_REFUSAL) -> None:
+        if self._stopping:
+            raise CommandRefused(message)
+
     def request_stop(self) -> None:
-        """Begin a graceful shutdown."""
+        """Begin a graceful shutdown; from now on reloads are refused."""
+        self._stopping = True
         self._stop_requested.set()
 
     async def command(self, job: str, verb: str, value: object = None) -> JobState:
@@ -255,11 +346,19 @@ class Supervisor:
             task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    with contextlib.suppress(ConfigError):  # logged; nothing changed
-                        await self.reload()
+                    # In a task of its own: a SIGTERM during a long reload is not kept waiting.
+                    self._daemon_tasks.start_soon(self._reload_on_signal)
                     continue
                 log.info("daemon.signal", signal=signal.Signals(signum).name)
                 self.request_stop()
+
+    async def _reload_on_signal(self) -> None:
+        try:
+            await self.reload()
+        except ConfigError:
+            pass  # logged; nothing changed
+        except CommandRefused as exc:
+            log.warning("daemon.reload_refused", error=str(exc))
 
     def _summary(self) -> str:
         return status_line(runner.state for runner in self.runners.values())
@@ -294,6 +393,14 @@ class Supervisor:
         for runner in self.runners.values():
             runner.shut_down()
         await anyio.sleep(timeout)
-        still_running = sorted(r.name for r in self.runners.values() if r.attempt is not None)
-        log.error("daemon.shutdown_timeout", timeout=timeout, jobs=still_running)
+        owners = [*self.runners.values(), *(runner for runner, _ in self._ending.values())]
+        still_running = sorted(
+            (runner for runner in owners if runner.attempt is not None), key=lambda r: r.name
+        )
+        log.error("daemon.shutdown_timeout", timeout=timeout, jobs=[r.name for r in still_running])
+        for runner in still_running:
+            attempt = runner.attempt
+            if attempt is not None:
+                log.warning("job.attempt_cancelled", job=runner.name, reason="shutdown_timeout")
+                attempt.abandon()  # a close() that hangs must not hold the daemon past now
         self._jobs_scope.cancel()

@@ -7,7 +7,8 @@
     ├── SnapshotError            a snapshot cannot be read or written
     │   ├── SnapshotCorrupt      a snapshot file fails its checks
     │   ├── SnapshotUnsupported  a snapshot file from a newer format: never used, never moved
-    │   └── SnapshotWriteError   a durable write did not complete
+    │   ├── SnapshotWriteError   a durable write did not complete
+    │   └── StateDirectoryLocked another daemon holds the state directory
     ├── PluginError              a "pkg.mod:Name" reference cannot be loaded
     ├── JobError                 raised by sources, sinks and processors to steer retries
     │   ├── TransientError       always retried
@@ -74,6 +75,10 @@ class SnapshotUnsupported(SnapshotError):
 
 class SnapshotWriteError(SnapshotError):
     """A snapshot could not be written durably; the previous one is intact."""
+
+
+class StateDirectoryLocked(SnapshotError):
+    """Another supervisor holds the state directory."""
 
 
 class PluginError(SupervisorError):

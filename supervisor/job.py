@@ -278,7 +278,12 @@ class JobRunner:
         ):
             self._transition(self._opened_event())
             return
-        self._inbox.put(message)
+        try:
+            self._inbox.put(message)
+        except anyio.BrokenResourceError:
+            # The owner was cancelled (the daemon's shutdown timeout) while this driver's
+            # attempt was closing: no one is left to tell, and nothing left to decide.
+            log.info("job.driver_outlived_owner", job=self.name)
 
     async def _on_healthy(self) -> None:
         if self.attempts or self.state is JobState.RETRYING:
@@ -432,8 +437,13 @@ class JobRunner:
 
     async def _cmd_reconfigure(self, job: JobConfig) -> bool:
         """Take a new definition: an active job restarts on it; any other keeps its
-        state and uses it when next started or resumed."""
-        self.config = job
+        state and uses it when next started or resumed. A job the file now enables
+        starts, as it would at the daemon's next start."""
+        was_enabled, self.config = self.config.enabled, job
+        if job.enabled and not was_enabled and self.state is JobState.STOPPED:
+            self._transition(Event.START, cause="enabled by reload")
+            await self._begin_again(keep_offset=True)
+            return False
         if not job.enabled and self.state in ACTIVE:
             self._transition(Event.STOP, cause="disabled by reload")
             self._stop_driver()

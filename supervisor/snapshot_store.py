@@ -8,6 +8,7 @@ Files in the state directory, for the job ``orders``::
     orders.snapshot.<reason>-<UTC>.toml        set aside (a FAILED job started afresh), and
     orders.snapshot.<reason>-<UTC>.prev.toml   its previous generation
     .orders.snapshot.<16 hex>.tmp              a write in flight; `prepare` removes it after a crash
+    supervisor.lock                            the daemon's lock on the directory; holds its PID
 
 A write (`WRITE_STEPS`), its encoding included, runs in a worker thread: new
 bytes to a fresh temp file, fsynced; the current file, if valid, hard-linked
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import re
@@ -58,6 +60,7 @@ from supervisor.errors import (
     SnapshotError,
     SnapshotUnsupported,
     SnapshotWriteError,
+    StateDirectoryLocked,
 )
 from supervisor.group_commit import GroupCommit
 from supervisor.snapshot import Snapshot, decode, encode
@@ -75,6 +78,10 @@ _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO planted at a snapshot name must not hang the reader.
 _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_OPEN_LOCK = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+LOCK_NAME = "supervisor.lock"
+"""The file in the state directory that the daemon using it holds an exclusive `flock` on."""
 
 SNAPSHOT_THREADS = 4
 """Worker threads of a store's own, for its reads and writes. Not anyio's default pool,
@@ -98,6 +105,8 @@ class SnapshotStore:
         self._previous_examined: set[str] = set()
         self._locks: dict[str, anyio.Lock] = {}
         self._threads = anyio.CapacityLimiter(SNAPSHOT_THREADS)
+        self._directory_lock: _HeldLock | None = None
+        """The lock on the directory, from `prepare` until `close`."""
         # Writes of different jobs that meet share one worker-thread trip and one fsync of
         # the directory: a storm of failing jobs is a storm of state writes.
         self._commits = GroupCommit(
@@ -108,14 +117,26 @@ class SnapshotStore:
         """Where the current snapshot of `job` lives."""
         return self.directory / _current(job)
 
-    async def prepare(self) -> None:
+    async def prepare(self, *, lock: bool = False) -> None:
         """Create the directory (0700) if missing, refuse an unsafe one, remove crashed writes.
 
         Refused with SnapshotError naming the path and the fix: a symlink, a
         non-directory, a directory owned by another user, or one that its group
         or others may write to.
+
+        With `lock` (the daemon's), an exclusive lock on the directory is taken
+        first, before anything in it is touched, and held until `close` (or until
+        the store is dropped): StateDirectoryLocked, naming its PID, if another
+        process holds it. Two daemons on one directory would run every job twice,
+        and each would delete the other's writes in flight as a crash's leftovers.
         """
-        await anyio.to_thread.run_sync(self._prepare, limiter=self._threads)
+        await anyio.to_thread.run_sync(self._prepare, lock, limiter=self._threads)
+
+    def close(self) -> None:
+        """Release the lock on the directory taken by `prepare`."""
+        if self._directory_lock is not None:
+            self._directory_lock.release()
+            self._directory_lock = None
 
     async def load(self, job: str) -> Snapshot | None:
         """The last valid snapshot of `job`, None if it was never checkpointed.
@@ -201,7 +222,7 @@ class SnapshotStore:
 
     # --- blocking parts: each runs whole in one worker thread ----------------------------
 
-    def _prepare(self) -> None:
+    def _prepare(self, lock: bool) -> None:
         try:
             missing = []
             for path in (self.directory, *self.directory.parents):
@@ -212,6 +233,10 @@ class SnapshotStore:
             for created in missing:  # its name in its parent must survive a power cut too
                 fsync_directory(created.parent)
             with _directory(self.directory) as fd:
+                # Before anything in it is touched: the temp files below may be another
+                # daemon's writes in flight, not a crash's leftovers.
+                if lock and self._directory_lock is None:
+                    self._directory_lock = _HeldLock(_lock_directory(fd, self.directory))
                 for name in os.listdir(fd):  # noqa: PTH208 - by descriptor: no symlink race
                     if match := _TEMP.fullmatch(name):
                         self._remove_stale_temp(fd, match.group(1), name)
@@ -554,6 +579,61 @@ def _check_directory(fd: int, path: Path) -> None:
             f"(mode {stat.S_IMODE(info.st_mode):04o}): refused, since they could replace "
             f"snapshots; `chmod go-w {path}` (0700 is what the supervisor creates)"
         )
+
+
+class _HeldLock:
+    """A descriptor holding the state directory's flock: released when closed, or when the
+    store that took it is dropped (as a file object would be)."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _lock_directory(fd: int, path: Path) -> int:
+    """Take the exclusive lock on the state directory `fd` and write our PID into the lock
+    file; the locked descriptor. StateDirectoryLocked, naming the holder, if it is taken."""
+    lock_path = path / LOCK_NAME
+    try:
+        lock = os.open(LOCK_NAME, _OPEN_LOCK, 0o600, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SnapshotError(
+                f"{lock_path} is a symlink: refused; remove it (the supervisor creates its own)"
+            ) from exc
+        raise
+    try:
+        _take_lock(lock, path, lock_path)
+    except BaseException:
+        os.close(lock)
+        raise
+    return lock
+
+
+def _take_lock(lock: int, path: Path, lock_path: Path) -> None:
+    if not stat.S_ISREG(os.fstat(lock).st_mode):
+        raise SnapshotError(f"{lock_path} is not a regular file: refused; remove it")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        # The holder writes its PID right after locking: empty only in that instant.
+        holder = os.pread(lock, 32, 0).decode(errors="replace").strip() or "unknown"
+        raise StateDirectoryLocked(
+            f"state directory {path} is in use by another supervisor (pid {holder}, "
+            f"holding {lock_path}): stop that one first, or give this one its own state_dir"
+        ) from None
+    os.fchmod(lock, 0o600)
+    os.ftruncate(lock, 0)
+    write_all(lock, f"{os.getpid()}\n".encode())
 
 
 def _regular_or_missing(fd: int, name: str) -> bool:

@@ -157,8 +157,16 @@ def test_socket_has_its_mode_even_with_umask_000(tmp_path: Path) -> None:
 def test_a_live_socket_is_never_replaced(daemon: tuple[DaemonProcess, Path]) -> None:
     """A second daemon on the same socket refuses to start; the first keeps serving."""
     _, config = daemon
+    # Its own state directory: on the same one, the directory's lock refuses it first.
+    other = write_config(
+        config.parent / "other",
+        {"ticks": TICKS},
+        DAEMON.replace(
+            "[supervisor]\n", f'[supervisor]\ncontrol_socket = "{config.parent}/supervisor.sock"\n'
+        ),
+    )
     second = subprocess.run(
-        [sys.executable, "-m", "supervisor", "run", "-c", str(config)],
+        [sys.executable, "-m", "supervisor", "run", "-c", str(other)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -281,6 +281,7 @@ def test_a_full_disk_suspends_naming_path_and_enospc_and_resume_continues(tmp_pa
             "filler",
             "orders.snapshot.prev.toml",
             "orders.snapshot.toml",
+            "supervisor.lock",
         ]
 
         (inside / "filler").unlink()  # the fault clears
