@@ -41,6 +41,7 @@ from supervisor.snapshot import FailureRecord
 from supervisor.start_slots import StartSlots
 from supervisor.states import (
     ACTIVE,
+    EVENT_CAUSES,
     OFFSET_SETTABLE,
     RETRY_NOW,
     Event,
@@ -526,6 +527,8 @@ class JobRunner:
         )
         old, self.state = self.state, new
         self.ledger.live_state = new
+        if cause is None and old is not new:
+            cause = EVENT_CAUSES.get(event)  # a stay in one state keeps the cause it had
         if cause is not None:
             self.cause = cause
         if old is not new:

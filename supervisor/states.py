@@ -91,6 +91,17 @@ class Event(enum.StrEnum):
     RESTART = "restart"
 
 
+EVENT_CAUSES: dict[Event, str] = {
+    Event.OPENED: "attempt opened",
+    Event.OPENED_OWING: "attempt opened, not yet proved healthy",
+    Event.HEALTHY: "healthy again: retry budget reset",
+    Event.SOURCE_ENDED: "source reached its end",
+}
+"""Why the state changed, for the events nothing else explains. Operator commands and
+reloads pass their own cause (`paused by operator`), failures the error they carry:
+without these, a job started by an operator would still say so once finished."""
+
+
 class IllegalTransition(Exception):
     """The transition table has no edge for this state and event: a bug in the engine."""
 

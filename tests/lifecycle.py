@@ -26,10 +26,13 @@ class Watch:
     """Every state change, and a way to wait for a condition on them."""
 
     changes: list[tuple[str, JobState, JobState]] = field(default_factory=list)
+    causes: list[str | None] = field(default_factory=list)
+    """The cause each change in `changes` was reported with."""
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     def record(self, runner: JobRunner, old: JobState, new: JobState, cause: str | None) -> None:
         self.changes.append((runner.name, old, new))
+        self.causes.append(cause)
         self._changed.set()
         self._changed = anyio.Event()
 

@@ -95,6 +95,31 @@ async def _refused(runner: JobRunner, verb: str, value: object = None) -> str:
 # --- 14.9: the last error and the cause of the last change are two things ---------------
 
 
+async def test_each_state_change_says_its_own_cause() -> None:
+    """A change nothing else explains (opened, source ended) carries its own cause, not the
+    operator's command from before it."""
+    # Found using the CLI: a job started by the operator said "started by operator" for
+    # running -> finished too, in `events` and in `status JOB`.
+    async with running_job(_job(), ScriptedSource(count=5)) as (runner, watch):
+        await watch.until(lambda: runner.state is R.FINISHED, within=WITHIN)
+        await runner.request("start")
+        await watch.until(lambda: len(watch.changes) == 5, within=WITHIN)
+    assert [(old, new) for _, old, new in watch.changes] == [
+        (R.PENDING, R.RUNNING),
+        (R.RUNNING, R.FINISHED),
+        (R.FINISHED, R.PENDING),
+        (R.PENDING, R.RUNNING),
+        (R.RUNNING, R.FINISHED),
+    ]
+    assert watch.causes == [
+        "attempt opened",
+        "source reached its end",
+        "started by operator",
+        "attempt opened",
+        "source reached its end",
+    ]
+
+
 @pytest.mark.parametrize(
     ("verb", "value", "cause"),
     [
