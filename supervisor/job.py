@@ -95,13 +95,15 @@ class JobRunner:
         self._components = components
         self._rng = rng
         snapshot = ledger.snapshot
+        disabled_by_file = snapshot.disabled and snapshot.state is JobState.STOPPED
         if not config.enabled:
             self.state = JobState.STOPPED
-        elif snapshot.generation:
+        elif snapshot.generation and not disabled_by_file:
             self.state = restored_state(snapshot.state)
         else:
-            self.state = JobState.PENDING
+            self.state = JobState.PENDING  # never run, or the file enables it again
         ledger.live_state = self.state
+        ledger.live_disabled = not config.enabled
         self.attempts = snapshot.attempts
         """Consecutive failed attempts: what has been spent of `retry.max_attempts`."""
         self.failure = snapshot.failure
@@ -447,6 +449,7 @@ class JobRunner:
             return False
         if not job.enabled and self.state in ACTIVE:
             self._transition(Event.STOP, cause="disabled by reload")
+            self.ledger.live_disabled = True
             self._stop_driver()
             await self._persist_quietly()
             return True
@@ -532,6 +535,7 @@ class JobRunner:
         if cause is not None:
             self.cause = cause
         if old is not new:
+            self.ledger.live_disabled = False  # only the reload that disables sets it
             self.since = time.time()
             self.ledger.live_since = datetime.fromtimestamp(self.since, UTC)
             if new is not JobState.RETRYING:

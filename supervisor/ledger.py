@@ -48,6 +48,9 @@ class JobLedger:
         )
         self.live_state = self.snapshot.state
         """The job's state now, set by its owner; checkpoints record it."""
+        self.live_disabled = self.snapshot.disabled
+        """The job is STOPPED because its file says `enabled = false`, set by its owner;
+        writes record it, so enabling the job starts it after a daemon restart too."""
         self.live_since: datetime | None = self.snapshot.since
         """When the job entered `live_state` (wall clock), set by its owner; every write
         records it, so SINCE survives a daemon restart."""
@@ -70,6 +73,7 @@ class JobLedger:
         """
         changes.setdefault("state", self.live_state)
         changes.setdefault("since", self.live_since)
+        changes.setdefault("disabled", self.live_disabled and changes["state"] is JobState.STOPPED)
         if "offset" in changes:
             changes.setdefault("offset_chosen", False)
         async with self._lock:

@@ -12,6 +12,7 @@ A snapshot file is a TOML document, laid out as tomli-w lays it out
     since = 2024-05-01 11:59:58.001000+00:00           # format 2: when `state` began
     next_retry_at = 2024-05-01 12:00:04.500000+00:00   # format 2: while a retry is due
     offset_chosen = true     # format 2: only when true
+    disabled = true          # format 2: only when true
     checksum = "sha256:…"
     offset = 1234            # absent when None: TOML has no null
     [failure]                # absent when there is none
@@ -46,13 +47,13 @@ from supervisor.states import JobState
 
 FORMAT_VERSION = 2
 """The format this module writes; a new layout gets a new number. Format 2 added `since`,
-`next_retry_at` and `offset_chosen` (all optional); format 1 files still load."""
+`next_retry_at`, `offset_chosen` and `disabled` (all optional); format 1 files still load."""
 
 READABLE_FORMATS = frozenset({1, 2})
 
 _ALGORITHM = "sha256:"
 _TOP_KEYS = {"format", "job", "generation", "state", "attempts", "offset", "written_at", "failure"}
-_FORMAT_2_KEYS = _TOP_KEYS | {"since", "next_retry_at", "offset_chosen"}
+_FORMAT_2_KEYS = _TOP_KEYS | {"since", "next_retry_at", "offset_chosen", "disabled"}
 _FAILURE_KEYS = {"attempts", "error_type", "message", "traceback"}
 _FAILURE_KEYS |= {"first_failure_at", "last_failure_at"}
 _INT64 = range(-(2**63), 2**63)
@@ -95,6 +96,10 @@ class Snapshot:
     """The operator chose `offset` (`offset --set`, or the fresh start of a FAILED job): the
     next attempt starts there, even over an offset-keeping sink's own offset, and `start` of
     a FAILED job begins there rather than afresh. The next checkpoint clears it."""
+    disabled: bool = False
+    """The STOPPED `state` came from the job file's `enabled = false` (a reload), not from an
+    operator's `stop`: once the file says `enabled = true` again the job starts, at the
+    daemon's next start as at a reload."""
 
     def successor(self, **changes: Any) -> Snapshot:
         """The next generation with `changes`; the store sets `written_at` when it writes it."""
@@ -136,6 +141,8 @@ def encode(snapshot: Snapshot) -> bytes:
         document["next_retry_at"] = _utc(snapshot.next_retry_at)
     if snapshot.offset_chosen:
         document["offset_chosen"] = True
+    if snapshot.disabled:
+        document["disabled"] = True
     if snapshot.offset is not None:
         check_offset(snapshot.offset)
         document["offset"] = snapshot.offset
@@ -217,6 +224,7 @@ def _decode(data: bytes, job: str) -> Snapshot:
         since=_optional_moment(document, "since"),
         next_retry_at=_optional_moment(document, "next_retry_at"),
         offset_chosen="offset_chosen" in document and _get(document, "offset_chosen", bool),
+        disabled="disabled" in document and _get(document, "disabled", bool),
     )
 
 

@@ -313,6 +313,31 @@ async def test_a_job_enabled_by_reload_starts_as_it_would_after_a_restart(tmp_pa
 
 
 @pytest.mark.anyio
+async def test_a_job_disabled_by_reload_then_enabled_runs_after_a_restart(tmp_path: Path) -> None:
+    """A job a reload disabled, whose file then says `enabled = true`, runs when the daemon
+    restarts, as a reload would start it; an operator's `stop` still survives a restart.
+
+    14.16's other half: the disable was written as a plain STOPPED, so the restarted daemon
+    kept the job STOPPED while a reload would have started it.
+    """
+    job_file = tmp_path / "jobs" / "orders.toml"
+    config = write_config(tmp_path, {"orders": QUICK, "other": QUICK}, IN_PROCESS)
+    world, store = World(), InMemorySnapshotStore()
+    async with _running(config, world, store) as daemon:
+        await _until(lambda: daemon.runners["orders"].state is JobState.RUNNING)
+        await _read_and_hold(daemon, world, "orders", 5)
+        job_file.write_text("enabled = false\n" + textwrap.dedent(QUICK))
+        assert (await daemon.reload())["changed"] == ["orders"]
+        await _until(lambda: daemon.runners["orders"].state is JobState.STOPPED)
+        await daemon.command("other", "stop")
+    job_file.write_text(textwrap.dedent(QUICK))
+    async with _running(config, world, store) as again:
+        await _until(lambda: again.runners["orders"].state is JobState.RUNNING)
+        assert again.runners["other"].state is JobState.STOPPED  # the operator's stop stands
+    assert _flushed(world, "orders")[:5] == list(range(5))
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_sigterm_during_a_slow_reload_stops_within_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -198,11 +198,15 @@ def test_a_format_1_file_with_format_2_fields_is_corrupt() -> None:
 
 
 def test_format_2_fields_round_trip() -> None:
-    """since, next_retry_at and offset_chosen are written and read back."""
-    snapshot = make(since=WHEN, next_retry_at=WHEN + timedelta(seconds=9), offset_chosen=True)
+    """since, next_retry_at, offset_chosen and disabled are written and read back."""
+    snapshot = make(
+        since=WHEN, next_retry_at=WHEN + timedelta(seconds=9), offset_chosen=True, disabled=True
+    )
     assert decode(encode(snapshot), job="orders", path=PATH) == snapshot
     assert b"offset_chosen = true" in encode(snapshot)
+    assert b"disabled = true" in encode(snapshot)
     assert b"offset_chosen" not in encode(make())
+    assert b"disabled" not in encode(make())
 
 
 def test_failure_traceback_defaults_to_empty() -> None:
@@ -284,6 +288,7 @@ snapshots = st.builds(
     since=st.none() | moments,
     next_retry_at=st.none() | moments,
     offset_chosen=st.booleans(),
+    disabled=st.booleans(),
 )
 
 

@@ -67,6 +67,7 @@ common = st.builds(
     since=st.none() | moments,
     next_retry_at=st.none() | moments,
     offset_chosen=st.booleans(),
+    disabled=st.booleans(),
 )
 
 
