@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,24 +15,16 @@ import anyio.lowlevel
 
 from supervisor.components import Components
 from supervisor.config.model import Config, JobConfig
-from supervisor.protocols import Offset, Record
+from supervisor.protocols import Offset
+from supervisor.sinks.basic import NullSink
 from supervisor.testing import RecordingSink, ScriptedSource
 
 
-class SlowCloseSink:
+class SlowCloseSink(NullSink):
     """Discards records; `close` takes `seconds`."""
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-
-    async def open(self) -> Offset | None:
-        return None
-
-    async def write(self, records: Sequence[Record]) -> None:
-        return None
-
-    async def flush(self, offset: Offset | None) -> None:
-        return None
 
     async def close(self) -> None:
         await anyio.sleep(self._seconds)
