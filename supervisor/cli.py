@@ -100,8 +100,8 @@ def _run(args: argparse.Namespace) -> int:
         # A batch run whose job gave up did not do its work: its caller must see that.
         failed = sorted(
             name
-            for name, runner in supervisor.runners.items()
-            if runner.state in (JobState.SUSPENDED, JobState.FAILED)
+            for name, owner in supervisor.owners.items()
+            if owner.state in (JobState.SUSPENDED, JobState.FAILED)
         )
         if failed:
             log.error("daemon.exit_with_failed_jobs", jobs=failed)

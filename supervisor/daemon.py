@@ -35,7 +35,7 @@ from supervisor.config.model import Config, JobConfig
 from supervisor.control.commands import dispatch
 from supervisor.control.server import bind_control_socket, serve_control
 from supervisor.errors import CommandRefused, ConfigError, SnapshotError
-from supervisor.job import JobRunner
+from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.loop_lag import probe_wanted, report_loop_lag
 from supervisor.notify import SystemdNotifier, status_line
@@ -114,14 +114,14 @@ class Supervisor:
         self._handle_signals_wanted = handle_signals
         self.notifier = SystemdNotifier()
         self.start_slots = StartSlots(config.daemon.max_starts_in_flight)
-        self.runners: dict[str, JobRunner] = {}
+        self.owners: dict[str, JobOwner] = {}
         self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
         self._stopping = False
         self._changed = anyio.Event()
         self._stop_requested = anyio.Event()
         self._status_changed = anyio.Event()
         self._reload_lock = anyio.Lock()
-        self._ending: dict[str, tuple[JobRunner, anyio.Event]] = {}
+        self._ending: dict[str, tuple[JobOwner, anyio.Event]] = {}
         """Owners of jobs a reload removed that have not ended yet (final checkpoint, close),
         by job name, each with the event set once it has: a job added back waits for it."""
         self._followers: set[MemoryObjectSendStream[StateChange]] = set()
@@ -130,7 +130,7 @@ class Supervisor:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Prepare state, run every job, return once all have stopped."""
-        # The daemon's heap is large and long-lived (tasks, scopes and runners of
+        # The daemon's heap is large and long-lived (tasks, scopes and owners of
         # every job): with the default thresholds each full collection of 10,000
         # jobs took ~0.5 s, 13 of them while starting. See GC_THRESHOLDS.
         gc.set_threshold(*GC_THRESHOLDS)
@@ -148,14 +148,14 @@ class Supervisor:
         # Every job's snapshot in one worker-thread trip: one per job took seconds at 10,000.
         loaded = await self.store.load_many([job.name for job in self.config.jobs])
         for job in self.config.jobs:
-            self.runners[job.name] = self._runner_for(job, loaded[job.name])
+            self.owners[job.name] = self._owner_for(job, loaded[job.name])
         socket_path = self.config.daemon.control_socket
         control = (
             bind_control_socket(socket_path, self.config.daemon.socket_mode)
             if self._control_socket
             else None
         )
-        log.info("daemon.started", jobs=len(self.runners), state_dir=str(self.store.directory))
+        log.info("daemon.started", jobs=len(self.owners), state_dir=str(self.store.directory))
         async with anyio.create_task_group() as daemon_tasks:
             self._daemon_tasks = daemon_tasks
             # Signal handlers first: a SIGHUP or SIGTERM sent as soon as the socket
@@ -179,8 +179,8 @@ class Supervisor:
                     # Holds the group open with no jobs (or all removed by reload)
                     # until shutdown: an empty daemon still serves and reloads.
                     job_tasks.start_soon(self._stop_requested.wait)
-                    for runner in self.runners.values():
-                        self._launch(runner)
+                    for owner in self.owners.values():
+                        self._launch(owner)
                     task_status.started()
                     # Config read, state directory and control socket ready: tell systemd.
                     self.notifier.send("READY=1", f"STATUS={self._summary()}")
@@ -222,7 +222,7 @@ class Supervisor:
         stopping part-way (what is left undone then is moot: every job is stopping)."""
         self.config = new
         for name in plan.removed:
-            self._retire(self.runners.pop(name))
+            self._retire(self.owners.pop(name))
         # Jobs whose previous owner is still ending are started last: the others need not wait.
         for job in sorted(plan.added, key=lambda job: job.name in self._ending):
             ending = self._ending.get(job.name)
@@ -232,34 +232,34 @@ class Supervisor:
             await self._add(job)
         for job in plan.changed:
             self._refuse_reload_if_stopping(STOPPING_PART_WAY)
-            await self.runners[job.name].request("reconfigure", job)
+            await self.owners[job.name].request("reconfigure", job)
         if plan.daemon_changed:
             log.warning("daemon.settings_need_restart", path=str(new.daemon.path))
 
     async def _add(self, job: JobConfig) -> None:
         """Start `job`'s owner; its snapshot is loaded now, after any previous owner ended."""
-        runner = await self._build_runner(job)
+        owner = await self._build_owner(job)
         # No await from here on: a shutdown that began is seen, or will see this job.
         self._refuse_reload_if_stopping(STOPPING_PART_WAY)
-        self.runners[job.name] = runner
-        self._launch(runner)
+        self.owners[job.name] = owner
+        self._launch(owner)
 
-    def _retire(self, runner: JobRunner) -> None:
+    def _retire(self, owner: JobOwner) -> None:
         """A removed job: its owner ends after a final checkpoint; the snapshot stays."""
-        self._ending[runner.name] = (runner, anyio.Event())
-        runner.shut_down()
+        self._ending[owner.name] = (owner, anyio.Event())
+        owner.shut_down()
 
-    def _launch(self, runner: JobRunner) -> None:
-        self._job_tasks.start_soon(self._own, runner, name=f"job {runner.name}")
+    def _launch(self, owner: JobOwner) -> None:
+        self._job_tasks.start_soon(self._own, owner, name=f"job {owner.name}")
 
-    async def _own(self, runner: JobRunner) -> None:
-        """Run `runner`'s owner task; if a reload removed it, say when it has ended."""
+    async def _own(self, owner: JobOwner) -> None:
+        """Run the task of `owner`; if a reload removed it, say when it has ended."""
         try:
-            await runner.run(self._job_tasks)
+            await owner.run(self._job_tasks)
         finally:
-            ending = self._ending.get(runner.name)
-            if ending is not None and ending[0] is runner:
-                del self._ending[runner.name]
+            ending = self._ending.get(owner.name)
+            if ending is not None and ending[0] is owner:
+                del self._ending[owner.name]
                 ending[1].set()
 
     def _refuse_reload_if_stopping(self, message: str = STOPPING_REFUSAL) -> None:
@@ -274,25 +274,25 @@ class Supervisor:
     async def command(self, job: str, verb: str, value: object = None) -> JobState:
         """Run an operator command (`pause`, `resume`, `stop`, `start`, `restart`,
         `retry`, `set_offset`) on one job; raises `CommandRefused` if it does not fit."""
-        runner = self.runners.get(job)
-        if runner is None:
-            known = ", ".join(sorted(self.runners)) or "none"
+        owner = self.owners.get(job)
+        if owner is None:
+            known = ", ".join(sorted(self.owners)) or "none"
             raise CommandRefused(f"no job named {job!r} (jobs: {known})")
-        return await runner.request(verb, value)
+        return await owner.request(verb, value)
 
-    async def _build_runner(self, job: JobConfig) -> JobRunner:
+    async def _build_owner(self, job: JobConfig) -> JobOwner:
         loaded: Snapshot | SnapshotError | None
         try:
             loaded = await self.store.load(job.name)
         except SnapshotError as exc:
             loaded = exc
-        return self._runner_for(job, loaded)
+        return self._owner_for(job, loaded)
 
-    def _runner_for(self, job: JobConfig, loaded: Snapshot | SnapshotError | None) -> JobRunner:
-        """The runner of `job`, given its snapshot as loaded (or why it could not be)."""
+    def _owner_for(self, job: JobConfig, loaded: Snapshot | SnapshotError | None) -> JobOwner:
+        """The owner of `job`, given its snapshot as loaded (or why it could not be)."""
         load_error = loaded if isinstance(loaded, SnapshotError) else None
         snapshot = None if isinstance(loaded, SnapshotError) else loaded
-        runner = JobRunner(
+        owner = JobOwner(
             job,
             JobLedger(self.store, job.name, snapshot),
             self._record_change,
@@ -300,19 +300,19 @@ class Supervisor:
             components=self._components,
         )
         if load_error is not None:
-            runner.fail_at_start(load_error)
+            owner.fail_at_start(load_error)
             log.error("job.snapshot_unreadable", job=job.name, error=str(load_error))
-        return runner
+        return owner
 
     def _record_change(
-        self, runner: JobRunner, old: JobState, new: JobState, cause: str | None
+        self, owner: JobOwner, old: JobState, new: JobState, cause: str | None
     ) -> None:
-        self.history.append(StateChange(runner.name, old, new, runner.attempts, cause, time.time()))
+        self.history.append(StateChange(owner.name, old, new, owner.attempts, cause, time.time()))
         log.info(
             "job.state_changed",
-            job=runner.name,
+            job=owner.name,
             to=new.value,
-            attempt=runner.attempts,
+            attempt=owner.attempts,
             cause=cause,
             **{"from": old.value},
         )
@@ -361,7 +361,7 @@ class Supervisor:
             log.warning("daemon.reload_refused", error=str(exc))
 
     def _summary(self) -> str:
-        return status_line(runner.state for runner in self.runners.values())
+        return status_line(owner.state for owner in self.owners.values())
 
     async def _report_status(self) -> None:
         """STATUS= on state changes, at most once a second."""
@@ -379,7 +379,7 @@ class Supervisor:
             await anyio.sleep(interval)
 
     async def _stop_when_idle(self) -> None:
-        while any(runner.state in ACTIVE for runner in self.runners.values()):
+        while any(owner.state in ACTIVE for owner in self.owners.values()):
             await self._changed.wait()
             self._changed = anyio.Event()
         log.info("daemon.idle")
@@ -390,17 +390,17 @@ class Supervisor:
         timeout = self.config.daemon.shutdown_timeout
         log.info("daemon.stopping", timeout=timeout)
         self.notifier.send("STOPPING=1")
-        for runner in self.runners.values():
-            runner.shut_down()
+        for owner in self.owners.values():
+            owner.shut_down()
         await anyio.sleep(timeout)
-        owners = [*self.runners.values(), *(runner for runner, _ in self._ending.values())]
+        owners = [*self.owners.values(), *(owner for owner, _ in self._ending.values())]
         still_running = sorted(
-            (runner for runner in owners if runner.attempt is not None), key=lambda r: r.name
+            (owner for owner in owners if owner.attempt is not None), key=lambda r: r.name
         )
         log.error("daemon.shutdown_timeout", timeout=timeout, jobs=[r.name for r in still_running])
-        for runner in still_running:
-            attempt = runner.attempt
+        for owner in still_running:
+            attempt = owner.attempt
             if attempt is not None:
-                log.warning("job.attempt_cancelled", job=runner.name, reason="shutdown_timeout")
+                log.warning("job.attempt_cancelled", job=owner.name, reason="shutdown_timeout")
                 attempt.abandon()  # a close() that hangs must not hold the daemon past now
         self._jobs_scope.cancel()

@@ -156,7 +156,7 @@ def release_traceback(error: BaseException) -> None:
 
     Call it once the failure record holds the traceback text. A traceback holds
     the frames it passed through, and those frames hold the error (``error = exc``
-    in the driver), so every failed attempt would otherwise leave a reference
+    in the attempt task), so every failed attempt would otherwise leave a reference
     cycle of frames, sources, sinks and task objects for the cyclic garbage
     collector: in a storm of 1,000 failing jobs that made collections of
     20,000 objects taking 100-300 ms each, on the event loop.

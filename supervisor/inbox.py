@@ -1,4 +1,4 @@
-"""A job owner's inbox: messages from its driver and from operators, read by one task.
+"""A job owner's inbox: messages from its attempt task and from operators, read by one task.
 
 An anyio memory object stream does the same job, and cost the 10,000-job start
 about a fifth of its event-loop time: every `receive` yields to the loop once

@@ -1,4 +1,4 @@
-"""A harness for driving JobRunners in-process, on virtual time, with test doubles."""
+"""A harness for driving JobOwners in-process, on virtual time, with test doubles."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from supervisor.config.model import JobConfig
-from supervisor.job import JobRunner
+from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
@@ -30,8 +30,8 @@ class Watch:
     """The cause each change in `changes` was reported with."""
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
-    def record(self, runner: JobRunner, old: JobState, new: JobState, cause: str | None) -> None:
-        self.changes.append((runner.name, old, new))
+    def record(self, owner: JobOwner, old: JobState, new: JobState, cause: str | None) -> None:
+        self.changes.append((owner.name, old, new))
         self.causes.append(cause)
         self._changed.set()
         self._changed = anyio.Event()
@@ -55,12 +55,12 @@ async def running_job(
     slots: StartSlots | None = None,
     watch: Watch | None = None,
     rng: Callable[[], float] = lambda: 1.0,
-) -> AsyncIterator[tuple[JobRunner, Watch]]:
+) -> AsyncIterator[tuple[JobOwner, Watch]]:
     """Run one job's owner task for the body of the `async with`, then shut it down."""
     store = store if store is not None else InMemorySnapshotStore()
     watch = watch if watch is not None else Watch()
     sink = sink if sink is not None else RecordingSink()
-    runner = JobRunner(
+    owner = JobOwner(
         job,
         JobLedger(store, job.name, await store.load(job.name)),
         watch.record,
@@ -69,9 +69,9 @@ async def running_job(
         rng=rng,
     )
     async with anyio.create_task_group() as tg:
-        await tg.start(runner.run, tg)
-        yield runner, watch
-        runner.shut_down()
+        await tg.start(owner.run, tg)
+        yield owner, watch
+        owner.shut_down()
 
 
 async def eventually(

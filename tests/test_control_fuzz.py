@@ -210,7 +210,7 @@ def test_the_dispatcher_answers_any_line_in_process(tmp_path: Path) -> None:
     def any_line(line: bytes) -> None:
         reply = json.loads(anyio.from_thread.run(answer, line), parse_constant=_no_constant)
         assert reply["v"] == 1 and reply["ok"] in (True, False)
-        assert supervisor.runners["held"].state is JobState.PAUSED
+        assert supervisor.owners["held"].state is JobState.PAUSED
         request = json.loads(line) if reply["ok"] else {}
         if reply["ok"] and request.get("verb") == "offset" and request.get("set") is True:
             stored = decode(store.files["held"], job="held", path=store.path_for("held"))
@@ -222,7 +222,7 @@ def test_the_dispatcher_answers_any_line_in_process(tmp_path: Path) -> None:
             await tasks.start(supervisor.run)
             await supervisor.command("held", "pause")
             await anyio.to_thread.run_sync(any_line)
-            assert supervisor.runners["ticks"].state is JobState.RUNNING
+            assert supervisor.owners["ticks"].state is JobState.RUNNING
             assert stored_offsets  # the property was exercised
             supervisor.request_stop()
 

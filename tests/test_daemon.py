@@ -77,7 +77,7 @@ async def test_persisted_states_and_attempts_survive_a_daemon_restart() -> None:
 
     async def stop_quiet_once_running() -> None:
         await eventually(
-            lambda: "quiet" in daemon.runners and daemon.runners["quiet"].state is R.RUNNING
+            lambda: "quiet" in daemon.owners and daemon.owners["quiet"].state is R.RUNNING
         )
         await daemon.command("quiet", "stop")
 
@@ -86,10 +86,10 @@ async def test_persisted_states_and_attempts_survive_a_daemon_restart() -> None:
         await _run_until(
             daemon,
             lambda: (
-                daemon.runners.get("broken") is not None
-                and daemon.runners["broken"].state is R.SUSPENDED
-                and daemon.runners["quiet"].state is R.STOPPED
-                and daemon.runners["flaky"].attempts == 1
+                daemon.owners.get("broken") is not None
+                and daemon.owners["broken"].state is R.SUSPENDED
+                and daemon.owners["quiet"].state is R.STOPPED
+                and daemon.owners["flaky"].attempts == 1
             ),
         )
 
@@ -98,11 +98,11 @@ async def test_persisted_states_and_attempts_survive_a_daemon_restart() -> None:
     )
     await _run_until(
         again,
-        lambda: again.runners.get("flaky") is not None and again.runners["flaky"].attempts == 2,
+        lambda: again.owners.get("flaky") is not None and again.owners["flaky"].attempts == 2,
     )
-    assert again.runners["broken"].state is R.SUSPENDED
-    assert again.runners["broken"].cause == "supervisor.errors.FatalError: credentials revoked"
-    assert again.runners["quiet"].state is R.STOPPED
+    assert again.owners["broken"].state is R.SUSPENDED
+    assert again.owners["broken"].cause == "supervisor.errors.FatalError: credentials revoked"
+    assert again.owners["quiet"].state is R.STOPPED
     assert world.sources["broken"].opens == 1  # not retried after the restart
     assert world.sources["flaky"].opens == 2  # the count went on from 1, not from 0
 
@@ -120,7 +120,7 @@ async def test_exit_when_idle_stops_once_no_job_is_active() -> None:
         control_socket=False,
     )
     await daemon.run()
-    assert {name: r.state for name, r in daemon.runners.items()} == {
+    assert {name: r.state for name, r in daemon.owners.items()} == {
         "a": R.FINISHED,
         "b": R.FINISHED,
     }

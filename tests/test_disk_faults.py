@@ -25,7 +25,7 @@ import anyio
 import pytest
 
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
-from supervisor.job import JobRunner
+from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.snapshot import decode
 from supervisor.snapshot_store import SnapshotStore
@@ -75,7 +75,7 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
     )
     source, sink = ScriptedSource(available=20, batch=10), RecordingSink()
     watch = Watch()
-    runner = JobRunner(
+    owner = JobOwner(
         job,
         JobLedger(store, "orders", None),
         watch.record,
@@ -84,27 +84,27 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
     )
     snapshot_file = tmp_path / "state" / "orders.snapshot.toml"
     async with anyio.create_task_group() as tg:
-        await tg.start(runner.run, tg)
-        await eventually(lambda: runner.ledger.offset == 20, within=30, step=0.01)
+        await tg.start(owner.run, tg)
+        await eventually(lambda: owner.ledger.offset == 20, within=30, step=0.01)
         good = snapshot_file.read_bytes()
 
         fault.failing = True
         source.available = 40
         await eventually(
-            lambda: runner.state is JobState.SUSPENDED and runner.persist_pending,
+            lambda: owner.state is JobState.SUSPENDED and owner.persist_pending,
             within=30,
             step=0.01,
         )
         assert snapshot_file.read_bytes() == good  # byte-identical through the fault
-        assert runner.ledger.offset == 20
-        assert runner.cause is not None
-        assert str(snapshot_file) in runner.cause and "EIO" in runner.cause
+        assert owner.ledger.offset == 20
+        assert owner.cause is not None
+        assert str(snapshot_file) in owner.cause and "EIO" in owner.cause
 
         fault.failing = False
-        await eventually(lambda: not runner.persist_pending, within=30, step=0.01)
-        await runner.request("resume")
-        await eventually(lambda: runner.ledger.offset == 40, within=30, step=0.01)
-        runner.shut_down()
+        await eventually(lambda: not owner.persist_pending, within=30, step=0.01)
+        await owner.request("resume")
+        await eventually(lambda: owner.ledger.offset == 40, within=30, step=0.01)
+        owner.shut_down()
     assert [r["seq"] for r in sink.flushed][-20:] == list(range(20, 40))
 
 
@@ -141,15 +141,15 @@ class FaultOnce:
         self._released.set()
 
 
-def runner_for(
+def owner_for(
     store: SnapshotStore, source: ScriptedSource, sink: RecordingSink, watch: Watch
-) -> JobRunner:
+) -> JobOwner:
     job = make_job(
         "orders",
         retry=RetryPolicy(initial=0.01, max=0.01, jitter=False, max_attempts=5, reset_after=0.2),
         checkpoint=CheckpointPolicy(every_records=10, interval=0.05),
     )
-    return JobRunner(
+    return JobOwner(
         job,
         JobLedger(store, "orders", None),
         watch.record,
@@ -170,20 +170,20 @@ async def test_eio_once_is_retried_and_the_job_recovers_by_itself(
     store = SnapshotStore(tmp_path / "state")
     await store.prepare()
     source, sink, watch = ScriptedSource(available=20, batch=10), RecordingSink(), Watch()
-    runner = runner_for(store, source, sink, watch)
+    owner = owner_for(store, source, sink, watch)
     snapshot_file = store.path_for("orders")
     async with anyio.create_task_group() as tg:
-        await tg.start(runner.run, tg)
-        await eventually(lambda: runner.ledger.offset == 20, within=30, step=0.01)
+        await tg.start(owner.run, tg)
+        await eventually(lambda: owner.ledger.offset == 20, within=30, step=0.01)
         good = snapshot_file.read_bytes()
-        generation = runner.ledger.snapshot.generation
+        generation = owner.ledger.snapshot.generation
 
         fault = FaultOnce(monkeypatch, call, target)
         try:
             source.available = 40
             await eventually(fault.held.is_set, within=30, step=0.01)  # failed once; next held
-            assert runner.state is JobState.RETRYING
-            assert runner.ledger.offset == 20
+            assert owner.state is JobState.RETRYING
+            assert owner.ledger.offset == 20
             if target == "temp file":
                 assert snapshot_file.read_bytes() == good  # byte-identical through the fault
             else:
@@ -198,13 +198,13 @@ async def test_eio_once_is_retried_and_the_job_recovers_by_itself(
         finally:
             fault.release()
         await eventually(
-            lambda: runner.state is JobState.RUNNING and runner.ledger.offset == 40,
+            lambda: owner.state is JobState.RUNNING and owner.ledger.offset == 40,
             within=30,
             step=0.01,
         )
-        runner.shut_down()
+        owner.shut_down()
     assert states_of(watch, "orders")[-2:] == [JobState.RETRYING, JobState.RUNNING]
-    assert runner.attempts == 0
+    assert owner.attempts == 0
     final = decode(snapshot_file.read_bytes(), job="orders", path=snapshot_file)
     assert final.offset == 40
     assert not [p for p in snapshot_file.parent.iterdir() if p.suffix == ".tmp"]

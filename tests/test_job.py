@@ -46,13 +46,13 @@ def _job(**retry: Any) -> JobConfig:
 async def test_transient_failure_retries_then_recovers() -> None:
     """A transient error makes the job RETRYING; once healthy it is RUNNING with the count reset."""
     source = ScriptedSource(available=50, open_errors=[TransientError("broker away")])
-    async with running_job(_job(), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RETRYING)
-        assert runner.attempts == 1
+    async with running_job(_job(), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RETRYING)
+        assert owner.attempts == 1
         started = anyio.current_time()
-        await watch.until(lambda: runner.state is R.RUNNING)
+        await watch.until(lambda: owner.state is R.RUNNING)
         assert anyio.current_time() - started >= 30.0  # reset_after
-        assert runner.attempts == 0
+        assert owner.attempts == 0
     assert states_of(watch, "orders") == [R.RETRYING, R.RUNNING]
 
 
@@ -62,12 +62,12 @@ async def test_a_caught_up_retried_job_turns_running_at_reset_after() -> None:
     source = ScriptedSource(
         available=5, poll_interval=math.inf, open_errors=[TransientError("broker away")]
     )
-    async with running_job(_job(), source) as (runner, watch):
+    async with running_job(_job(), source) as (owner, watch):
         await watch.until(lambda: source.opens == 2 and source.open_now == 1)
         opened = anyio.current_time()
-        await watch.until(lambda: runner.state is R.RUNNING)
+        await watch.until(lambda: owner.state is R.RUNNING)
         assert 30.0 <= anyio.current_time() - opened <= 31.0  # reset_after, within one interval
-        assert runner.attempts == 0
+        assert owner.attempts == 0
 
 
 async def test_budget_spent_fails_the_job_with_its_cause() -> None:
@@ -75,8 +75,8 @@ async def test_budget_spent_fails_the_job_with_its_cause() -> None:
     store = InMemorySnapshotStore()
     errors: list[BaseException] = [ConnectionRefusedError(111, "refused")] * 3
     source = ScriptedSource(open_errors=list(errors))
-    async with running_job(_job(max_attempts=3), source, store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FAILED)
+    async with running_job(_job(max_attempts=3), source, store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FAILED)
     snapshot = decode(store.files["orders"], job="orders", path=store.path_for("orders"))
     assert snapshot.state is R.FAILED
     assert snapshot.failure is not None
@@ -91,9 +91,9 @@ async def test_suspend_on_failure_suspends_with_the_snapshot_kept() -> None:
     store = InMemorySnapshotStore()
     job = replace(_job(), suspend_on_failure=True)
     source = ScriptedSource(available=25, batch=5, fail_at={24: FatalError("schema changed")})
-    async with running_job(job, source, store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.SUSPENDED)
-        assert runner.attempts == 1
+    async with running_job(job, source, store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.SUSPENDED)
+        assert owner.attempts == 1
     snapshot = decode(store.files["orders"], job="orders", path=store.path_for("orders"))
     assert (snapshot.state, snapshot.offset) == (R.SUSPENDED, 20)
     assert snapshot.failure is not None and "schema changed" in snapshot.failure.message
@@ -102,8 +102,8 @@ async def test_suspend_on_failure_suspends_with_the_snapshot_kept() -> None:
 async def test_fatal_on_names_are_not_retried() -> None:
     """An exception named in fatal_on fails the job on the first attempt."""
     source = ScriptedSource(open_errors=[KeyError("x")])
-    async with running_job(_job(fatal_on=("KeyError",)), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FAILED)
+    async with running_job(_job(fatal_on=("KeyError",)), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FAILED)
     assert source.opens == 1
 
 
@@ -111,20 +111,20 @@ async def test_exception_group_counts_once_and_is_fatal_if_any_member_is() -> No
     """Several errors from one attempt are one failure; a fatal member makes it fatal."""
     group = ExceptionGroup("two", [TransientError("a"), FatalError("b")])
     source = ScriptedSource(open_errors=[group])
-    async with running_job(_job(), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FAILED)
-        assert runner.attempts == 1
+    async with running_job(_job(), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FAILED)
+        assert owner.attempts == 1
 
 
 async def test_doris_overlapping_retry_never_runs_two_attempts() -> None:
     """Retry commands and backoff timers never start a second attempt while one is alive (Doris)."""
     source = ScriptedSource(open_errors=[TransientError("x")] * 4, available=10)
-    async with running_job(_job(max_attempts=0), source) as (runner, watch):
+    async with running_job(_job(max_attempts=0), source) as (owner, watch):
         for _ in range(20):
             with contextlib.suppress(CommandRefused):
-                await runner.request("retry")
+                await owner.request("retry")
             await anyio.sleep(0.3)
-        await watch.until(lambda: runner.state is R.RETRYING and source.opens == 5)
+        await watch.until(lambda: owner.state is R.RETRYING and source.opens == 5)
     assert source.most_open_at_once == 1
 
 
@@ -132,32 +132,32 @@ async def test_doris_failure_does_not_overwrite_a_manual_pause() -> None:
     """A pause arriving while an attempt fails stands; the failure is not counted (Doris)."""
     sink = RecordingSink(fail_on_flush=TransientError("disk hiccup"))
     source = ScriptedSource(available=5)
-    async with running_job(_job(), source, sink) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RUNNING)
+    async with running_job(_job(), source, sink) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RUNNING)
         # The pause asks for a final checkpoint; that flush fails as the attempt ends:
         # the pause stands, and says its final checkpoint failed.
         with pytest.raises(FinalCheckpointFailed, match="disk hiccup"):
-            await runner.request("pause")
-        assert runner.state is R.PAUSED
-        assert runner.attempts == 0
+            await owner.request("pause")
+        assert owner.state is R.PAUSED
+        assert owner.attempts == 0
         await anyio.sleep(120)
-        assert runner.state is R.PAUSED
+        assert owner.state is R.PAUSED
     assert R.RETRYING not in states_of(watch, "orders")
 
 
 async def test_pgboss_pause_in_backoff_does_not_burn_the_budget() -> None:
     """Attempts cancelled before they ran (paused in backoff) never count (pg-boss)."""
     source = ScriptedSource(open_errors=[TransientError("x")] * 5, available=5)
-    async with running_job(_job(initial=50.0), source) as (runner, watch):
+    async with running_job(_job(initial=50.0), source) as (owner, watch):
         for round_ in range(1, 6):
-            await watch.until(lambda: runner.state is R.RETRYING)
-            assert runner.attempts == 1
-            await runner.request("pause")  # cancels the backoff: that attempt never ran
-            assert runner.attempts == 1
-            await runner.request("resume")  # resume resets the budget, never spends it
-            assert runner.attempts == 0
+            await watch.until(lambda: owner.state is R.RETRYING)
+            assert owner.attempts == 1
+            await owner.request("pause")  # cancels the backoff: that attempt never ran
+            assert owner.attempts == 1
+            await owner.request("resume")  # resume resets the budget, never spends it
+            assert owner.attempts == 0
             await watch.until(lambda r=round_: source.opens == r + 1)  # type: ignore[misc]
-        await watch.until(lambda: runner.state is R.RUNNING)
+        await watch.until(lambda: owner.state is R.RUNNING)
     assert source.opens == 6
 
 
@@ -166,11 +166,11 @@ async def test_pgboss_waiting_for_a_start_slot_does_not_count() -> None:
     slots = StartSlots(1)
     await slots.take()  # held by another job that is starting
     source = ScriptedSource(available=5)
-    async with running_job(_job(), source, slots=slots) as (runner, _):
+    async with running_job(_job(), source, slots=slots) as (owner, _):
         await anyio.sleep(3600)
-        assert (runner.state, runner.attempts, source.opens) == (R.PENDING, 0, 0)
-        await runner.request("pause")
-        assert (runner.state, runner.attempts) == (R.PAUSED, 0)
+        assert (owner.state, owner.attempts, source.opens) == (R.PENDING, 0, 0)
+        await owner.request("pause")
+        assert (owner.state, owner.attempts) == (R.PAUSED, 0)
 
 
 async def test_blueking_state_write_failing_during_an_outage_is_retried() -> None:
@@ -178,15 +178,15 @@ async def test_blueking_state_write_failing_during_an_outage_is_retried() -> Non
     store = InMemorySnapshotStore()
     job = replace(_job(), suspend_on_failure=True)
     source = ScriptedSource(available=5, open_errors=[FatalError("bad credentials")])
-    async with running_job(job, source, store=store) as (runner, watch):
+    async with running_job(job, source, store=store) as (owner, watch):
         store.fail_writes = True
-        await watch.until(lambda: runner.state is R.SUSPENDED)
+        await watch.until(lambda: owner.state is R.SUSPENDED)
         await anyio.sleep(0.1)  # virtual: the failed write happens in the same instant
-        assert runner.persist_pending
+        assert owner.persist_pending
         assert "orders" not in store.files
         await anyio.sleep(10)
         store.fail_writes = False
-        await watch.until(lambda: not runner.persist_pending)
+        await watch.until(lambda: not owner.persist_pending)
     snapshot = decode(store.files["orders"], job="orders", path=store.path_for("orders"))
     assert snapshot.state is R.SUSPENDED
 
@@ -194,21 +194,21 @@ async def test_blueking_state_write_failing_during_an_outage_is_retried() -> Non
 async def test_resume_on_retrying_is_refused_naming_retry_and_pause() -> None:
     """`resume` on a RETRYING job is refused with a message naming `retry` and `pause`."""
     source = ScriptedSource(open_errors=[TransientError("x")], available=5)
-    async with running_job(_job(initial=100.0), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RETRYING)
+    async with running_job(_job(initial=100.0), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RETRYING)
         with pytest.raises(
             CommandRefused, match=r"supervisor retry orders.*supervisor pause orders"
         ):
-            await runner.request("resume")
+            await owner.request("resume")
 
 
 async def test_retry_ends_the_backoff_now() -> None:
     """`retry` starts the next attempt without waiting out the backoff."""
     source = ScriptedSource(open_errors=[TransientError("x")], available=5)
-    async with running_job(_job(initial=1000.0), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RETRYING)
+    async with running_job(_job(initial=1000.0), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RETRYING)
         assert source.opens == 1
-        await runner.request("retry")
+        await owner.request("retry")
         await anyio.sleep(0.5)  # virtual time; the backoff would have lasted 60s
         assert source.opens == 2
 
@@ -218,12 +218,12 @@ async def test_stop_checkpoints_and_start_resumes_from_there() -> None:
     store = InMemorySnapshotStore()
     sink = RecordingSink()
     source = ScriptedSource(available=35, batch=5)
-    async with running_job(_job(), source, sink, store=store) as (runner, watch):
+    async with running_job(_job(), source, sink, store=store) as (owner, watch):
         await watch.until(lambda: source.position == 35)
-        assert await runner.request("stop") is R.STOPPED
-        assert runner.ledger.offset == 35
+        assert await owner.request("stop") is R.STOPPED
+        assert owner.ledger.offset == 35
         source.available = 50
-        await runner.request("start")
+        await owner.request("start")
         await watch.until(lambda: len(sink.flushed) == 50)
     assert [r["seq"] for r in sink.flushed] == list(range(50))
 
@@ -233,11 +233,11 @@ async def test_start_after_failed_begins_afresh_and_keeps_the_old_snapshot() -> 
     store = InMemorySnapshotStore()
     sink = RecordingSink()
     source = ScriptedSource(available=20, batch=10, fail_at={15: FatalError("x")})
-    async with running_job(_job(), source, sink, store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FAILED)
-        assert runner.ledger.offset == 10
-        await runner.request("start")
-        await watch.until(lambda: source.position == 20 and runner.ledger.offset == 20)
+    async with running_job(_job(), source, sink, store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FAILED)
+        assert owner.ledger.offset == 10
+        await owner.request("start")
+        await watch.until(lambda: source.position == 20 and owner.ledger.offset == 20)
     assert list(store.set_aside_files)
     assert [r["seq"] for r in sink.flushed][:10] == list(range(10))
     assert [r["seq"] for r in sink.flushed][10:] == list(range(20))
@@ -246,13 +246,13 @@ async def test_start_after_failed_begins_afresh_and_keeps_the_old_snapshot() -> 
 async def test_set_offset_only_when_no_attempt_runs() -> None:
     """The committed offset can be changed on a PAUSED job, not on a RUNNING one."""
     source = ScriptedSource(available=10)
-    async with running_job(_job(), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RUNNING)
+    async with running_job(_job(), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RUNNING)
         with pytest.raises(CommandRefused, match="`supervisor pause orders` or `supervisor stop"):
-            await runner.request("set_offset", 3)
-        await runner.request("pause")
-        await runner.request("set_offset", 3)
-        assert runner.ledger.offset == 3
+            await owner.request("set_offset", 3)
+        await owner.request("pause")
+        await owner.request("set_offset", 3)
+        assert owner.ledger.offset == 3
 
 
 async def test_a_recovered_outage_does_not_rewrite_a_suspended_snapshot() -> None:
@@ -260,16 +260,16 @@ async def test_a_recovered_outage_does_not_rewrite_a_suspended_snapshot() -> Non
     store = InMemorySnapshotStore()
     job = replace(_job(), suspend_on_failure=True)
     source = ScriptedSource(available=5)
-    async with running_job(job, source, store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RUNNING)
+    async with running_job(job, source, store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RUNNING)
         store.fail_writes = True
         with pytest.raises(FinalCheckpointFailed):  # the disk refuses that write too
-            await runner.request("stop")
-        assert runner.persist_pending
+            await owner.request("stop")
+        assert owner.persist_pending
         store.fail_writes = False
         source.open_errors.append(FatalError("gone"))
-        await runner.request("start")
-        await watch.until(lambda: runner.state is R.SUSPENDED)
+        await owner.request("start")
+        await watch.until(lambda: owner.state is R.SUSPENDED)
         await anyio.sleep(0.1)  # virtual: the SUSPENDED write completes
         suspended = store.files["orders"]
         await anyio.sleep(600)
@@ -282,15 +282,15 @@ async def test_shutdown_with_a_state_write_still_refused_ends_its_retries() -> N
     store = InMemorySnapshotStore()
     source = ScriptedSource(available=5)
     with anyio.fail_after(3600):  # virtual time: a retrier left running would hang here
-        async with running_job(_job(), source, store=store) as (runner, watch):
-            await watch.until(lambda: runner.state is R.RUNNING)
+        async with running_job(_job(), source, store=store) as (owner, watch):
+            await watch.until(lambda: owner.state is R.RUNNING)
             store.fail_writes = True
             with pytest.raises(FinalCheckpointFailed):  # the disk refuses that write too
-                await runner.request("pause")
-            assert runner.persist_pending
+                await owner.request("pause")
+            assert owner.persist_pending
             await anyio.sleep(5)  # a retry or two, refused
-    assert runner.state is R.PAUSED
-    assert runner.persist_pending  # the disk refused to the end; the old snapshot stands
+    assert owner.state is R.PAUSED
+    assert owner.persist_pending  # the disk refused to the end; the old snapshot stands
 
 
 async def test_an_hour_of_retrying_stays_within_the_backoff_bounds() -> None:
@@ -301,11 +301,11 @@ async def test_an_hour_of_retrying_stays_within_the_backoff_bounds() -> None:
     job = _job(initial=1.0, max=60.0, jitter=True, max_attempts=0)
     source = ScriptedSource(open_errors=[TransientError("down")] * 10_000)
     with capture_logs() as logs:
-        async with running_job(job, source, rng=lambda: next(rng)) as (runner, _):
+        async with running_job(job, source, rng=lambda: next(rng)) as (owner, _):
             await anyio.sleep(3600)
-            assert runner.state is R.RETRYING
+            assert owner.state is R.RETRYING
     delays = [e["delay"] for e in logs if e["event"] == "job.retry_scheduled"]
     assert all(0 <= delay <= 60.0 for delay in delays)
     assert max(delays) > 50  # the cap was reached: jitter of 0.999 x 60
     assert source.opens == len(delays) or source.opens == len(delays) + 1
-    assert runner.attempts == source.opens
+    assert owner.attempts == source.opens

@@ -18,7 +18,7 @@ import pytest
 from supervisor.config.model import CheckpointPolicy, JobConfig, RetryPolicy
 from supervisor.control.commands import job_view
 from supervisor.errors import CommandRefused, FatalError, SnapshotError, TransientError
-from supervisor.job import JobRunner
+from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.snapshot import FailureRecord, Snapshot, decode, encode
 from supervisor.start_slots import StartSlots
@@ -86,9 +86,9 @@ def _on_disk(store: InMemorySnapshotStore) -> Snapshot:
     return decode(store.files["orders"], job="orders", path=store.path_for("orders"))
 
 
-async def _refused(runner: JobRunner, verb: str, value: object = None) -> str:
+async def _refused(owner: JobOwner, verb: str, value: object = None) -> str:
     with pytest.raises(CommandRefused) as refused:
-        await runner.request(verb, value)
+        await owner.request(verb, value)
     return str(refused.value)
 
 
@@ -100,9 +100,9 @@ async def test_each_state_change_says_its_own_cause() -> None:
     operator's command from before it."""
     # Found using the CLI: a job started by the operator said "started by operator" for
     # running -> finished too, in `events` and in `status JOB`.
-    async with running_job(_job(), ScriptedSource(count=5)) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FINISHED, within=WITHIN)
-        await runner.request("start")
+    async with running_job(_job(), ScriptedSource(count=5)) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FINISHED, within=WITHIN)
+        await owner.request("start")
         await watch.until(lambda: len(watch.changes) == 5, within=WITHIN)
     assert [(old, new) for _, old, new in watch.changes] == [
         (R.PENDING, R.RUNNING),
@@ -135,10 +135,10 @@ async def test_status_error_stays_the_last_failure_after_an_operator_change(
     `cause` says why it changed state."""
     # Issue 14.9: LAST ERROR showed "paused by operator" and the like.
     source = ScriptedSource(open_errors=[TransientError("broker away")] * 3)
-    async with running_job(_job(), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RETRYING, within=WITHIN)
-        await runner.request(verb, value)
-        view = job_view(runner, anyio.current_time())
+    async with running_job(_job(), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RETRYING, within=WITHIN)
+        await owner.request(verb, value)
+        view = job_view(owner, anyio.current_time())
         assert view["error"] == "supervisor.errors.TransientError: broker away"
         assert view["cause"] == cause
 
@@ -150,13 +150,13 @@ async def test_a_retrying_job_reloaded_stays_retrying_until_healthy() -> None:
     """A reload restarts a retrying job, which is RETRYING (not RUNNING) until healthy."""
     # Issue 14.10: after a reload it showed RUNNING, attempt 1, before proving healthy.
     source = ScriptedSource(available=5, open_errors=[TransientError("broker away")])
-    async with running_job(_job(), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RETRYING, within=WITHIN)
-        await runner.request("reconfigure", _job())
+    async with running_job(_job(), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RETRYING, within=WITHIN)
+        await owner.request("reconfigure", _job())
         await watch.until(lambda: source.open_now == 1, within=WITHIN)
-        assert (runner.state, runner.attempts) == (R.RETRYING, 1)
-        await watch.until(lambda: runner.state is R.RUNNING, within=WITHIN)
-        assert runner.attempts == 0
+        assert (owner.state, owner.attempts) == (R.RETRYING, 1)
+        await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
+        assert owner.attempts == 0
     assert states_of(watch, "orders") == [R.RETRYING, R.PENDING, R.RETRYING, R.RUNNING]
 
 
@@ -165,9 +165,9 @@ async def test_a_retryable_failure_persists_when_the_retry_is_due() -> None:
     store = InMemorySnapshotStore()
     source = ScriptedSource(open_errors=[TransientError("broker away")])
     before = datetime.now(UTC)
-    async with running_job(_job(), source, store=store) as (runner, watch):
+    async with running_job(_job(), source, store=store) as (owner, watch):
         await watch.until(
-            lambda: runner.state is R.RETRYING and "orders" in store.files, within=WITHIN
+            lambda: owner.state is R.RETRYING and "orders" in store.files, within=WITHIN
         )
         snapshot = _on_disk(store)
     assert snapshot.state is R.RETRYING
@@ -184,15 +184,15 @@ async def test_a_restart_waits_out_the_rest_of_the_backoff_as_retrying() -> None
     due = datetime.now(UTC) + timedelta(hours=1)
     _seed(store, state=R.RETRYING, attempts=2, failure=_failure(), next_retry_at=due)
     source = ScriptedSource(available=5)
-    async with running_job(_job(), source, store=store) as (runner, watch):
-        assert (runner.state, runner.attempts) == (R.RETRYING, 2)
-        retry_in = job_view(runner, anyio.current_time())["next_retry_in"]
+    async with running_job(_job(), source, store=store) as (owner, watch):
+        assert (owner.state, owner.attempts) == (R.RETRYING, 2)
+        retry_in = job_view(owner, anyio.current_time())["next_retry_in"]
         assert 3590 < retry_in <= 3600
         await anyio.sleep(3590)  # virtual time
         assert source.opens == 0
         await watch.until(lambda: source.opens == 1, within=11)
-        assert runner.state is R.RETRYING  # not RUNNING before it has proved healthy
-        await watch.until(lambda: runner.state is R.RUNNING, within=WITHIN)
+        assert owner.state is R.RETRYING  # not RUNNING before it has proved healthy
+        await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
 
 
 async def test_retry_ends_a_restored_backoff_now() -> None:
@@ -201,9 +201,9 @@ async def test_retry_ends_a_restored_backoff_now() -> None:
     due = datetime.now(UTC) + timedelta(hours=1)
     _seed(store, state=R.RETRYING, attempts=1, failure=_failure(), next_retry_at=due)
     source = ScriptedSource(available=5)
-    async with running_job(_job(), source, store=store) as (runner, watch):
+    async with running_job(_job(), source, store=store) as (owner, watch):
         started = anyio.current_time()
-        await runner.request("retry")
+        await owner.request("retry")
         await watch.until(lambda: source.opens == 1, within=WITHIN)
         assert anyio.current_time() - started < 1
 
@@ -217,26 +217,26 @@ async def test_since_of_a_persisted_state_survives_a_restart(state: JobState) ->
     # Issue 14.17: SINCE jumped to the daemon's restart time.
     store = InMemorySnapshotStore()
     _seed(store, state=state, since=LONG_AGO)
-    async with running_job(_job(), ScriptedSource(), store=store) as (runner, _):
-        assert runner.state is state
-        assert job_view(runner, anyio.current_time())["since"] == "2020-01-02T03:04:05+00:00"
+    async with running_job(_job(), ScriptedSource(), store=store) as (owner, _):
+        assert owner.state is state
+        assert job_view(owner, anyio.current_time())["since"] == "2020-01-02T03:04:05+00:00"
 
 
 async def test_a_state_change_records_its_time_in_the_snapshot() -> None:
     """Pausing writes the time the job became PAUSED into its snapshot."""
     store = InMemorySnapshotStore()
-    async with running_job(_job(), ScriptedSource(available=5), store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RUNNING, within=WITHIN)
-        await runner.request("pause")
-        assert _on_disk(store).since == datetime.fromtimestamp(runner.since, UTC)
+    async with running_job(_job(), ScriptedSource(available=5), store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
+        await owner.request("pause")
+        assert _on_disk(store).since == datetime.fromtimestamp(owner.since, UTC)
 
 
 async def test_a_restored_active_job_is_pending_since_the_restart() -> None:
     """A job that was RUNNING comes back PENDING, since now (its old since is not shown)."""
     store = InMemorySnapshotStore()
     _seed(store, state=R.RUNNING, since=LONG_AGO)
-    async with running_job(_job(), ScriptedSource(available=5), store=store) as (runner, _):
-        assert runner.since > time.time() - 60
+    async with running_job(_job(), ScriptedSource(available=5), store=store) as (owner, _):
+        assert owner.since > time.time() - 60
 
 
 # --- 14.7 and 14.15: a chosen offset, and a FAILED job's fresh start ----------------------
@@ -248,15 +248,15 @@ async def test_an_offset_set_on_a_failed_job_survives_a_restart() -> None:
     store = InMemorySnapshotStore()
     job = _job()
     failing = ScriptedSource(available=20, open_errors=[FatalError("schema changed")])
-    async with running_job(job, failing, store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FAILED, within=WITHIN)
-        await runner.request("set_offset", 7)
+    async with running_job(job, failing, store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FAILED, within=WITHIN)
+        await owner.request("set_offset", 7)
     sink = RecordingSink()
     source = ScriptedSource(available=20)
-    async with running_job(job, source, sink, store=store) as (runner, watch):
-        assert (runner.state, runner.ledger.offset) == (R.FAILED, 7)
-        await runner.request("start")
-        await watch.until(lambda: runner.ledger.offset == 20, within=WITHIN)
+    async with running_job(job, source, sink, store=store) as (owner, watch):
+        assert (owner.state, owner.ledger.offset) == (R.FAILED, 7)
+        await owner.request("start")
+        await watch.until(lambda: owner.ledger.offset == 20, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(7, 20))
 
 
@@ -267,11 +267,11 @@ async def test_start_of_a_failed_job_begins_afresh_over_an_offset_keeping_sink()
     store = InMemorySnapshotStore()
     sink = RecordingSink(transactional=True)
     source = ScriptedSource(available=30, batch=5, fail_at={24: FatalError("schema changed")})
-    async with running_job(_job(), source, sink, store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FAILED, within=WITHIN)
+    async with running_job(_job(), source, sink, store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FAILED, within=WITHIN)
         assert sink.stored_offset == 20
         sink.flushed.clear()
-        await runner.request("start")
+        await owner.request("start")
         await watch.until(lambda: sink.stored_offset == 30, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(30))
     assert not _on_disk(store).offset_chosen  # the first checkpoint settled the choice
@@ -281,12 +281,12 @@ async def test_an_offset_set_wins_over_an_offset_keeping_sink() -> None:
     """An operator's `offset --set` is where the next attempt begins, whatever the sink holds."""
     sink = RecordingSink(transactional=True)
     source = ScriptedSource(available=30, batch=5)
-    async with running_job(_job(), source, sink) as (runner, watch):
+    async with running_job(_job(), source, sink) as (owner, watch):
         await watch.until(lambda: sink.stored_offset == 30, within=WITHIN)
-        await runner.request("stop")
-        await runner.request("set_offset", 12)
+        await owner.request("stop")
+        await owner.request("set_offset", 12)
         sink.flushed.clear()
-        await runner.request("start")
+        await owner.request("start")
         await watch.until(lambda: sink.stored_offset == 30 and bool(sink.flushed), within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(12, 30))
 
@@ -297,8 +297,8 @@ async def test_without_a_choice_the_sink_offset_still_wins() -> None:
     _seed(store, state=R.STOPPED, offset=5)
     sink = RecordingSink(transactional=True, stored_offset=8)
     source = ScriptedSource(available=10)
-    async with running_job(_job(), source, sink, store=store) as (runner, watch):
-        await runner.request("start")
+    async with running_job(_job(), source, sink, store=store) as (owner, watch):
+        await owner.request("start")
         await watch.until(lambda: sink.stored_offset == 10, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == [8, 9]
 
@@ -309,19 +309,17 @@ async def test_without_a_choice_the_sink_offset_still_wins() -> None:
 @asynccontextmanager
 async def _unreadable_job(
     store: InMemorySnapshotStore, watch: Watch, *, suspend: bool
-) -> AsyncIterator[JobRunner]:
+) -> AsyncIterator[JobOwner]:
     job = _job(suspend_on_failure=suspend)
-    runner = JobRunner(
-        job, JobLedger(store, "orders", None), watch.record, start_slots=StartSlots(8)
-    )
+    owner = JobOwner(job, JobLedger(store, "orders", None), watch.record, start_slots=StartSlots(8))
     try:
         await store.load("orders")
     except SnapshotError as exc:
-        runner.fail_at_start(exc)
+        owner.fail_at_start(exc)
     async with anyio.create_task_group() as tg:
-        await tg.start(runner.run, tg)
-        yield runner
-        runner.shut_down()
+        await tg.start(owner.run, tg)
+        yield owner
+        owner.shut_down()
 
 
 @pytest.mark.parametrize(
@@ -340,15 +338,15 @@ async def test_a_command_refused_for_an_unreadable_snapshot_emits_no_transition(
     # Issue 14.11: "suspended -> pending" was the last event while status said SUSPENDED.
     store, watch = InMemorySnapshotStore(), Watch()
     store.files["orders"] = b"format = 2\nnot toml"
-    async with _unreadable_job(store, watch, suspend=suspend) as runner:
-        assert runner.state is state
-        assert "orders.snapshot.toml" in await _refused(runner, verb)
-        assert runner.state is state
+    async with _unreadable_job(store, watch, suspend=suspend) as owner:
+        assert owner.state is state
+        assert "orders.snapshot.toml" in await _refused(owner, verb)
+        assert owner.state is state
         assert watch.changes == []
         _seed(store, state=state, offset=4)
-        await runner.request(verb)
+        await owner.request(verb)
         assert watch.changes[0] == ("orders", state, R.PENDING)
-        assert runner.ledger.offset == 4  # the repaired snapshot is resumed from
+        assert owner.ledger.offset == 4  # the repaired snapshot is resumed from
 
 
 # --- 14.18: every refusal names a way forward; pause and stop are idempotent ----------
@@ -377,20 +375,20 @@ def test_every_retry_and_offset_refusal_names_what_to_do(state: JobState) -> Non
 async def test_retry_on_a_running_job_is_refused_naming_restart() -> None:
     """`retry` on a RUNNING job says there is nothing to retry and names `restart`."""
     source = ScriptedSource(available=5)
-    async with running_job(_job(), source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RUNNING, within=WITHIN)
-        assert "`supervisor restart orders`" in await _refused(runner, "retry")
+    async with running_job(_job(), source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
+        assert "`supervisor restart orders`" in await _refused(owner, "retry")
 
 
 @pytest.mark.parametrize(("verb", "state"), [("pause", R.PAUSED), ("stop", R.STOPPED)])
 async def test_pause_and_stop_are_idempotent(verb: str, state: JobState) -> None:
     """A second `pause` (or `stop`) succeeds, changing nothing: no event, no write."""
     store = InMemorySnapshotStore()
-    async with running_job(_job(), ScriptedSource(available=5), store=store) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RUNNING, within=WITHIN)
-        assert await runner.request(verb) is state
+    async with running_job(_job(), ScriptedSource(available=5), store=store) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
+        assert await owner.request(verb) is state
         changes, writes = list(watch.changes), store.writes
-        assert await runner.request(verb) is state
+        assert await owner.request(verb) is state
         assert (watch.changes, store.writes) == (changes, writes)
 
 
@@ -400,13 +398,13 @@ async def test_pause_or_stop_that_does_not_fit_names_what_to_do(verb: str, state
     """`pause`/`stop` of a job with nothing running is a no-op or a refusal naming a command."""
     store = InMemorySnapshotStore()
     _seed(store, state=state)
-    async with running_job(_job(), ScriptedSource(), store=store) as (runner, _):
+    async with running_job(_job(), ScriptedSource(), store=store) as (owner, _):
         try:
-            await runner.request(verb)
+            await owner.request(verb)
         except CommandRefused as refused:
             assert "`supervisor " in str(refused)
         else:
-            assert runner.state is (R.STOPPED if verb == "stop" else state)
+            assert owner.state is (R.STOPPED if verb == "stop" else state)
 
 
 async def test_a_finished_job_reruns_from_a_chosen_offset() -> None:
@@ -414,10 +412,10 @@ async def test_a_finished_job_reruns_from_a_chosen_offset() -> None:
     # Issue 14.18: a FINISHED job's offset could not be set ("pause or stop it", both refused).
     sink = RecordingSink()
     source = ScriptedSource(count=20, batch=5)
-    async with running_job(_job(), source, sink) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FINISHED, within=WITHIN)
-        await runner.request("set_offset", 15)
+    async with running_job(_job(), source, sink) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FINISHED, within=WITHIN)
+        await owner.request("set_offset", 15)
         sink.flushed.clear()
-        await runner.request("start")
-        await watch.until(lambda: runner.state is R.FINISHED and source.opens == 2, within=WITHIN)
+        await owner.request("start")
+        await watch.until(lambda: owner.state is R.FINISHED and source.opens == 2, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(15, 20))

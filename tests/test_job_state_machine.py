@@ -1,4 +1,4 @@
-"""A Hypothesis state machine over real JobRunners, on a virtual clock.
+"""A Hypothesis state machine over real JobOwners, on a virtual clock.
 
 Random failures of source, sink and open (transient and fatal, and whatever
 else plugin code may raise: SystemExit, KeyboardInterrupt, CancelledError,
@@ -6,7 +6,7 @@ BaseException subclasses, unprintable errors, groups of them), new records,
 clock advances and every operator command; after every step the invariants of
 SPEC §4 are checked.
 
-The runners live on a trio event loop in a portal thread whose MockClock only
+The owners live on a trio event loop in a portal thread whose MockClock only
 moves when a rule jumps it, and every step ends when all tasks are blocked, so
 each step's effects are complete and deterministic before the checks run.
 """
@@ -29,7 +29,7 @@ from trio.testing import MockClock
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
 from supervisor.errors import CommandRefused, FatalError, FinalCheckpointFailed, TransientError
 from supervisor.failures import MESSAGE_LIMIT
-from supervisor.job import JobRunner
+from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.start_slots import StartSlots
 from supervisor.states import Event, IllegalTransition, JobState, next_state
@@ -78,9 +78,9 @@ def _plugin_error(kind: str) -> BaseException:
 
 @dataclass
 class JobModel:
-    """What the test knows about one job, to check the runner against."""
+    """What the test knows about one job, to check the owner against."""
 
-    runner: JobRunner
+    owner: JobOwner
     source: ScriptedSource
     sink: RecordingSink
     suspend: bool
@@ -91,7 +91,7 @@ class JobModel:
     suspended_bytes: bytes | None = None
     changes: list[tuple[JobState, JobState]] = field(default_factory=list)
 
-    def record_change(self, _: JobRunner, old: JobState, new: JobState, cause: str | None) -> None:
+    def record_change(self, _: JobOwner, old: JobState, new: JobState, cause: str | None) -> None:
         self.changes.append((old, new))
 
 
@@ -116,7 +116,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             task_status.started()
             await self._stop.wait()
             for model in self.jobs.values():
-                model.runner.shut_down()
+                model.owner.shut_down()
 
     async def _start_all(self) -> None:
         slots = StartSlots(1)
@@ -131,7 +131,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             )
             source, sink = ScriptedSource(available=0, batch=3), RecordingSink()
             model = JobModel(None, source, sink, suspend)  # type: ignore[arg-type]
-            runner = JobRunner(
+            owner = JobOwner(
                 job,
                 JobLedger(self.store, name, None),
                 model.record_change,
@@ -139,9 +139,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                 components=fixed_components(source, sink),
                 rng=lambda: 0.5,
             )
-            model.runner = runner
+            model.owner = owner
             self.jobs[name] = model
-            await self.tasks.start(runner.run, self.tasks)
+            await self.tasks.start(owner.run, self.tasks)
 
     def _settle(self) -> None:
         self.portal.call(trio.testing.wait_all_tasks_blocked)
@@ -216,11 +216,11 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         async def send() -> None:
             try:
-                outcome["state"] = await model.runner.request(verb)
+                outcome["state"] = await model.owner.request(verb)
             except CommandRefused as exc:
                 outcome["refused"] = exc
             except FinalCheckpointFailed:  # done, and said so: the state stands
-                outcome["state"] = model.runner.state
+                outcome["state"] = model.owner.state
 
         self.portal.call(self.tasks.start_soon, send)
         self._settle()
@@ -228,15 +228,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         if "refused" in outcome:
             return
         if verb in ("pause", "stop"):
-            model.hold = model.runner.state
+            model.hold = model.owner.state
             assert model.hold in HOLDING
         elif verb in ("resume", "start", "restart"):
             model.hold = None
             model.opens_at_reset = opens_before
             model.suspended_bytes = None
-            if model.runner.ledger.offset is None:
+            if model.owner.ledger.offset is None:
                 model.last_offset = 0
-            assert model.runner.attempts <= model.source.opens - opens_before
+            assert model.owner.attempts <= model.source.opens - opens_before
 
     @rule(job=st.sampled_from(JOBS), offset=st.integers(0, 50))
     def operator_sets_offset(self, job: str, offset: int) -> None:
@@ -245,12 +245,12 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         async def send() -> None:
             try:
-                await model.runner.request("set_offset", offset)
+                await model.owner.request("set_offset", offset)
                 outcome["ok"] = True
             except CommandRefused as exc:
                 outcome["refused"] = exc
 
-        state_before = model.runner.state
+        state_before = model.owner.state
         self.portal.call(self.tasks.start_soon, send)
         self._settle()
         assert outcome
@@ -273,7 +273,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def failures_are_described_safely(self) -> None:
         for model in self.jobs.values():
-            failure = model.runner.failure
+            failure = model.owner.failure
             if failure is not None:
                 assert "no str" not in failure.message  # "<unprintable _Unprintable>" instead
                 assert len(failure.message) <= MESSAGE_LIMIT
@@ -294,17 +294,17 @@ class LifecycleMachine(RuleBasedStateMachine):
     def operator_decision_stands(self) -> None:
         for model in self.jobs.values():
             if model.hold is not None:
-                assert model.runner.state is model.hold
+                assert model.owner.state is model.hold
 
     @invariant()
     def only_attempts_that_ran_count(self) -> None:
         for model in self.jobs.values():
-            assert 0 <= model.runner.attempts <= model.source.opens - model.opens_at_reset
+            assert 0 <= model.owner.attempts <= model.source.opens - model.opens_at_reset
 
     @invariant()
     def suspended_snapshot_never_changes(self) -> None:
         for name, model in self.jobs.items():
-            if model.runner.state is not JobState.SUSPENDED or model.runner.persist_pending:
+            if model.owner.state is not JobState.SUSPENDED or model.owner.persist_pending:
                 model.suspended_bytes = None
                 continue
             now = self.store.files.get(name)
@@ -315,7 +315,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def committed_offset_never_goes_back(self) -> None:
         for model in self.jobs.values():
-            offset = model.runner.ledger.offset
+            offset = model.owner.ledger.offset
             current = offset if isinstance(offset, int) else 0
             assert current >= model.last_offset
             model.last_offset = current

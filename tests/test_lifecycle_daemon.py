@@ -187,7 +187,7 @@ async def test_the_shutdown_timeout_cuts_a_slow_close_short(tmp_path: Path, held
     with capture_logs() as logs, anyio.fail_after(600):
         async with anyio.create_task_group() as tasks:
             await tasks.start(daemon.run)
-            await eventually(lambda: daemon.runners["orders"].state is JobState.RUNNING)
+            await eventually(lambda: daemon.owners["orders"].state is JobState.RUNNING)
             world.sinks["orders"].close_seconds = 20.0
             if held == "close_and_removed":
                 (tmp_path / "jobs" / "orders.toml").unlink()

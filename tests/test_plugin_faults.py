@@ -115,14 +115,14 @@ async def test_whatever_a_plugin_raises_fails_only_that_attempt(kind: str, where
         sink.fail_on_flush = error
     job = replace(_job(), checkpoint=CheckpointPolicy(every_records=10, interval=1.0))
     with _nothing_escapes():
-        async with running_job(job, source, sink) as (runner, watch):
-            await watch.until(lambda: runner.attempts == 1)
-            assert runner.state is R.RETRYING
-            assert runner.failure is not None
-            assert runner.failure.error_type == _qualified(type(error))
+        async with running_job(job, source, sink) as (owner, watch):
+            await watch.until(lambda: owner.attempts == 1)
+            assert owner.state is R.RETRYING
+            assert owner.failure is not None
+            assert owner.failure.error_type == _qualified(type(error))
             if kind == "unprintable":
-                assert runner.failure.message == "<unprintable Unprintable>"
-            await watch.until(lambda: runner.state is R.RUNNING)  # the retry recovers
+                assert owner.failure.message == "<unprintable Unprintable>"
+            await watch.until(lambda: owner.state is R.RUNNING)  # the retry recovers
     assert source.most_open_at_once == 1
 
 
@@ -145,8 +145,8 @@ async def test_whatever_a_close_raises_is_logged_and_the_job_goes_on(kind: str) 
 
     source = ClosingBadly(count=30)
     with capture_logs() as logs, _nothing_escapes():
-        async with running_job(_job(), source) as (runner, watch):
-            await watch.until(lambda: runner.state is R.FINISHED)
+        async with running_job(_job(), source) as (owner, watch):
+            await watch.until(lambda: owner.state is R.FINISHED)
     (closed,) = [event for event in logs if event["event"] == "job.close_failed"]
     assert closed["component"] == "source"
     assert closed["error"].startswith(_qualified(type(_plugin_errors()[kind])))
@@ -159,11 +159,11 @@ async def test_a_plugin_error_inside_a_group_is_described_safely() -> None:
     group = BaseExceptionGroup("two", [Unprintable(), SystemExit(3)])
     source = ScriptedSource(open_errors=[group], available=5)
     with _nothing_escapes():
-        async with running_job(_job(), source) as (runner, watch):
-            await watch.until(lambda: runner.attempts == 1)
-            assert runner.failure is not None
-            assert runner.failure.error_type == "BaseExceptionGroup"
-            assert "<exception str() failed>" in runner.failure.traceback
+        async with running_job(_job(), source) as (owner, watch):
+            await watch.until(lambda: owner.attempts == 1)
+            assert owner.failure is not None
+            assert owner.failure.error_type == "BaseExceptionGroup"
+            assert "<exception str() failed>" in owner.failure.traceback
 
 
 @pytest.fixture
@@ -200,10 +200,10 @@ async def test_a_cancelled_error_a_plugin_raises_on_asyncio_is_an_attempt_failur
         checkpoint=CheckpointPolicy(every_records=10, interval=0.05),
     )
     with anyio.fail_after(10):
-        async with running_job(job, source, sink) as (runner, watch):
-            await watch.until(lambda: runner.attempts == 1)
-            assert runner.failure is not None
-            assert runner.failure.error_type == "asyncio.exceptions.CancelledError"
+        async with running_job(job, source, sink) as (owner, watch):
+            await watch.until(lambda: owner.attempts == 1)
+            assert owner.failure is not None
+            assert owner.failure.error_type == "asyncio.exceptions.CancelledError"
             await watch.until(lambda: source.opens == 2)
             must_complete.append(True)  # inside the block: a cancelled group skips the rest
 
@@ -216,12 +216,12 @@ async def test_a_real_cancellation_still_ends_the_job_on_asyncio(must_complete: 
     source = ScriptedSource(available=0, poll_interval=3600)  # every read waits an hour
     job = make_job("orders", checkpoint=CheckpointPolicy(every_records=10, interval=3600))
     with anyio.fail_after(10):
-        async with running_job(job, source) as (runner, watch):
-            await watch.until(lambda: runner.state is R.RUNNING)
-            assert await runner.request("pause") is R.PAUSED
-            assert runner.failure is None
-            await runner.request("resume")
-            await watch.until(lambda: runner.state is R.RUNNING and source.opens == 2)
+        async with running_job(job, source) as (owner, watch):
+            await watch.until(lambda: owner.state is R.RUNNING)
+            assert await owner.request("pause") is R.PAUSED
+            assert owner.failure is None
+            await owner.request("resume")
+            await watch.until(lambda: owner.state is R.RUNNING and source.opens == 2)
             must_complete.append(True)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group, running_job(job, source) as (_, watch):
@@ -267,11 +267,11 @@ async def test_a_processor_that_is_not_callable_fails_the_job_at_once() -> None:
     attempt, like one that cannot be imported (before: retried max_attempts times)."""
     job = replace(_job(), processor=ProcessorConfig(function="supervisor.attempt:MAX_BATCH"))
     source = ScriptedSource(available=5)
-    async with running_job(job, source) as (runner, watch):
-        await watch.until(lambda: runner.state is R.FAILED)
-        assert runner.attempts == 1
-        assert runner.failure is not None
-        assert "is not callable (it is an int)" in runner.failure.message
+    async with running_job(job, source) as (owner, watch):
+        await watch.until(lambda: owner.state is R.FAILED)
+        assert owner.attempts == 1
+        assert owner.failure is not None
+        assert "is not callable (it is an int)" in owner.failure.message
 
 
 # --- 14.14: error messages are capped ----------------------------------------------------------
@@ -285,12 +285,12 @@ async def test_a_huge_error_message_is_capped_everywhere_it_is_written() -> None
     store = InMemorySnapshotStore()
     source = ScriptedSource(open_errors=[TransientError(huge)], available=5)
     with capture_logs() as logs:
-        async with running_job(_job(), source, store=store) as (runner, watch):
-            await watch.until(lambda: runner.attempts == 1)
+        async with running_job(_job(), source, store=store) as (owner, watch):
+            await watch.until(lambda: owner.attempts == 1)
             await anyio.sleep(0.1)  # virtual: the RETRYING write completes
-            assert runner.failure is not None
-            message = runner.failure.message
-            cause = runner.cause
+            assert owner.failure is not None
+            message = owner.failure.message
+            cause = owner.cause
     assert message == "m" * MESSAGE_LIMIT + "... [5,242,880 characters, cut]"
     assert cause is not None and len(cause) < MESSAGE_LIMIT + 100
     assert len(store.files["orders"]) < 32_000  # message and traceback, both capped
@@ -346,13 +346,13 @@ async def test_a_failed_final_checkpoint_is_logged_shown_and_reported(verb: str)
     sink = RecordingSink()
     job = make_job("orders", checkpoint=CheckpointPolicy(every_records=10_000, interval=3600))
     with capture_logs() as logs:
-        async with running_job(job, source, sink) as (runner, watch):
-            await watch.until(lambda: runner.state is R.RUNNING and source.position == 25)
+        async with running_job(job, source, sink) as (owner, watch):
+            await watch.until(lambda: owner.state is R.RUNNING and source.position == 25)
             sink.fail_on_flush = OSError(28, "No space left on device")
-            supervisor = _OneJobSupervisor(runner)
+            supervisor = _OneJobSupervisor(owner)
             (result,) = await dispatch(supervisor, Request(verb, ("orders",)))  # type: ignore[arg-type]
-            assert runner.state in (R.PAUSED, R.STOPPED)
-            view = job_view(runner, anyio.current_time(), detail=True)
+            assert owner.state in (R.PAUSED, R.STOPPED)
+            view = job_view(owner, anyio.current_time(), detail=True)
     assert result["ok"] is False
     assert "final checkpoint failed" in result["error"]
     assert "No space left on device" in result["error"]
@@ -361,7 +361,7 @@ async def test_a_failed_final_checkpoint_is_logged_shown_and_reported(verb: str)
     assert logged["log_level"] == "error"
     assert "No space left" in view["final_checkpoint_error"]
     assert "final checkpoint failed: OSError: [Errno 28]" in job_detail(view)
-    assert runner.attempts == 0 and runner.failure is None  # the operator's decision stands
+    assert owner.attempts == 0 and owner.failure is None  # the operator's decision stands
 
 
 @pytest.mark.anyio
@@ -369,14 +369,14 @@ async def test_a_pause_whose_final_checkpoint_fails_raises_from_request() -> Non
     """`request("pause")` raises FinalCheckpointFailed naming the state and the error."""
     source, sink = ScriptedSource(available=5), RecordingSink()
     job = make_job("orders", checkpoint=CheckpointPolicy(every_records=10_000, interval=3600))
-    async with running_job(job, source, sink) as (runner, watch):
-        await watch.until(lambda: runner.state is R.RUNNING and source.position == 5)
+    async with running_job(job, source, sink) as (owner, watch):
+        await watch.until(lambda: owner.state is R.RUNNING and source.position == 5)
         sink.fail_on_flush = TransientError("flush refused")
         with pytest.raises(FinalCheckpointFailed, match=r"orders: PAUSED, but its final"):
-            await runner.request("pause")
-        await runner.request("resume")  # a new attempt: the note is about the one before
-        await watch.until(lambda: runner.state is R.RUNNING)
-        assert runner.final_checkpoint_error is None
+            await owner.request("pause")
+        await owner.request("resume")  # a new attempt: the note is about the one before
+        await watch.until(lambda: owner.state is R.RUNNING)
+        assert owner.final_checkpoint_error is None
 
 
 @pytest.mark.anyio
@@ -393,21 +393,21 @@ async def test_a_pause_during_an_open_that_fails_is_not_a_failed_final_checkpoin
                 raise ConnectionError("connection reset while opening")
 
     source = FailsWhenCancelled()
-    async with running_job(_job(), source) as (runner, watch):
+    async with running_job(_job(), source) as (owner, watch):
         await watch.until(lambda: source.opens == 1)
-        assert await runner.request("pause") is R.PAUSED
-        assert runner.final_checkpoint_error is None
-        assert runner.attempts == 0
+        assert await owner.request("pause") is R.PAUSED
+        assert owner.final_checkpoint_error is None
+        assert owner.attempts == 0
 
 
 class _OneJobSupervisor:
     """What `dispatch` needs of a Supervisor for job verbs."""
 
-    def __init__(self, runner: Any) -> None:
-        self.runners = {runner.name: runner}
+    def __init__(self, owner: Any) -> None:
+        self.owners = {owner.name: owner}
 
     async def command(self, job: str, verb: str, value: object = None) -> JobState:
-        state: JobState = await self.runners[job].request(verb, value)
+        state: JobState = await self.owners[job].request(verb, value)
         return state
 
 

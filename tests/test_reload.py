@@ -193,7 +193,7 @@ def _committed(store: InMemorySnapshotStore, job: str) -> object:
 
 async def _read_and_hold(daemon: Supervisor, world: World, job: str, records: int) -> None:
     """Let `job` read `records` more records (and wait until it has)."""
-    await _until(lambda: job in daemon.runners and daemon.runners[job].state is JobState.RUNNING)
+    await _until(lambda: job in daemon.owners and daemon.owners[job].state is JobState.RUNNING)
     source = world.sources[job]
     source.available = (source.available or 0) + records
     await _until(lambda: source.position == source.available)
@@ -255,7 +255,7 @@ async def test_a_reload_once_stopping_is_refused_and_starts_nothing(tmp_path: Pa
         with pytest.raises(CommandRefused, match="stopping: reload refused"):
             await daemon.reload()
         gate.set()
-    assert set(daemon.runners) == {"orders"}
+    assert set(daemon.owners) == {"orders"}
     assert "late" not in world.sources
 
 
@@ -273,7 +273,7 @@ class RecordingNotifier(SystemdNotifier):
         return True
 
     def send(self, *lines: str) -> None:
-        self.sent.extend((line, set(self.daemon.runners)) for line in lines)
+        self.sent.extend((line, set(self.daemon.owners)) for line in lines)
 
 
 @pytest.mark.anyio
@@ -302,13 +302,13 @@ async def test_a_job_enabled_by_reload_starts_as_it_would_after_a_restart(tmp_pa
     config = write_config(tmp_path, {"orders": disabled}, IN_PROCESS)
     world, store = World(), InMemorySnapshotStore()
     async with _running(config, world, store) as daemon:
-        await _until(lambda: daemon.runners["orders"].state is JobState.STOPPED)
+        await _until(lambda: daemon.owners["orders"].state is JobState.STOPPED)
         (tmp_path / "jobs" / "orders.toml").write_text(textwrap.dedent(QUICK))
         assert (await daemon.reload())["changed"] == ["orders"]
-        await _until(lambda: daemon.runners["orders"].state is JobState.RUNNING)
+        await _until(lambda: daemon.owners["orders"].state is JobState.RUNNING)
         await _read_and_hold(daemon, world, "orders", 5)
     async with _running(config, world, store) as again:  # the restart agrees
-        await _until(lambda: again.runners["orders"].state is JobState.RUNNING)
+        await _until(lambda: again.owners["orders"].state is JobState.RUNNING)
     assert _flushed(world, "orders") == list(range(5))
 
 
@@ -324,16 +324,16 @@ async def test_a_job_disabled_by_reload_then_enabled_runs_after_a_restart(tmp_pa
     config = write_config(tmp_path, {"orders": QUICK, "other": QUICK}, IN_PROCESS)
     world, store = World(), InMemorySnapshotStore()
     async with _running(config, world, store) as daemon:
-        await _until(lambda: daemon.runners["orders"].state is JobState.RUNNING)
+        await _until(lambda: daemon.owners["orders"].state is JobState.RUNNING)
         await _read_and_hold(daemon, world, "orders", 5)
         job_file.write_text("enabled = false\n" + textwrap.dedent(QUICK))
         assert (await daemon.reload())["changed"] == ["orders"]
-        await _until(lambda: daemon.runners["orders"].state is JobState.STOPPED)
+        await _until(lambda: daemon.owners["orders"].state is JobState.STOPPED)
         await daemon.command("other", "stop")
     job_file.write_text(textwrap.dedent(QUICK))
     async with _running(config, world, store) as again:
-        await _until(lambda: again.runners["orders"].state is JobState.RUNNING)
-        assert again.runners["other"].state is JobState.STOPPED  # the operator's stop stands
+        await _until(lambda: again.owners["orders"].state is JobState.RUNNING)
+        assert again.owners["other"].state is JobState.STOPPED  # the operator's stop stands
     assert _flushed(world, "orders")[:5] == list(range(5))
 
 

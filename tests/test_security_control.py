@@ -85,7 +85,7 @@ async def serving(
 
 async def until_finished(supervisor: Supervisor, job: str) -> None:
     with anyio.fail_after(30), supervisor.follow() as changes:
-        while supervisor.runners[job].state is not JobState.FINISHED:
+        while supervisor.owners[job].state is not JobState.FINISHED:
             await changes.receive()
 
 
@@ -168,11 +168,11 @@ async def test_an_offset_over_64_kib_as_json_is_refused(tmp_path: Path) -> None:
     # A plugin source with no `check_offset` of its own: only the size rule applies.
     job = make_job("a", enabled=False, source=PythonSourceConfig(class_ref="no_such:Source"))
     async with serving(tmp_path, (job,)) as (supervisor, path):
-        before = supervisor.runners["a"].ledger.offset
+        before = supervisor.owners["a"].ledger.offset
         refused = await ask(
             path, {"v": 1, "verb": "offset", "jobs": ["a"], "set": True, "value": swollen}
         )
-        assert supervisor.runners["a"].ledger.offset == before
+        assert supervisor.owners["a"].ledger.offset == before
         fits = "x" * (MAX_OFFSET_BYTES - 100)
         stored = await ask(
             path, {"v": 1, "verb": "offset", "jobs": ["a"], "set": True, "value": fits}
@@ -241,9 +241,9 @@ async def test_a_request_with_a_key_twice_is_refused(
     # json.loads keeps the last value: {"verb": "status", "verb": "reload"} reloaded.
     (tmp_path / "supervisor.toml").write_text("not toml: a reload would be refused and logged")
     async with serving(tmp_path, (stopped("a"),)) as (supervisor, path):
-        offset = supervisor.runners["a"].ledger.offset
+        offset = supervisor.owners["a"].ledger.offset
         (reply,) = replies(await anyio.to_thread.run_sync(exchange, path, request_line))
-        assert supervisor.runners["a"].ledger.offset == offset
+        assert supervisor.owners["a"].ledger.offset == offset
     assert reply == {"v": 1, "ok": False, "error": f'request has the key "{key}" more than once'}
 
 

@@ -74,7 +74,7 @@ async def test_no_slot_is_lost_when_a_waiter_is_cancelled_as_it_is_served() -> N
                 served.append(name)
                 await anyio.lowlevel.checkpoint()
             finally:
-                slots.give_back()  # as a driver does, whatever ends its start
+                slots.give_back()  # as an attempt task does, whatever ends its start
 
     first, second = anyio.CancelScope(), anyio.CancelScope()
     async with anyio.create_task_group() as tasks:

@@ -11,7 +11,7 @@ import pytest
 from supervisor.backoff import backoff_delay
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
 from supervisor.errors import TransientError
-from supervisor.job import JobRunner
+from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
 from supervisor.start_slots import StartSlots
@@ -69,7 +69,7 @@ async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> 
     opening = Opening()
     watch = Watch()
     sources: list[CountedSource] = []
-    runners: list[JobRunner] = []
+    owners: list[JobOwner] = []
     for index in range(JOBS):
         job = make_job(
             f"job{index}", retry=policy, checkpoint=CheckpointPolicy(every_records=5, interval=1.0)
@@ -77,8 +77,8 @@ async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> 
         source = CountedSource(available=5, opening=opening)
         sink = RecordingSink()
         sources.append(source)
-        runners.append(
-            JobRunner(
+        owners.append(
+            JobOwner(
                 job,
                 JobLedger(store, job.name, None),
                 watch.record,
@@ -88,22 +88,22 @@ async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> 
             )
         )
     async with anyio.create_task_group() as tg:
-        for runner in runners:
-            await tg.start(runner.run, tg)
-        await watch.until(lambda: all(r.state is JobState.RUNNING for r in runners))
+        for owner in owners:
+            await tg.start(owner.run, tg)
+        await watch.until(lambda: all(r.state is JobState.RUNNING for r in owners))
 
         for source in sources:  # the broker goes away for everyone at once
             source.read_errors.append(TransientError("broker restarted"))
             source.available = 10
-        await watch.until(lambda: all(r.state is JobState.RETRYING for r in runners))
+        await watch.until(lambda: all(r.state is JobState.RETRYING for r in owners))
         await anyio.sleep(0.001)  # virtual: let each owner schedule its retry
-        delays = [r.next_retry_at for r in runners if r.next_retry_at is not None]
+        delays = [r.next_retry_at for r in owners if r.next_retry_at is not None]
         assert len(set(delays)) > JOBS // 2  # jitter spreads them out
 
-        await watch.until(lambda: all(r.state is JobState.RUNNING for r in runners))
-        assert all(r.attempts == 0 for r in runners)
-        for runner in runners:
-            runner.shut_down()
+        await watch.until(lambda: all(r.state is JobState.RUNNING for r in owners))
+        assert all(r.attempts == 0 for r in owners)
+        for owner in owners:
+            owner.shut_down()
 
     assert opening.most <= SLOTS
     assert max(source.most_open_at_once for source in sources) == 1

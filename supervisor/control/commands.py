@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
     from supervisor.daemon import StateChange, Supervisor
-    from supervisor.job import JobRunner
+    from supervisor.job_owner import JobOwner
 
 JOB_VERBS = {"pause", "resume", "stop", "start", "restart", "retry"}
 IDEMPOTENT_VERBS = {"pause", "stop"}
@@ -51,25 +51,25 @@ async def dispatch(supervisor: Supervisor, request: Request) -> Any:
     if request.verb == "offset":
         if len(request.jobs) != 1:
             raise CommandRefused("offset takes exactly one job")
-        (runner,) = _select(supervisor, request.jobs)
+        (owner,) = _select(supervisor, request.jobs)
         if request.options.get("set"):
             _check_offset(request.value)
             _check_offset_size(request.value)
-            await _check_source_takes(runner, request.value)
-            await supervisor.command(runner.name, "set_offset", request.value)
-        return {"job": runner.name, "state": runner.state.value, "offset": runner.ledger.offset}
+            await _check_source_takes(owner, request.value)
+            await supervisor.command(owner.name, "set_offset", request.value)
+        return {"job": owner.name, "state": owner.state.value, "offset": owner.ledger.offset}
     if not request.jobs:
         raise CommandRefused(f"{request.verb} needs at least one job name")
-    runners = _select(supervisor, request.jobs)
+    owners = _select(supervisor, request.jobs)
     results = []
-    for runner in runners:
-        before = runner.state
+    for owner in owners:
+        before = owner.state
         try:
-            state = await supervisor.command(runner.name, request.verb)
+            state = await supervisor.command(owner.name, request.verb)
         except (CommandRefused, FinalCheckpointFailed) as exc:
-            results.append({"job": runner.name, "ok": False, "error": str(exc)})
+            results.append({"job": owner.name, "ok": False, "error": str(exc)})
         else:
-            result = {"job": runner.name, "ok": True, "state": state.value}
+            result = {"job": owner.name, "ok": True, "state": state.value}
             if before is state and request.verb in IDEMPOTENT_VERBS:
                 result["note"] = f"already {state.value}"
             results.append(result)
@@ -89,18 +89,18 @@ class Listing:
     shown as it is when its slice is taken.
     """
 
-    def __init__(self, runners: list[JobRunner], *, detail: bool) -> None:
-        self._runners = runners
+    def __init__(self, owners: list[JobOwner], *, detail: bool) -> None:
+        self._owners = owners
         self._detail = detail
 
     async def slices(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        for start in range(0, len(self._runners), STATUS_SLICE):
+        for start in range(0, len(self._owners), STATUS_SLICE):
             if start:
                 await anyio.lowlevel.checkpoint()
             now = anyio.current_time()  # once a slice: it costs more than the rest of a view
             yield [
-                job_view(runner, now, detail=self._detail)
-                for runner in self._runners[start : start + STATUS_SLICE]
+                job_view(owner, now, detail=self._detail)
+                for owner in self._owners[start : start + STATUS_SLICE]
             ]
 
     async def collect(self) -> list[dict[str, Any]]:
@@ -131,25 +131,25 @@ def _check_offset_size(value: Any) -> None:
         )
 
 
-async def _check_source_takes(runner: JobRunner, value: Any) -> None:
+async def _check_source_takes(owner: JobOwner, value: Any) -> None:
     """Refuse an offset the job's source would refuse at its next open (its `check_offset`
     hook, if it has one): stored, it would only fail the job on resume."""
     try:
         # A worker thread: a plugin's class is imported, and its check is its own code.
-        await anyio.to_thread.run_sync(check_source_offset, runner.config, value)
+        await anyio.to_thread.run_sync(check_source_offset, owner.config, value)
     except (ValueError, TypeError) as exc:
         raise CommandRefused(
-            f"offset not set: the source of {runner.name} does not take it: {exc}"
+            f"offset not set: the source of {owner.name} does not take it: {exc}"
         ) from None
 
 
 def _check_event_jobs(supervisor: Supervisor, names: tuple[str, ...]) -> None:
     """Refuse names that are no job now and have no kept history (as `status` does)."""
-    unknown = set(names) - set(supervisor.runners)
+    unknown = set(names) - set(supervisor.owners)
     if unknown:
         unknown -= {change.job for change in supervisor.history}
     if unknown:
-        known = ", ".join(sorted(supervisor.runners)) or "none"
+        known = ", ".join(sorted(supervisor.owners)) or "none"
         missing = ", ".join(name for name in names if name in unknown)
         raise CommandRefused(f"no job named {missing} (jobs: {known})")
 
@@ -182,42 +182,42 @@ def event_view(change: StateChange) -> dict[str, Any]:
     }
 
 
-def _select(supervisor: Supervisor, names: tuple[str, ...]) -> list[JobRunner]:
-    unknown = [name for name in names if name not in supervisor.runners]
+def _select(supervisor: Supervisor, names: tuple[str, ...]) -> list[JobOwner]:
+    unknown = [name for name in names if name not in supervisor.owners]
     if unknown:
-        known = ", ".join(sorted(supervisor.runners)) or "none"
+        known = ", ".join(sorted(supervisor.owners)) or "none"
         raise CommandRefused(f"no job named {', '.join(unknown)} (jobs: {known})")
     if not names:
-        return [supervisor.runners[name] for name in sorted(supervisor.runners)]
-    return [supervisor.runners[name] for name in names]
+        return [supervisor.owners[name] for name in sorted(supervisor.owners)]
+    return [supervisor.owners[name] for name in names]
 
 
-def job_view(runner: JobRunner, now: float, *, detail: bool = False) -> dict[str, Any]:
+def job_view(owner: JobOwner, now: float, *, detail: bool = False) -> dict[str, Any]:
     """One job as `supervisor status` shows it at event-loop time `now`."""
-    attempt = runner.attempt
+    attempt = owner.attempt
     rate = None
     if attempt is not None and attempt.opened_at is not None:
         elapsed = now - attempt.opened_at
         rate = round(attempt.records_read / elapsed, 1) if elapsed > 0 else 0.0
-    retry_at = runner.next_retry_at
+    retry_at = owner.next_retry_at
     view: dict[str, Any] = {
-        "job": runner.name,
-        "state": runner.state.value,
-        "since": _iso(runner.since),
-        "offset": runner.ledger.offset,
+        "job": owner.name,
+        "state": owner.state.value,
+        "since": _iso(owner.since),
+        "offset": owner.ledger.offset,
         "records_per_s": rate,
-        "attempt": runner.attempts,
+        "attempt": owner.attempts,
         "next_retry_in": None if retry_at is None else round(max(retry_at - now, 0), 1),
-        "error": runner.error,
-        "cause": runner.cause,
-        "persist_pending": runner.persist_pending,
-        "final_checkpoint_error": runner.final_checkpoint_error,
+        "error": owner.error,
+        "cause": owner.cause,
+        "persist_pending": owner.persist_pending,
+        "final_checkpoint_error": owner.final_checkpoint_error,
     }
     if detail:
-        snapshot = runner.ledger.snapshot
-        failure = runner.failure
+        snapshot = owner.ledger.snapshot
+        failure = owner.failure
         view["snapshot"] = {
-            "path": str(runner.snapshot_path),
+            "path": str(owner.snapshot_path),
             "generation": snapshot.generation,
         }
         view["failure"] = None

@@ -1,15 +1,15 @@
 """The owner of one job: its state, its attempts, and what their outcomes mean.
 
-Each job is driven by exactly one long-lived `JobRunner.run` task. Operator
+Each job is driven by exactly one long-lived `JobOwner.run` task. Operator
 commands and attempt outcomes reach it as messages, handled one at a time, and
 only `supervisor.states.next_state` decides a new state. (An attempt's
-"opened", when the owner is between messages, is handled by the driver's task
+"opened", when the owner is between messages, is handled by the attempt task's task
 as it posts it: it only moves the state.)
 
-Attempts are run by a *driver*: one task, beside the owner in its group, that
+Attempts are run by an *attempt task*: one task, beside the owner in its group, that
 waits out the backoff, takes a start slot, runs one `Attempt` and posts how it
-ended. A driver is spawned only when none is alive, and the owner forgets a
-driver only when its "ended" message arrives, which is after the attempt's
+ended. An attempt task is spawned only when none is alive, and the owner forgets a
+attempt task only when its "ended" message arrives, which is after the attempt's
 source and sink closed. So no timer, callback or command can ever start a
 second attempt.
 """
@@ -28,10 +28,10 @@ import anyio
 import structlog
 
 from supervisor.attempt import Attempt, AttemptEnd
+from supervisor.attempt_task import AttemptTask, AttemptTaskMessage, Ended, Opened
 from supervisor.backoff import backoff_delay
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
-from supervisor.driver import Driver, DriverMessage, Ended, Opened
 from supervisor.errors import CommandRefused, FinalCheckpointFailed, SnapshotError
 from supervisor.failures import describe_error, describe_failure, is_fatal, release_traceback
 from supervisor.inbox import Inbox
@@ -52,9 +52,9 @@ from supervisor.states import (
     retry_refusal,
 )
 
-log = structlog.get_logger("supervisor.job")
+log = structlog.get_logger("supervisor.job_owner")
 
-StateListener = Callable[["JobRunner", JobState, JobState, str | None], None]
+StateListener = Callable[["JobOwner", JobState, JobState, str | None], None]
 
 PERSIST_RETRY_MAX = 30.0
 """Longest wait between tries of a state write that failed (SPEC §4 rule 7)."""
@@ -72,10 +72,10 @@ class _Request:
     """The state the command produced (a later command may change it before `done`)."""
 
 
-_Message = DriverMessage | _Request
+_Message = AttemptTaskMessage | _Request
 
 
-class JobRunner:
+class JobOwner:
     """Drives one job through its states; `run` is its one owner task."""
 
     def __init__(
@@ -126,9 +126,9 @@ class JobRunner:
         """Why the last attempt an operator (or the shutdown) stopped ended without its final
         checkpoint: the records since the one before will be read again. None once a new
         attempt starts."""
-        self._driver: Driver | None = None
-        self._drivers_started = 0
-        self._waiting_for_driver: list[_Request] = []
+        self._attempt_task: AttemptTask | None = None
+        self._attempt_tasks_started = 0
+        self._waiting_for_attempt: list[_Request] = []
         self._load_error: SnapshotError | None = None
         self._shutting_down = False
         self._inbox: Inbox[_Message] = Inbox()
@@ -147,12 +147,12 @@ class JobRunner:
     @property
     def attempt(self) -> Attempt | None:
         """The attempt alive now, if any."""
-        return self._driver.attempt if self._driver else None
+        return self._attempt_task.attempt if self._attempt_task else None
 
     @property
     def next_retry_at(self) -> float | None:
         """Event-loop time of the next retry while waiting out a backoff."""
-        return self._driver.retry_at if self._driver else None
+        return self._attempt_task.retry_at if self._attempt_task else None
 
     @property
     def error(self) -> str | None:
@@ -183,16 +183,16 @@ class JobRunner:
     ) -> None:
         """Own the job until the daemon shuts down.
 
-        The job's drivers (and a state-write retry) run in `tasks`, the group this
+        The job's attempt tasks (and a state-write retry) run in `tasks`, the group this
         owner runs in: a task group of its own per job made stopping 10,000 jobs take
-        0.4 s longer. An owner returns only once its driver has ended, so none
+        0.4 s longer. An owner returns only once its attempt task has ended, so none
         outlives it.
         """
         self._tasks = tasks
         try:
             self._drive_if_active()
             task_status.started()
-            while not (self._shutting_down and self._driver is None):
+            while not (self._shutting_down and self._attempt_task is None):
                 await self._handle(await self._inbox.get())
         finally:
             self._inbox.close()
@@ -218,11 +218,11 @@ class JobRunner:
     async def _handle(self, message: _Message) -> None:
         if isinstance(message, _Request):
             await self._on_request(message)
-        elif message.driver is not self._driver:
-            raise AssertionError(f"{self.name}: message from a driver that already ended")
+        elif message.attempt_task is not self._attempt_task:
+            raise AssertionError(f"{self.name}: message from an attempt task that already ended")
         elif isinstance(message, Ended):
-            await self._on_driver_ended(message)
-        elif message.driver.superseded:
+            await self._on_attempt_task_ended(message)
+        elif message.attempt_task.superseded:
             pass  # an operator or the shutdown already decided: nothing it says counts
         elif isinstance(message, Opened):
             self._transition(self._opened_event())
@@ -232,7 +232,7 @@ class JobRunner:
     # --- attempts -----------------------------------------------------------------
 
     def _drive_if_active(self) -> None:
-        if self.state not in ACTIVE or self._driver is not None or self._shutting_down:
+        if self.state not in ACTIVE or self._attempt_task is not None or self._shutting_down:
             return
         delay = 0.0
         if self.state is JobState.RETRYING and self.attempts:
@@ -245,10 +245,10 @@ class JobRunner:
             log.info(
                 "job.retry_scheduled", job=self.name, attempt=self.attempts, delay=round(delay, 3)
             )
-        self._drivers_started += 1
+        self._attempt_tasks_started += 1
         self.final_checkpoint_error = None  # about the attempt before: a new one starts
-        self._driver = Driver(
-            number=self._drivers_started,
+        self._attempt_task = AttemptTask(
+            number=self._attempt_tasks_started,
             job=self.config,
             ledger=self.ledger,
             components=self._components,
@@ -256,10 +256,10 @@ class JobRunner:
             post=self._post,
             retry_at=anyio.current_time() + delay if delay else None,
         )
-        self._tasks.start_soon(self._driver.run, name=f"driver {self.name}")
+        self._tasks.start_soon(self._attempt_task.run, name=f"attempt_task {self.name}")
 
     def _schedule_retry(self) -> None:
-        """Draw the backoff before the next retry; the next driver waits until then."""
+        """Draw the backoff before the next retry; the next attempt task waits until then."""
         delay = backoff_delay(self.attempts, self.config.retry, self._rng)
         self._next_retry_loop = anyio.current_time() + delay
         self._next_retry_wall = time.time() + delay
@@ -269,24 +269,24 @@ class JobRunner:
         # restart may have made it PENDING), so it is RETRYING, not RUNNING.
         return Event.OPENED_OWING if self.attempts else Event.OPENED
 
-    def _post(self, message: DriverMessage) -> None:
-        """A message from the driver. An `Opened` that finds the owner idle (waiting, nothing
-        queued) is handled here, in the driver's task: it only moves the state, and handling
+    def _post(self, message: AttemptTaskMessage) -> None:
+        """A message from the attempt task. An `Opened` that finds the owner idle (waiting, nothing
+        queued) is handled here, in the attempt task's task: it only moves the state, and handling
         it now saves the owner a wake-up and a new wait for every attempt that starts."""
         if (
             isinstance(message, Opened)
             and self._inbox.reader_idle
-            and message.driver is self._driver
-            and not message.driver.superseded
+            and message.attempt_task is self._attempt_task
+            and not message.attempt_task.superseded
         ):
             self._transition(self._opened_event())
             return
         try:
             self._inbox.put(message)
         except anyio.BrokenResourceError:
-            # The owner was cancelled (the daemon's shutdown timeout) while this driver's
+            # The owner was cancelled (the daemon's shutdown timeout) while this attempt task's
             # attempt was closing: no one is left to tell, and nothing left to decide.
-            log.info("job.driver_outlived_owner", job=self.name)
+            log.info("job.attempt_outlived_owner", job=self.name)
 
     async def _on_healthy(self) -> None:
         if self.attempts or self.state is JobState.RETRYING:
@@ -295,23 +295,23 @@ class JobRunner:
             self._transition(Event.HEALTHY)
             await self._persist_quietly()
 
-    async def _on_driver_ended(self, message: Ended) -> None:
-        driver, self._driver = message.driver, None
-        opened = driver.attempt is not None and driver.attempt.opened
-        if driver.superseded and message.error is not None and opened:
+    async def _on_attempt_task_ended(self, message: Ended) -> None:
+        attempt_task, self._attempt_task = message.attempt_task, None
+        opened = attempt_task.attempt is not None and attempt_task.attempt.opened
+        if attempt_task.superseded and message.error is not None and opened:
             # Records were read, and no final checkpoint covers them. (An attempt that
             # failed before opening read nothing: its late failure just does not count.)
             self._final_checkpoint_failed(message.error)
-        for request in self._waiting_for_driver:
+        for request in self._waiting_for_attempt:
             request.done.set()
-        self._waiting_for_driver.clear()
-        if driver.superseded:
+        self._waiting_for_attempt.clear()
+        if attempt_task.superseded:
             # The operator (or shutdown) already decided; a late failure or end
             # changes neither the state nor the attempt count.
             self._drive_if_active()
             return
         if message.error is not None:
-            await self._on_attempt_failed(message.error, ran=driver.attempt is not None)
+            await self._on_attempt_failed(message.error, ran=attempt_task.attempt is not None)
         elif message.end is AttemptEnd.FINISHED:
             self._transition(Event.SOURCE_ENDED)
             await self._persist_quietly()
@@ -331,7 +331,7 @@ class JobRunner:
             state=self.state.value,
             error=self.final_checkpoint_error,
         )
-        for request in self._waiting_for_driver:
+        for request in self._waiting_for_attempt:
             if request.verb in ("pause", "stop") and request.error is None:
                 request.error = FinalCheckpointFailed(
                     f"{self.name}: {self.state.name}, but its final checkpoint failed, so the "
@@ -377,22 +377,22 @@ class JobRunner:
             request.error = exc
             settle = False
         request.state = self.state
-        if settle and self._driver is not None:
-            self._waiting_for_driver.append(request)
+        if settle and self._attempt_task is not None:
+            self._waiting_for_attempt.append(request)
         else:
             request.done.set()
         self._drive_if_active()
 
     async def _cmd_shutdown(self, _: object) -> bool:
         self._shutting_down = True
-        self._stop_driver()
+        self._stop_attempt()
         return False
 
     async def _cmd_pause(self, _: object) -> bool:
         if self.state is JobState.PAUSED:
             return True  # idempotent; reported once any attempt still stopping has ended
         self._transition(Event.PAUSE, cause="paused by operator")
-        self._stop_driver()
+        self._stop_attempt()
         await self._persist_quietly()
         return True
 
@@ -400,7 +400,7 @@ class JobRunner:
         if self.state is JobState.STOPPED:
             return True  # idempotent, as pause
         self._transition(Event.STOP, cause="stopped by operator")
-        self._stop_driver()
+        self._stop_attempt()
         await self._persist_quietly()
         return True
 
@@ -422,7 +422,7 @@ class JobRunner:
     async def _cmd_restart(self, _: object) -> bool:
         keep = self._keeps_offset()
         await self._read_snapshot_again()
-        self._stop_driver()
+        self._stop_attempt()
         self._transition(Event.RESTART, cause="restarted by operator")
         await self._begin_again(keep_offset=keep)
         return False
@@ -450,25 +450,25 @@ class JobRunner:
         if not job.enabled and self.state in ACTIVE:
             self._transition(Event.STOP, cause="disabled by reload")
             self.ledger.live_disabled = True
-            self._stop_driver()
+            self._stop_attempt()
             await self._persist_quietly()
             return True
         if self.state in ACTIVE:
-            self._stop_driver()
+            self._stop_attempt()
             self._transition(Event.RESTART, cause="definition changed by reload")
         return False
 
     async def _cmd_retry(self, _: object) -> bool:
-        driver = self._driver
-        if self.state not in RETRY_NOW or driver is None or driver.retry_at is None:
+        attempt_task = self._attempt_task
+        if self.state not in RETRY_NOW or attempt_task is None or attempt_task.retry_at is None:
             raise CommandRefused(retry_refusal(self.name, self.state))
-        driver.retry_now()
+        attempt_task.retry_now()
         return False
 
     async def _cmd_set_offset(self, value: Offset) -> bool:
         if self.state not in OFFSET_SETTABLE:
             raise CommandRefused(offset_refusal(self.name, self.state))
-        if self._driver is not None:
+        if self._attempt_task is not None:
             raise CommandRefused(
                 f"{self.name} is {self.state.name} but its last attempt is still ending "
                 f"(final checkpoint): run `supervisor offset {self.name} --set` again once it has"
@@ -512,15 +512,15 @@ class JobRunner:
             raise CommandRefused(f"{self.name}: {exc}") from exc
         self._load_error = None
 
-    def _stop_driver(self) -> None:
-        driver = self._driver
-        if driver is None:
+    def _stop_attempt(self) -> None:
+        attempt_task = self._attempt_task
+        if attempt_task is None:
             return
-        driver.superseded = True
-        if driver.attempt is not None:
-            driver.attempt.request_stop()  # graceful: final checkpoint
+        attempt_task.superseded = True
+        if attempt_task.attempt is not None:
+            attempt_task.attempt.request_stop()  # graceful: final checkpoint
         else:
-            driver.scope.cancel()  # still in backoff or waiting for a slot: never ran
+            attempt_task.scope.cancel()  # still in backoff or waiting for a slot: never ran
 
     # --- state and persistence ---------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""A driver: one backoff wait, one start slot, one attempt, and what it reports.
+"""An attempt task: one backoff wait, one start slot, one attempt, and what it reports.
 
-A job's owner (`supervisor.job.JobRunner`) starts a driver only when none is
-alive, and forgets it only when the driver's `Ended` message arrives, which
+A job's owner (`supervisor.job_owner.JobOwner`) starts an attempt task only when none is
+alive, and forgets it only when the attempt task's `Ended` message arrives, which
 is posted after the attempt's source and sink have closed. That is what makes
 "one attempt per job at a time" structural rather than a matter of care.
 """
@@ -24,9 +24,9 @@ from supervisor.start_slots import StartSlots
 
 @dataclass(frozen=True, slots=True)
 class Ended:
-    """The driver is done: the attempt ended (`end`), failed (`error`), or never ran."""
+    """The attempt task is done: the attempt ended (`end`), failed (`error`), or never ran."""
 
-    driver: Driver
+    attempt_task: AttemptTask
     end: AttemptEnd | None
     error: BaseException | None
 
@@ -35,25 +35,25 @@ class Ended:
 class Opened:
     """The attempt's source opened: it really runs now."""
 
-    driver: Driver
+    attempt_task: AttemptTask
 
 
 @dataclass(frozen=True, slots=True)
 class Healthy:
     """The attempt ran `retry.reset_after` and checkpointed (or was caught up)."""
 
-    driver: Driver
+    attempt_task: AttemptTask
 
 
-DriverMessage = Ended | Opened | Healthy
+AttemptTaskMessage = Ended | Opened | Healthy
 
 
 @dataclass(eq=False, kw_only=True)
-class Driver:
+class AttemptTask:
     """One backoff + start slot + attempt sequence, run by one task.
 
     It is also the attempt's `AttemptListener`: the attempt calls `opened` and
-    `healthy` from its own task, so a driver is a single task with no watchers.
+    `healthy` from its own task, so an attempt task is a single task with no watchers.
     """
 
     number: int
@@ -61,7 +61,7 @@ class Driver:
     ledger: JobLedger
     components: Components
     slots: StartSlots
-    post: Callable[[DriverMessage], None]
+    post: Callable[[AttemptTaskMessage], None]
     retry_at: float | None = None
     """Event-loop time the backoff wait ends, while it is waiting."""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
@@ -73,7 +73,7 @@ class Driver:
     _holds_slot: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        if self.retry_at is not None:  # only a driver with a backoff can be told to skip it
+        if self.retry_at is not None:  # only an attempt task with a backoff can be told to skip it
             self._retry_now = anyio.Event()
 
     def retry_now(self) -> None:
