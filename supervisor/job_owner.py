@@ -45,6 +45,7 @@ from supervisor.states import (
     NOT_RESUMED_FROM,
     Event,
     JobState,
+    healthy_resets_budget,
     initial_state,
     keeps_offset,
     next_state,
@@ -286,7 +287,7 @@ class JobOwner:
             log.info("job.attempt_outlived_owner", job=self.name)
 
     async def _on_healthy(self) -> None:
-        if self.attempts or self.state is JobState.RETRYING:
+        if healthy_resets_budget(self.state, self.attempts):
             log.info("job.recovered", job=self.name, attempts=self.attempts)
             self.attempts, self.failure, self.cause = 0, None, None
             self._transition(Event.HEALTHY)

@@ -6,9 +6,10 @@ the state an event leads to from the current one, or raises `CommandRefused`
 such edge. The other rules a job's owner asks before it acts are here too, as
 sets where they are data and small pure functions where they need more than
 the state: the state a job starts in (`initial_state`, `restored_state`), which
-event an opened attempt sends (`opened_event`), whether `retry` and
-`offset --set` fit (`retry_refusal`, `offset_refusal`), whether leaving a state
-keeps the offset (`keeps_offset`), and what a reload does (`on_reload`).
+event an opened attempt sends (`opened_event`), whether proving healthy resets
+the retry budget (`healthy_resets_budget`), whether `retry` and `offset --set`
+fit (`retry_refusal`, `offset_refusal`), whether leaving a state keeps the
+offset (`keeps_offset`), and what a reload does (`on_reload`).
 """
 
 from __future__ import annotations
@@ -131,6 +132,13 @@ def opened_event(failed_attempts: int) -> Event:
     counted the job has not proved healthy (a reload or a restart may have made it
     PENDING), so it is RETRYING, not RUNNING."""
     return Event.OPENED_OWING if failed_attempts else Event.OPENED
+
+
+def healthy_resets_budget(state: JobState, failed_attempts: int) -> bool:
+    """Whether an attempt proving healthy is news: failed attempts are still counted, or
+    the job is RETRYING. Then the count goes back to 0 and `Event.HEALTHY` makes it
+    RUNNING (SPEC §4 rule 4); a RUNNING job with nothing owed has nothing to reset."""
+    return bool(failed_attempts) or state is JobState.RETRYING
 
 
 EVENT_CAUSES: dict[Event, str] = {

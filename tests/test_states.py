@@ -18,6 +18,7 @@ from supervisor.states import (
     Event,
     IllegalTransition,
     JobState,
+    healthy_resets_budget,
     initial_state,
     keeps_offset,
     next_state,
@@ -210,3 +211,13 @@ def test_an_opened_attempt_runs_only_with_no_failures_owed(failed_attempts: int)
     still counted; otherwise it is RETRYING until proved healthy."""
     after = next_state(JobState.PENDING, opened_event(failed_attempts))
     assert after is (JobState.RUNNING if failed_attempts == 0 else JobState.RETRYING)
+
+
+@given(states, st.integers(0, 10_000))
+def test_proving_healthy_resets_only_what_is_owed(state: JobState, failed_attempts: int) -> None:
+    """Healthy resets the budget when failures are counted or the job is RETRYING, and
+    then the table takes the job (if RUNNING or RETRYING) to RUNNING."""
+    resets = healthy_resets_budget(state, failed_attempts)
+    assert resets is (failed_attempts > 0 or state is JobState.RETRYING)
+    if resets and state in (JobState.RUNNING, JobState.RETRYING):
+        assert next_state(state, Event.HEALTHY) is JobState.RUNNING
