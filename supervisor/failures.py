@@ -1,35 +1,20 @@
-"""Classifying an attempt's failure (retry or give up) and recording its cause.
+"""Recording an attempt's failure: its cause, as logs, `status` and the snapshot show it.
 
-SPEC §4 rule 6: `fatal_on` names, `supervisor.FatalError` (which includes the
-bad-record limit) and a plugin that cannot be loaded are fatal; everything
-else is retried, `retry_on` names explicitly so, until the budget is spent.
-A name matches the error's class or any of its bases: the class the name
-resolves to, as users write it (a public alias such as
-``supervisor.TransientError`` or ``json.JSONDecodeError``), or failing that
-the name the class was defined under, ``module.QualName`` (``builtins`` may be
-left out: ``ValueError``). An ExceptionGroup from one attempt is one failure:
-matched by name itself first, then fatal if any member is.
-
-This is the one place an error is described (`describe_error`,
-`describe_failure`): plugin code raised it, so describing it must never fail
-(a ``__str__`` that raises gives ``<unprintable ValueError>``) and never be
-huge (messages are capped at `MESSAGE_LIMIT`).
+This is the one place an error is described (`describe_error`, `describe_failure`):
+plugin code raised it, so describing it must never fail (a ``__str__`` that raises
+gives ``<unprintable ValueError>``) and never be huge (messages are capped at
+`MESSAGE_LIMIT`). Whether a failure is retried is `supervisor.retry`'s decision.
 """
 
 from __future__ import annotations
 
-import builtins
-import inspect
 import itertools
 import linecache
-import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import CodeType, TracebackType
 
-from supervisor.config.model import RetryPolicy
-from supervisor.errors import FatalError, PluginError
 from supervisor.snapshot import FailureRecord
 
 MESSAGE_LIMIT = 4096
@@ -46,80 +31,6 @@ _CAUSE = "\nThe above exception was the direct cause of the following exception:
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 _REPEAT_CUTOFF = 3
 _frame_memo: dict[tuple[CodeType, int], tuple[str, tuple[str, int, str]]] = {}
-
-
-def is_fatal(error: BaseException, policy: RetryPolicy) -> bool:
-    """True when retrying cannot help and the job should fail (or be suspended) now."""
-    pending = [error]
-    while pending:  # a stack, not recursion: plugin code may nest groups arbitrarily deep
-        current = pending.pop()
-        cls = type(current)
-        if _matches(cls, policy.fatal_on):
-            return True
-        if _matches(cls, policy.retry_on):
-            continue
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        elif isinstance(current, FatalError | PluginError):
-            return True
-    return False
-
-
-def _matches(cls: type, names: Sequence[str]) -> bool:
-    """Whether `cls` or one of its bases is one of `names` (see the module docstring)."""
-    if not names:
-        return False
-    written = set(class_names(cls))
-    mro = cls.__mro__
-    for name in names:
-        if name in written:
-            return True
-        target = _resolved(name)
-        if target is not None and target in mro:
-            return True
-    return False
-
-
-_resolved_names: dict[str, type] = {}
-
-
-def _resolved(name: str) -> type | None:
-    """The class `name` names, looked up among the modules already imported, or None.
-
-    Nothing is imported here (this runs on the event loop): the module that raised
-    an error, and its packages, are imported by then, and `supervisor check` imports
-    every name. Module ``__getattr__`` hooks are not called (plugin code, maybe slow).
-    """
-    known = _resolved_names.get(name)
-    if known is not None:
-        return known
-    parts = name.split(".")
-    candidates: list[tuple[object, list[str]]] = []
-    if len(parts) == 1:
-        candidates.append((builtins, parts))
-    for split in range(len(parts) - 1, 0, -1):
-        module = sys.modules.get(".".join(parts[:split]))
-        if module is not None:
-            candidates.append((module, parts[split:]))
-            break
-    for target, attributes in candidates:
-        for attribute in attributes:
-            target = inspect.getattr_static(target, attribute, None)
-            if target is None:
-                break
-        if isinstance(target, type):
-            _resolved_names[name] = target
-            return target
-    return None
-
-
-def class_names(cls: type) -> Iterator[str]:
-    """Every name the class and its bases were defined under, as `retry_on` / `fatal_on`
-    may spell them."""
-    for base in cls.__mro__:
-        yield f"{base.__module__}.{base.__qualname__}"
-        if base.__module__ == "builtins":
-            yield base.__qualname__
 
 
 def qualified_name(cls: type) -> str:

@@ -29,26 +29,29 @@ import structlog
 
 from supervisor.attempt import Attempt, AttemptEnd
 from supervisor.attempt_task import AttemptTask, AttemptTaskMessage, Ended, Opened
-from supervisor.backoff import backoff_delay
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
 from supervisor.errors import CommandRefused, FinalCheckpointFailed, SnapshotError
-from supervisor.failures import describe_error, describe_failure, is_fatal, release_traceback
+from supervisor.failures import describe_error, describe_failure, release_traceback
 from supervisor.inbox import Inbox
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
+from supervisor.retry import backoff_delay, retry_decision
 from supervisor.snapshot import FailureRecord
 from supervisor.start_slots import StartSlots
 from supervisor.states import (
     ACTIVE,
     EVENT_CAUSES,
-    OFFSET_SETTABLE,
-    RETRY_NOW,
+    NOT_RESUMED_FROM,
     Event,
     JobState,
+    healthy_resets_budget,
+    initial_state,
+    keeps_offset,
     next_state,
     offset_refusal,
-    restored_state,
+    on_reload,
+    opened_event,
     retry_refusal,
 )
 
@@ -95,13 +98,11 @@ class JobOwner:
         self._components = components
         self._rng = rng
         snapshot = ledger.snapshot
-        disabled_by_file = snapshot.disabled and snapshot.state is JobState.STOPPED
-        if not config.enabled:
-            self.state = JobState.STOPPED
-        elif snapshot.generation and not disabled_by_file:
-            self.state = restored_state(snapshot.state)
-        else:
-            self.state = JobState.PENDING  # never run, or the file enables it again
+        self.state = initial_state(
+            snapshot.state if snapshot.generation else None,
+            enabled=config.enabled,
+            disabled_by_reload=snapshot.disabled,
+        )
         ledger.live_state = self.state
         ledger.live_disabled = not config.enabled
         self.attempts = snapshot.attempts
@@ -237,7 +238,7 @@ class JobOwner:
         delay = 0.0
         if self.state is JobState.RETRYING and self.attempts:
             if self._next_retry_wall is None:  # restored from a snapshot that did not say
-                self._schedule_retry()
+                self._schedule_retry(backoff_delay(self.attempts, self.config.retry, self._rng))
             if self._next_retry_loop is None:  # restored: the wall clock to loop time
                 wait = max(self._next_retry_wall - time.time(), 0.0)  # type: ignore[operator]
                 self._next_retry_loop = anyio.current_time() + wait
@@ -258,16 +259,13 @@ class JobOwner:
         )
         self._tasks.start_soon(self._attempt_task.run, name=f"attempt_task {self.name}")
 
-    def _schedule_retry(self) -> None:
-        """Draw the backoff before the next retry; the next attempt task waits until then."""
-        delay = backoff_delay(self.attempts, self.config.retry, self._rng)
+    def _schedule_retry(self, delay: float) -> None:
+        """The next retry is due in `delay` seconds; the next attempt task waits until then."""
         self._next_retry_loop = anyio.current_time() + delay
         self._next_retry_wall = time.time() + delay
 
     def _opened_event(self) -> Event:
-        # Failed attempts still counted: the job has not proved healthy (a reload or a
-        # restart may have made it PENDING), so it is RETRYING, not RUNNING.
-        return Event.OPENED_OWING if self.attempts else Event.OPENED
+        return opened_event(self.attempts)
 
     def _post(self, message: AttemptTaskMessage) -> None:
         """A message from the attempt task. An `Opened` that finds the owner idle (waiting, nothing
@@ -289,7 +287,7 @@ class JobOwner:
             log.info("job.attempt_outlived_owner", job=self.name)
 
     async def _on_healthy(self) -> None:
-        if self.attempts or self.state is JobState.RETRYING:
+        if healthy_resets_budget(self.state, self.attempts):
             log.info("job.recovered", job=self.name, attempts=self.attempts)
             self.attempts, self.failure, self.cause = 0, None, None
             self._transition(Event.HEALTHY)
@@ -340,27 +338,27 @@ class JobOwner:
                 )
 
     async def _on_attempt_failed(self, error: BaseException, *, ran: bool) -> None:
-        fatal = is_fatal(error, self.config.retry)
-        if ran:
+        if ran:  # one cancelled before it ran does not spend the budget
             self.attempts += 1
+        decision = retry_decision(
+            error, attempts=self.attempts, policy=self.config.retry, random=self._rng
+        )
         self.failure = describe_failure(error, attempts=self.attempts, previous=self.failure)
         release_traceback(error)  # the record has its text: frees the frames without the GC
         self.cause = _cause(self.failure)
-        budget = self.config.retry.max_attempts
-        spent = bool(budget) and self.attempts >= budget
         log.warning(
             "job.attempt_failed",
             job=self.name,
             attempt=self.attempts,
             error=self.cause,
-            fatal=fatal,
-            budget_spent=spent,
+            fatal=decision.fatal,
+            budget_spent=decision.budget_spent,
         )
-        if fatal or spent:
+        if decision.delay is None:
             self._transition(Event.GAVE_UP)
         else:
             self._transition(Event.RETRYABLE_FAILURE)
-            self._schedule_retry()  # before the write, which records when the retry is due
+            self._schedule_retry(decision.delay)  # before the write, which records when it is due
         await self._persist_quietly()
 
     # --- operator commands -----------------------------------------------------------
@@ -434,47 +432,44 @@ class JobOwner:
         )
 
     def _keeps_offset(self) -> bool:
-        # FAILED is not resumed from (SPEC §4), unless the snapshot could not be read: then
-        # the repaired snapshot is what the operator wants used.
-        return self.state is not JobState.FAILED or self._load_error is not None
+        return keeps_offset(self.state, snapshot_unreadable=self._load_error is not None)
 
     async def _cmd_reconfigure(self, job: JobConfig) -> bool:
         """Take a new definition: an active job restarts on it; any other keeps its
         state and uses it when next started or resumed. A job the file now enables
         starts, as it would at the daemon's next start."""
         was_enabled, self.config = self.config.enabled, job
-        if job.enabled and not was_enabled and self.state is JobState.STOPPED:
+        event = on_reload(self.state, was_enabled=was_enabled, enabled=job.enabled)
+        if event is Event.START:
             self._transition(Event.START, cause="enabled by reload")
             await self._begin_again(keep_offset=True)
             return False
-        if not job.enabled and self.state in ACTIVE:
+        if event is Event.STOP:
             self._transition(Event.STOP, cause="disabled by reload")
             self.ledger.live_disabled = True
             self._stop_attempt()
             await self._persist_quietly()
             return True
-        if self.state in ACTIVE:
+        if event is Event.RESTART:
             self._stop_attempt()
             self._transition(Event.RESTART, cause="definition changed by reload")
         return False
 
     async def _cmd_retry(self, _: object) -> bool:
         attempt_task = self._attempt_task
-        if self.state not in RETRY_NOW or attempt_task is None or attempt_task.retry_at is None:
-            raise CommandRefused(retry_refusal(self.name, self.state))
+        in_backoff = attempt_task is not None and attempt_task.retry_at is not None
+        if refused := retry_refusal(self.name, self.state, in_backoff=in_backoff):
+            raise CommandRefused(refused)
+        assert attempt_task is not None  # in its backoff
         attempt_task.retry_now()
         return False
 
     async def _cmd_set_offset(self, value: Offset) -> bool:
-        if self.state not in OFFSET_SETTABLE:
-            raise CommandRefused(offset_refusal(self.name, self.state))
-        if self._attempt_task is not None:
-            raise CommandRefused(
-                f"{self.name} is {self.state.name} but its last attempt is still ending "
-                f"(final checkpoint): run `supervisor offset {self.name} --set` again once it has"
-            )
+        ending = self._attempt_task is not None
+        if refused := offset_refusal(self.name, self.state, attempt_ending=ending):
+            raise CommandRefused(refused)
         old = self.ledger.offset
-        if self.state is JobState.FAILED and not self.ledger.snapshot.offset_chosen:
+        if self.state in NOT_RESUMED_FROM and not self.ledger.snapshot.offset_chosen:
             # A FAILED job is not resumed from its snapshot: keep that one aside.
             await self.ledger.set_aside("failed")
         try:

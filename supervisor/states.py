@@ -1,9 +1,15 @@
-"""Job states, their groups, and the one table of allowed transitions.
+"""Job states, their groups, the one table of allowed transitions, and every state rule.
 
 Nothing changes a job's state except `next_state`, which is pure: it returns
 the state an event leads to from the current one, or raises `CommandRefused`
 (for operator commands) / `IllegalTransition` (a bug) when the table has no
-such edge.
+such edge. The other rules a job's owner asks before it acts are here too, as
+sets where they are data and small pure functions where they need more than
+the state: the state a job starts in (`initial_state`, `restored_state`), which
+event an opened attempt sends (`opened_event`), whether proving healthy resets
+the retry budget (`healthy_resets_budget`), whether `retry` and `offset --set`
+fit (`retry_refusal`, `offset_refusal`), whether leaving a state keeps the
+offset (`keeps_offset`), and what a reload does (`on_reload`).
 """
 
 from __future__ import annotations
@@ -56,6 +62,27 @@ OFFSET_SETTABLE = frozenset(
 )
 """States `offset --set` accepts: no attempt runs, and one starts only when told to."""
 
+NOT_RESUMED_FROM = frozenset({JobState.FAILED})
+"""States whose snapshot the next attempt does not resume from (SPEC §4): leaving one
+begins afresh from the source's start, and the old snapshot is set aside, never deleted."""
+
+
+def initial_state(
+    persisted: JobState | None, *, enabled: bool, disabled_by_reload: bool
+) -> JobState:
+    """The state a job takes when the daemon starts: from its file and its snapshot.
+
+    `persisted` is the state in its snapshot (None: it has never run). A job its file
+    disables is STOPPED. One a reload stopped by disabling it (still STOPPED: an
+    operator's stop survives a restart) starts once its file enables it again, as a
+    job that has never run; any other comes back as `restored_state` says.
+    """
+    if not enabled:
+        return JobState.STOPPED
+    if persisted is None or (disabled_by_reload and persisted is JobState.STOPPED):
+        return JobState.PENDING
+    return restored_state(persisted)
+
 
 def restored_state(persisted: JobState) -> JobState:
     """The state a job takes when the daemon starts with this state on disk.
@@ -67,6 +94,15 @@ def restored_state(persisted: JobState) -> JobState:
     if persisted in PERSISTED or persisted is JobState.RETRYING:
         return persisted
     return JobState.PENDING
+
+
+def keeps_offset(state: JobState, *, snapshot_unreadable: bool) -> bool:
+    """Whether `start` or `restart` from `state` resumes from the snapshot's offset.
+
+    Not from FAILED (`NOT_RESUMED_FROM`), unless the snapshot could not be read: then
+    the snapshot the operator repaired is the one to use.
+    """
+    return state not in NOT_RESUMED_FROM or snapshot_unreadable
 
 
 class Event(enum.StrEnum):
@@ -89,6 +125,20 @@ class Event(enum.StrEnum):
     STOP = "stop"
     START = "start"
     RESTART = "restart"
+
+
+def opened_event(failed_attempts: int) -> Event:
+    """The event an attempt whose source opened sends. With failed attempts still
+    counted the job has not proved healthy (a reload or a restart may have made it
+    PENDING), so it is RETRYING, not RUNNING."""
+    return Event.OPENED_OWING if failed_attempts else Event.OPENED
+
+
+def healthy_resets_budget(state: JobState, failed_attempts: int) -> bool:
+    """Whether an attempt proving healthy is news: failed attempts are still counted, or
+    the job is RETRYING. Then the count goes back to 0 and `Event.HEALTHY` makes it
+    RUNNING (SPEC §4 rule 4); a RUNNING job with nothing owed has nothing to reset."""
+    return bool(failed_attempts) or state is JobState.RETRYING
 
 
 EVENT_CAUSES: dict[Event, str] = {
@@ -175,8 +225,11 @@ def refusal(job: str, state: JobState, event: Event) -> str:
     return f"cannot {event.value} {job}: it is {state.name}"  # pragma: no cover - no such edge
 
 
-def retry_refusal(job: str, state: JobState) -> str:
-    """Why `retry` does not fit: the job is not waiting out a backoff."""
+def retry_refusal(job: str, state: JobState, *, in_backoff: bool) -> str | None:
+    """Why `retry` does not fit, or None when it does: the job is RETRYING (`RETRY_NOW`)
+    and waiting out its backoff (`in_backoff`: no attempt started yet)."""
+    if state in RETRY_NOW and in_backoff:
+        return None
     if state is JobState.RETRYING:
         return (
             f"{job} is RETRYING with its retry attempt already running, not waiting out a "
@@ -190,12 +243,38 @@ def retry_refusal(job: str, state: JobState) -> str:
     return f"{job} is {state.name}, not waiting to retry: {_way_forward(job, state)}"
 
 
-def offset_refusal(job: str, state: JobState) -> str:
-    """Why `offset --set` does not fit: an attempt runs or is about to."""
-    return (
-        f"{job} is {state.name}: use `supervisor pause {job}` or `supervisor stop {job}` "
-        "before setting its offset"
-    )
+def offset_refusal(job: str, state: JobState, *, attempt_ending: bool) -> str | None:
+    """Why `offset --set` does not fit, or None when it does: no attempt runs or is
+    about to (`OFFSET_SETTABLE`), and the last one has ended (`attempt_ending`: it is
+    still writing its final checkpoint)."""
+    if state not in OFFSET_SETTABLE:
+        return (
+            f"{job} is {state.name}: use `supervisor pause {job}` or `supervisor stop {job}` "
+            "before setting its offset"
+        )
+    if attempt_ending:
+        return (
+            f"{job} is {state.name} but its last attempt is still ending "
+            f"(final checkpoint): run `supervisor offset {job} --set` again once it has"
+        )
+    return None
+
+
+def on_reload(state: JobState, *, was_enabled: bool, enabled: bool) -> Event | None:
+    """The event a reload that changed a job's definition sends, or None: it keeps its
+    state and uses the new definition when next started or resumed.
+
+    A job the file now enables starts (STOPPED by the file before), as it would at the
+    daemon's next start; an active job the file now disables stops; any other active
+    job restarts on the new definition.
+    """
+    if enabled and not was_enabled and state is JobState.STOPPED:
+        return Event.START
+    if not enabled and state in ACTIVE:
+        return Event.STOP
+    if state in ACTIVE:
+        return Event.RESTART
+    return None
 
 
 def _way_forward(job: str, state: JobState) -> str:

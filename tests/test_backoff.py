@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.backoff import backoff_delay
 from supervisor.config.model import RetryPolicy
+from supervisor.retry import backoff_delay
 
 policies = st.builds(
     lambda initial, factor, multiplier, jitter: RetryPolicy(

@@ -366,10 +366,11 @@ def test_every_refused_command_names_what_to_do(state: JobState, event: Event) -
 @pytest.mark.parametrize("state", list(JobState))
 def test_every_retry_and_offset_refusal_names_what_to_do(state: JobState) -> None:
     """`retry` outside a backoff and `offset --set` while active name what the operator can do."""
-    assert "`supervisor " in retry_refusal("orders", state)
+    assert "`supervisor " in str(retry_refusal("orders", state, in_backoff=False))
     if state not in OFFSET_SETTABLE:
         assert state in ACTIVE
-        assert "`supervisor pause orders`" in offset_refusal("orders", state)
+        refused = offset_refusal("orders", state, attempt_ending=False)
+        assert "`supervisor pause orders`" in str(refused)
 
 
 async def test_retry_on_a_running_job_is_refused_naming_restart() -> None:

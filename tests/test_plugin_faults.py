@@ -34,8 +34,9 @@ from supervisor.control.commands import dispatch, job_view
 from supervisor.control.protocol import Request
 from supervisor.control.views import job_detail
 from supervisor.errors import FatalError, FinalCheckpointFailed, TransientError
-from supervisor.failures import MESSAGE_LIMIT, is_fatal
+from supervisor.failures import MESSAGE_LIMIT
 from supervisor.protocols import Offset
+from supervisor.retry import is_fatal
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource

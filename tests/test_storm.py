@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from supervisor.backoff import backoff_delay
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
 from supervisor.errors import TransientError
 from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.protocols import Offset
+from supervisor.retry import backoff_delay
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import (
