@@ -1,8 +1,9 @@
 """The owner of one job: its state, its attempts, and what their outcomes mean.
 
 Each job is driven by exactly one long-lived `JobOwner.run` task. Operator
-commands and attempt outcomes reach it as messages, handled one at a time, and
-only `supervisor.states.next_state` decides a new state. (An attempt's
+commands (one method each: `pause`, `resume`, ...) and attempt outcomes reach it as
+messages, handled one at a time, and only `supervisor.states.next_state` decides a
+new state. (An attempt's
 "opened", when the owner is between messages, is handled by the attempt task's task
 as it posts it: it only moves the state.)
 
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
 import anyio
 import structlog
@@ -61,18 +62,55 @@ PERSIST_RETRY_MAX = 30.0
 
 
 @dataclass(eq=False)
-class _Request:
-    """An operator request; `done` is set once its effect is complete."""
+class _Command:
+    """A command in the owner's inbox; `done` is set once its effect is complete."""
 
-    verb: str
-    value: Any = None
-    error: CommandRefused | FinalCheckpointFailed | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
-    state: JobState | None = None
+    error: CommandRefused | FinalCheckpointFailed | None = field(default=None, init=False)
+    done: anyio.Event = field(default_factory=anyio.Event, init=False)
+    state: JobState | None = field(default=None, init=False)
     """The state the command produced (a later command may change it before `done`)."""
 
 
-_Message = AttemptTaskMessage | _Request
+class _Pause(_Command):
+    pass
+
+
+class _Stop(_Command):
+    pass
+
+
+class _Resume(_Command):
+    pass
+
+
+class _Start(_Command):
+    pass
+
+
+class _Restart(_Command):
+    pass
+
+
+class _Retry(_Command):
+    pass
+
+
+@dataclass(eq=False)
+class _SetOffset(_Command):
+    value: Offset
+
+
+@dataclass(eq=False)
+class _Reconfigure(_Command):
+    job: JobConfig
+
+
+class _ShutDown(_Command):
+    pass
+
+
+_JobCommand = _Pause | _Stop | _Resume | _Start | _Restart | _Retry | _SetOffset | _Reconfigure
+_Message = AttemptTaskMessage | _JobCommand | _ShutDown
 
 
 class JobOwner:
@@ -128,7 +166,7 @@ class JobOwner:
         attempt starts."""
         self._attempt_task: AttemptTask | None = None
         self._attempt_tasks_started = 0
-        self._waiting_for_attempt: list[_Request] = []
+        self._waiting_for_attempt: list[_Command] = []
         self._load_error: SnapshotError | None = None
         self._shutting_down = False
         self._inbox: Inbox[_Message] = Inbox()
@@ -199,25 +237,57 @@ class JobOwner:
             if self._persist_scope is not None:
                 self._persist_scope.cancel()
 
-    async def request(self, verb: str, value: Any = None) -> JobState:
-        """Send an operator command and wait until its effect is complete.
+    # --- commands: each waits until its effect is complete, and returns the state it
+    # produced; `CommandRefused` (changing nothing) when it does not fit the job's state.
 
-        Raises `CommandRefused` when it does not fit the job's state.
-        """
-        request = _Request(verb, value)
-        self._inbox.put(request)
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return self.state if request.state is None else request.state
+    async def pause(self) -> JobState:
+        """PAUSED, once the attempt has ended after a final checkpoint (already PAUSED: no
+        change); `FinalCheckpointFailed` if that checkpoint failed (PAUSED all the same)."""
+        return await self._command(_Pause())
+
+    async def stop(self) -> JobState:
+        """STOPPED, as `pause` does PAUSED."""
+        return await self._command(_Stop())
+
+    async def resume(self) -> JobState:
+        """Run a PAUSED or SUSPENDED job again from its offset, with a fresh retry budget."""
+        return await self._command(_Resume())
+
+    async def start(self) -> JobState:
+        """Run a STOPPED, FINISHED or FAILED job again (a FAILED one from the source's start,
+        unless its offset was chosen)."""
+        return await self._command(_Start())
+
+    async def restart(self) -> JobState:
+        """End the attempt (final checkpoint) and begin again, as `start` does."""
+        return await self._command(_Restart())
+
+    async def retry(self) -> JobState:
+        """End the backoff wait of a RETRYING job now."""
+        return await self._command(_Retry())
+
+    async def set_offset(self, value: Offset) -> JobState:
+        """Make `value` the offset the next attempt starts from (a job with no attempt only)."""
+        return await self._command(_SetOffset(value))
+
+    async def reconfigure(self, job: JobConfig) -> JobState:
+        """Take the new definition `job` (a reload changed it); see `_cmd_reconfigure`."""
+        return await self._command(_Reconfigure(job))
 
     def shut_down(self) -> None:
         """Daemon stopping: end any attempt after a final checkpoint; keep the state."""
-        self._inbox.put(_Request("shutdown"))
+        self._inbox.put(_ShutDown())
+
+    async def _command(self, command: _JobCommand) -> JobState:
+        self._inbox.put(command)
+        await command.done.wait()
+        if command.error is not None:
+            raise command.error
+        return self.state if command.state is None else command.state
 
     async def _handle(self, message: _Message) -> None:
-        if isinstance(message, _Request):
-            await self._on_request(message)
+        if isinstance(message, _Command):
+            await self._on_command(message)
         elif message.attempt_task is not self._attempt_task:
             raise AssertionError(f"{self.name}: message from an attempt task that already ended")
         elif isinstance(message, Ended):
@@ -332,7 +402,7 @@ class JobOwner:
             error=self.final_checkpoint_error,
         )
         for request in self._waiting_for_attempt:
-            if request.verb in ("pause", "stop") and request.error is None:
+            if isinstance(request, _Pause | _Stop) and request.error is None:
                 request.error = FinalCheckpointFailed(
                     f"{self.name}: {self.state.name}, but its final checkpoint failed, so the "
                     f"records since the last checkpoint will be read again: "
@@ -365,14 +435,13 @@ class JobOwner:
 
     # --- operator commands -----------------------------------------------------------
 
-    async def _on_request(self, request: _Request) -> None:
-        if self._shutting_down and request.verb != "shutdown":
+    async def _on_command(self, request: _JobCommand | _ShutDown) -> None:
+        if self._shutting_down and not isinstance(request, _ShutDown):
             request.error = CommandRefused(f"{self.name}: the daemon is shutting down")
             request.done.set()
             return
-        handler = getattr(self, f"_cmd_{request.verb}")
         try:
-            settle = await handler(request.value)
+            settle = await self._run_command(request)
         except CommandRefused as exc:
             request.error = exc
             settle = False
@@ -383,12 +452,36 @@ class JobOwner:
             request.done.set()
         self._drive_if_active()
 
-    async def _cmd_shutdown(self, _: object) -> bool:
+    async def _run_command(self, command: _JobCommand | _ShutDown) -> bool:
+        """Do `command`; True if it is complete only once the attempt task has ended."""
+        match command:
+            case _ShutDown():
+                return self._cmd_shutdown()
+            case _Pause():
+                return await self._cmd_pause()
+            case _Stop():
+                return await self._cmd_stop()
+            case _Resume():
+                return await self._cmd_resume()
+            case _Start():
+                return await self._cmd_start()
+            case _Restart():
+                return await self._cmd_restart()
+            case _Retry():
+                return await self._cmd_retry()
+            case _SetOffset(value=value):
+                return await self._cmd_set_offset(value)
+            case _Reconfigure(job=job):
+                return await self._cmd_reconfigure(job)
+            case _:
+                assert_never(command)
+
+    def _cmd_shutdown(self) -> bool:
         self._shutting_down = True
         self._stop_attempt()
         return False
 
-    async def _cmd_pause(self, _: object) -> bool:
+    async def _cmd_pause(self) -> bool:
         if self.state is JobState.PAUSED:
             return True  # idempotent; reported once any attempt still stopping has ended
         self._transition(Event.PAUSE, cause="paused by operator")
@@ -396,7 +489,7 @@ class JobOwner:
         await self._persist_quietly()
         return True
 
-    async def _cmd_stop(self, _: object) -> bool:
+    async def _cmd_stop(self) -> bool:
         if self.state is JobState.STOPPED:
             return True  # idempotent, as pause
         self._transition(Event.STOP, cause="stopped by operator")
@@ -404,14 +497,14 @@ class JobOwner:
         await self._persist_quietly()
         return True
 
-    async def _cmd_resume(self, _: object) -> bool:
+    async def _cmd_resume(self) -> bool:
         self._check(Event.RESUME)
         await self._read_snapshot_again()  # refused before any transition: events match state
         self._transition(Event.RESUME, cause="resumed by operator")
         await self._begin_again(keep_offset=True)
         return False
 
-    async def _cmd_start(self, _: object) -> bool:
+    async def _cmd_start(self) -> bool:
         self._check(Event.START)
         keep = self._keeps_offset()
         await self._read_snapshot_again()
@@ -419,7 +512,7 @@ class JobOwner:
         await self._begin_again(keep_offset=keep)
         return False
 
-    async def _cmd_restart(self, _: object) -> bool:
+    async def _cmd_restart(self) -> bool:
         keep = self._keeps_offset()
         await self._read_snapshot_again()
         self._stop_attempt()
@@ -458,7 +551,7 @@ class JobOwner:
             self._transition(Event.RESTART, cause="definition changed by reload")
         return False
 
-    async def _cmd_retry(self, _: object) -> bool:
+    async def _cmd_retry(self) -> bool:
         attempt_task = self._attempt_task
         if self.state not in RETRY_NOW or attempt_task is None or attempt_task.retry_at is None:
             raise CommandRefused(retry_refusal(self.name, self.state))
