@@ -96,7 +96,7 @@ async def dispatch(daemon: Daemon, request: Request) -> Any:
                 try:
                     # Looked up again: a reload during an earlier job's command may have
                     # replaced (or removed) this one.
-                    state = await _run(daemon.owner(owner.name), kind)
+                    state = await run_job_command(daemon.owner(owner.name), kind)
                 except (CommandRefused, FinalCheckpointFailed) as exc:
                     results.append({"job": owner.name, "ok": False, "error": str(exc)})
                 else:
@@ -109,7 +109,7 @@ async def dispatch(daemon: Daemon, request: Request) -> Any:
             assert_never(request)
 
 
-async def _run(owner: JobOwner, kind: JobVerb) -> JobState:
+async def run_job_command(owner: JobOwner, kind: JobVerb) -> JobState:
     """Run job command `kind` on `owner`; its state once the command's effect is complete."""
     match kind:
         case JobVerb.PAUSE:

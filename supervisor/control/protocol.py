@@ -118,7 +118,8 @@ Request = Status | Events | Reload | ShowOffset | SetOffset | JobCommand
 """Every request a client can send."""
 
 VERBS = frozenset(
-    {*(kind.verb for kind in (Status, Events, Reload, ShowOffset, SetOffset)), *JobVerb}
+    {*(kind.verb for kind in (Status, Events, Reload, ShowOffset, SetOffset))}
+    | {verb.value for verb in JobVerb}
 )
 """Every verb, as it is spelled on the wire."""
 
