@@ -241,7 +241,7 @@ def _joined_set_value(argv: Sequence[str]) -> list[str]:
     """`offset JOB --set -5` as `--set=-5`: argparse takes a value that starts with a
     dash (`-Infinity`, `-1e3`) for an option, unless it is joined to its flag."""
     argv = list(argv)
-    if not argv or argv[0] != "offset":
+    if not argv or argv[0] != ShowOffset.verb:
         return argv
     for i, arg in enumerate(argv[:-1]):
         value = argv[i + 1]
@@ -303,22 +303,22 @@ def _build_parser() -> argparse.ArgumentParser:
         help="exit once no job is active: 0, or 1 if a job ended SUSPENDED or FAILED",
     )
     add("check", _check, "validate the daemon file and every job file")
-    status = add("status", _status, "show jobs: state, offset, attempts, last error")
+    status = add(Status.verb, _status, "show jobs: state, offset, attempts, last error")
     status.add_argument("jobs", nargs="*", metavar="JOB")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     for verb in JobVerb:
         # retry: one job at a time, as an operator looks at one backoff at a time.
         jobs = 1 if verb is JobVerb.RETRY else "+"
         add(verb, _job_command, _JOB_HELP[verb]).add_argument("jobs", nargs=jobs, metavar="JOB")
-    offset = add("offset", _offset, "show or set the committed offset of a job")
+    offset = add(ShowOffset.verb, _offset, "show or set the committed offset of a job")
     offset.add_argument("job", metavar="JOB")
     offset.add_argument("--set", metavar="VALUE", help="new offset, as JSON (e.g. 42)")
     offset.add_argument(
         "--text", action="store_true", help="take VALUE of --set as literal text, not JSON"
     )
     offset.set_defaults(parser=offset)
-    add("reload", _reload, "re-read all TOML: start added, stop removed, restart changed jobs")
-    events = add("events", _events, "state changes as JSON lines")
+    add(Reload.verb, _reload, "re-read all TOML: start added, stop removed, restart changed jobs")
+    events = add(Events.verb, _events, "state changes as JSON lines")
     events.add_argument("jobs", nargs="*", metavar="JOB")
     events.add_argument(
         "--follow", action="store_true", help="keep printing changes as they happen"

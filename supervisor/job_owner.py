@@ -20,7 +20,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import assert_never
@@ -37,6 +36,19 @@ from supervisor.errors import CommandRefused, FinalCheckpointFailed, SnapshotErr
 from supervisor.failures import describe_error, describe_failure, is_fatal, release_traceback
 from supervisor.inbox import Inbox
 from supervisor.ledger import JobLedger
+from supervisor.owner_commands import (
+    Command,
+    OwnerCommand,
+    Pause,
+    Reconfigure,
+    Restart,
+    Resume,
+    Retry,
+    SetOffset,
+    ShutDown,
+    Start,
+    Stop,
+)
 from supervisor.protocols import Offset
 from supervisor.snapshot import FailureRecord
 from supervisor.start_slots import StartSlots
@@ -61,56 +73,7 @@ PERSIST_RETRY_MAX = 30.0
 """Longest wait between tries of a state write that failed (SPEC §4 rule 7)."""
 
 
-@dataclass(eq=False)
-class _Command:
-    """A command in the owner's inbox; `done` is set once its effect is complete."""
-
-    error: CommandRefused | FinalCheckpointFailed | None = field(default=None, init=False)
-    done: anyio.Event = field(default_factory=anyio.Event, init=False)
-    state: JobState | None = field(default=None, init=False)
-    """The state the command produced (a later command may change it before `done`)."""
-
-
-class _Pause(_Command):
-    pass
-
-
-class _Stop(_Command):
-    pass
-
-
-class _Resume(_Command):
-    pass
-
-
-class _Start(_Command):
-    pass
-
-
-class _Restart(_Command):
-    pass
-
-
-class _Retry(_Command):
-    pass
-
-
-@dataclass(eq=False)
-class _SetOffset(_Command):
-    value: Offset
-
-
-@dataclass(eq=False)
-class _Reconfigure(_Command):
-    job: JobConfig
-
-
-class _ShutDown(_Command):
-    pass
-
-
-_JobCommand = _Pause | _Stop | _Resume | _Start | _Restart | _Retry | _SetOffset | _Reconfigure
-_Message = AttemptTaskMessage | _JobCommand | _ShutDown
+_Message = AttemptTaskMessage | Command
 
 
 class JobOwner:
@@ -166,7 +129,7 @@ class JobOwner:
         attempt starts."""
         self._attempt_task: AttemptTask | None = None
         self._attempt_tasks_started = 0
-        self._waiting_for_attempt: list[_Command] = []
+        self._waiting_for_attempt: list[OwnerCommand] = []
         self._load_error: SnapshotError | None = None
         self._shutting_down = False
         self._inbox: Inbox[_Message] = Inbox()
@@ -243,42 +206,42 @@ class JobOwner:
     async def pause(self) -> JobState:
         """PAUSED, once the attempt has ended after a final checkpoint (already PAUSED: no
         change); `FinalCheckpointFailed` if that checkpoint failed (PAUSED all the same)."""
-        return await self._command(_Pause())
+        return await self._command(Pause())
 
     async def stop(self) -> JobState:
         """STOPPED, as `pause` does PAUSED."""
-        return await self._command(_Stop())
+        return await self._command(Stop())
 
     async def resume(self) -> JobState:
         """Run a PAUSED or SUSPENDED job again from its offset, with a fresh retry budget."""
-        return await self._command(_Resume())
+        return await self._command(Resume())
 
     async def start(self) -> JobState:
         """Run a STOPPED, FINISHED or FAILED job again (a FAILED one from the source's start,
         unless its offset was chosen)."""
-        return await self._command(_Start())
+        return await self._command(Start())
 
     async def restart(self) -> JobState:
         """End the attempt (final checkpoint) and begin again, as `start` does."""
-        return await self._command(_Restart())
+        return await self._command(Restart())
 
     async def retry(self) -> JobState:
         """End the backoff wait of a RETRYING job now."""
-        return await self._command(_Retry())
+        return await self._command(Retry())
 
     async def set_offset(self, value: Offset) -> JobState:
         """Make `value` the offset the next attempt starts from (a job with no attempt only)."""
-        return await self._command(_SetOffset(value))
+        return await self._command(SetOffset(value))
 
     async def reconfigure(self, job: JobConfig) -> JobState:
         """Take the new definition `job` (a reload changed it); see `_cmd_reconfigure`."""
-        return await self._command(_Reconfigure(job))
+        return await self._command(Reconfigure(job))
 
     def shut_down(self) -> None:
         """Daemon stopping: end any attempt after a final checkpoint; keep the state."""
-        self._inbox.put(_ShutDown())
+        self._inbox.put(ShutDown())
 
-    async def _command(self, command: _JobCommand) -> JobState:
+    async def _command(self, command: Command) -> JobState:
         self._inbox.put(command)
         await command.done.wait()
         if command.error is not None:
@@ -286,7 +249,7 @@ class JobOwner:
         return self.state if command.state is None else command.state
 
     async def _handle(self, message: _Message) -> None:
-        if isinstance(message, _Command):
+        if isinstance(message, OwnerCommand):
             await self._on_command(message)
         elif message.attempt_task is not self._attempt_task:
             raise AssertionError(f"{self.name}: message from an attempt task that already ended")
@@ -402,7 +365,7 @@ class JobOwner:
             error=self.final_checkpoint_error,
         )
         for request in self._waiting_for_attempt:
-            if isinstance(request, _Pause | _Stop) and request.error is None:
+            if isinstance(request, Pause | Stop) and request.error is None:
                 request.error = FinalCheckpointFailed(
                     f"{self.name}: {self.state.name}, but its final checkpoint failed, so the "
                     f"records since the last checkpoint will be read again: "
@@ -435,8 +398,8 @@ class JobOwner:
 
     # --- operator commands -----------------------------------------------------------
 
-    async def _on_command(self, request: _JobCommand | _ShutDown) -> None:
-        if self._shutting_down and not isinstance(request, _ShutDown):
+    async def _on_command(self, request: Command) -> None:
+        if self._shutting_down and not isinstance(request, ShutDown):
             request.error = CommandRefused(f"{self.name}: the daemon is shutting down")
             request.done.set()
             return
@@ -452,26 +415,26 @@ class JobOwner:
             request.done.set()
         self._drive_if_active()
 
-    async def _run_command(self, command: _JobCommand | _ShutDown) -> bool:
+    async def _run_command(self, command: Command) -> bool:
         """Do `command`; True if it is complete only once the attempt task has ended."""
         match command:
-            case _ShutDown():
+            case ShutDown():
                 return self._cmd_shutdown()
-            case _Pause():
+            case Pause():
                 return await self._cmd_pause()
-            case _Stop():
+            case Stop():
                 return await self._cmd_stop()
-            case _Resume():
+            case Resume():
                 return await self._cmd_resume()
-            case _Start():
+            case Start():
                 return await self._cmd_start()
-            case _Restart():
+            case Restart():
                 return await self._cmd_restart()
-            case _Retry():
+            case Retry():
                 return await self._cmd_retry()
-            case _SetOffset(value=value):
+            case SetOffset(value=value):
                 return await self._cmd_set_offset(value)
-            case _Reconfigure(job=job):
+            case Reconfigure(job=job):
                 return await self._cmd_reconfigure(job)
             case _:
                 assert_never(command)
