@@ -26,7 +26,16 @@ import structlog
 from supervisor import __version__
 from supervisor.config.loader import load_config, load_daemon_config
 from supervisor.control.client import call, follow
-from supervisor.control.protocol import Request
+from supervisor.control.protocol import (
+    Events,
+    JobCommand,
+    JobVerb,
+    Reload,
+    Request,
+    SetOffset,
+    ShowOffset,
+    Status,
+)
 from supervisor.control.views import job_detail, printable, status_table
 from supervisor.errors import (
     CommandRefused,
@@ -35,6 +44,7 @@ from supervisor.errors import (
     SnapshotError,
     SupervisorError,
 )
+from supervisor.offsets import check_offset
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -135,7 +145,7 @@ def _call(args: argparse.Namespace, request: Request, *, patient: bool = False) 
 
 
 def _status(args: argparse.Namespace) -> int:
-    jobs: list[dict[str, Any]] = _call(args, Request("status", tuple(args.jobs)))
+    jobs: list[dict[str, Any]] = _call(args, Status(tuple(args.jobs)))
     if args.json:
         print(json.dumps(jobs, indent=2))
     elif len(args.jobs) == 1:
@@ -148,7 +158,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _job_command(args: argparse.Namespace) -> int:
     # pause/stop wait for the final checkpoint, however long a slow sink takes.
-    results = _call(args, Request(args.command, tuple(args.jobs)), patient=True)
+    results = _call(args, JobCommand(JobVerb(args.command), tuple(args.jobs)), patient=True)
     code = EXIT_OK
     for result in results:
         if result["ok"]:
@@ -164,16 +174,16 @@ def _offset(args: argparse.Namespace) -> int:
     if args.set is None:
         if args.text:
             args.parser.error("--text says how to read the value of --set, which is missing")
-        result = _call(args, Request("offset", (args.job,)))
+        result = _call(args, ShowOffset(args.job))
         print(json.dumps(result["offset"]))
         return EXIT_OK
     try:
         value = args.set if args.text else parse_offset(args.set)
-        check_offset(value)
+        check_offset(value)  # the daemon checks it again, with the size cap
     except ValueError as exc:
         args.parser.error(printable(f"--set {_shown(args.set)}: {exc}"))
-    before = _call(args, Request("offset", (args.job,)))
-    result = _call(args, Request("offset", (args.job,), value, {"set": True}))
+    before = _call(args, ShowOffset(args.job))
+    result = _call(args, SetOffset(args.job, value))
     print(f"{args.job}: offset {json.dumps(before['offset'])} -> {json.dumps(result['offset'])}")
     return EXIT_OK
 
@@ -198,13 +208,6 @@ def parse_offset(text: str) -> Any:
     if value is None:
         raise ValueError("null is not an offset")
     return value
-
-
-def check_offset(value: Any) -> None:
-    """ValueError unless a snapshot can store `value` (the snapshot's own rule)."""
-    from supervisor.snapshot import check_offset as snapshot_rule
-
-    snapshot_rule(value)
 
 
 class _NotAnOffset(ValueError):
@@ -238,7 +241,7 @@ def _joined_set_value(argv: Sequence[str]) -> list[str]:
     """`offset JOB --set -5` as `--set=-5`: argparse takes a value that starts with a
     dash (`-Infinity`, `-1e3`) for an option, unless it is joined to its flag."""
     argv = list(argv)
-    if not argv or argv[0] != "offset":
+    if not argv or argv[0] != ShowOffset.verb:
         return argv
     for i, arg in enumerate(argv[:-1]):
         value = argv[i + 1]
@@ -251,7 +254,7 @@ _OFFSET_FLAGS = frozenset({"-c", "--config", "--text", "-h", "--help"})
 
 
 def _reload(args: argparse.Namespace) -> int:
-    result = _call(args, Request("reload"), patient=True)
+    result = _call(args, Reload(), patient=True)
     if not result["applied"]:
         _error(
             f"reload refused, nothing changed ({len(result['errors'])} error(s)):\n"
@@ -266,11 +269,11 @@ def _reload(args: argparse.Namespace) -> int:
 def _events(args: argparse.Namespace) -> int:
     if args.follow:
         daemon = load_daemon_config(config_path(args))
-        request = Request("events", tuple(args.jobs), options={"follow": True})
+        request = Events(tuple(args.jobs), follow=True)
         for event in follow(daemon.control_socket, request):
             print(json.dumps(event), flush=True)
         return EXIT_OK
-    for event in _call(args, Request("events", tuple(args.jobs))):
+    for event in _call(args, Events(tuple(args.jobs))):
         print(json.dumps(event))
     return EXIT_OK
 
@@ -300,34 +303,37 @@ def _build_parser() -> argparse.ArgumentParser:
         help="exit once no job is active: 0, or 1 if a job ended SUSPENDED or FAILED",
     )
     add("check", _check, "validate the daemon file and every job file")
-    status = add("status", _status, "show jobs: state, offset, attempts, last error")
+    status = add(Status.verb, _status, "show jobs: state, offset, attempts, last error")
     status.add_argument("jobs", nargs="*", metavar="JOB")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    for verb, text in (
-        ("pause", "pause jobs (graceful: final checkpoint)"),
-        ("resume", "resume PAUSED or SUSPENDED jobs"),
-        ("stop", "stop jobs after a final checkpoint"),
-        ("start", "start STOPPED, FINISHED or FAILED jobs"),
-        ("restart", "stop then start jobs"),
-    ):
-        add(verb, _job_command, text).add_argument("jobs", nargs="+", metavar="JOB")
-    add("retry", _job_command, "end the backoff wait of a RETRYING job now").add_argument(
-        "jobs", nargs=1, metavar="JOB"
-    )
-    offset = add("offset", _offset, "show or set the committed offset of a job")
+    for verb in JobVerb:
+        # retry: one job at a time, as an operator looks at one backoff at a time.
+        jobs = 1 if verb is JobVerb.RETRY else "+"
+        add(verb, _job_command, _JOB_HELP[verb]).add_argument("jobs", nargs=jobs, metavar="JOB")
+    offset = add(ShowOffset.verb, _offset, "show or set the committed offset of a job")
     offset.add_argument("job", metavar="JOB")
     offset.add_argument("--set", metavar="VALUE", help="new offset, as JSON (e.g. 42)")
     offset.add_argument(
         "--text", action="store_true", help="take VALUE of --set as literal text, not JSON"
     )
     offset.set_defaults(parser=offset)
-    add("reload", _reload, "re-read all TOML: start added, stop removed, restart changed jobs")
-    events = add("events", _events, "state changes as JSON lines")
+    add(Reload.verb, _reload, "re-read all TOML: start added, stop removed, restart changed jobs")
+    events = add(Events.verb, _events, "state changes as JSON lines")
     events.add_argument("jobs", nargs="*", metavar="JOB")
     events.add_argument(
         "--follow", action="store_true", help="keep printing changes as they happen"
     )
     return parser
+
+
+_JOB_HELP = {
+    JobVerb.PAUSE: "pause jobs (graceful: final checkpoint)",
+    JobVerb.RESUME: "resume PAUSED or SUSPENDED jobs",
+    JobVerb.STOP: "stop jobs after a final checkpoint",
+    JobVerb.START: "start STOPPED, FINISHED or FAILED jobs",
+    JobVerb.RESTART: "stop then start jobs",
+    JobVerb.RETRY: "end the backoff wait of a RETRYING job now",
+}
 
 
 def _error(message: str) -> None:

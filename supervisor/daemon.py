@@ -14,20 +14,16 @@ stopping, reloads are refused.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import signal
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.loader import load_config
@@ -35,6 +31,7 @@ from supervisor.config.model import Config, JobConfig
 from supervisor.control.commands import dispatch
 from supervisor.control.server import bind_control_socket, serve_control
 from supervisor.errors import CommandRefused, ConfigError, SnapshotError
+from supervisor.history import EventHistory, StateChange
 from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.loop_lag import probe_wanted, report_loop_lag
@@ -50,12 +47,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("supervisor.daemon")
 
-FOLLOW_BUFFER = 1000
-"""State changes a `supervisor events --follow` client may fall behind by before it is dropped."""
-
-HISTORY_LENGTH = 1000
-"""State changes kept in memory for `supervisor events`."""
-
 STOPPING_REFUSAL = "the daemon is stopping: reload refused, nothing changed"
 STOPPING_PART_WAY = "the daemon began stopping during the reload: it was applied only in part"
 
@@ -63,19 +54,6 @@ GC_THRESHOLDS = (50_000, 20, 10)
 """The cyclic collector's thresholds while the daemon runs (Python's default is 700, 10, 10):
 young collections every 50,000 net allocations, so full ones come about 70 times less often.
 Almost everything the daemon allocates is freed by reference counting anyway."""
-
-
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """One job's move from one state to another, as kept for `supervisor events`."""
-
-    job: str
-    old: JobState
-    new: JobState
-    attempt: int
-    cause: str | None
-    at: float
-    """Wall-clock time (seconds since the epoch)."""
 
 
 async def read_config_files(path: Path) -> Config:
@@ -115,7 +93,7 @@ class Supervisor:
         self.notifier = SystemdNotifier()
         self.start_slots = StartSlots(config.daemon.max_starts_in_flight)
         self.owners: dict[str, JobOwner] = {}
-        self.history: deque[StateChange] = deque(maxlen=HISTORY_LENGTH)
+        self.history = EventHistory()
         self._stopping = False
         self._changed = anyio.Event()
         self._stop_requested = anyio.Event()
@@ -124,7 +102,6 @@ class Supervisor:
         self._ending: dict[str, tuple[JobOwner, anyio.Event]] = {}
         """Owners of jobs a reload removed that have not ended yet (final checkpoint, close),
         by job name, each with the event set once it has: a job added back waits for it."""
-        self._followers: set[MemoryObjectSendStream[StateChange]] = set()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -232,7 +209,7 @@ class Supervisor:
             await self._add(job)
         for job in plan.changed:
             self._refuse_reload_if_stopping(STOPPING_PART_WAY)
-            await self.owners[job.name].request("reconfigure", job)
+            await self.owners[job.name].reconfigure(job)
         if plan.daemon_changed:
             log.warning("daemon.settings_need_restart", path=str(new.daemon.path))
 
@@ -271,14 +248,14 @@ class Supervisor:
         self._stopping = True
         self._stop_requested.set()
 
-    async def command(self, job: str, verb: str, value: object = None) -> JobState:
-        """Run an operator command (`pause`, `resume`, `stop`, `start`, `restart`,
-        `retry`, `set_offset`) on one job; raises `CommandRefused` if it does not fit."""
+    def owner(self, job: str) -> JobOwner:
+        """The owner of `job` now, which an operator's command goes to; `CommandRefused`
+        if there is no such job."""
         owner = self.owners.get(job)
         if owner is None:
             known = ", ".join(sorted(self.owners)) or "none"
             raise CommandRefused(f"no job named {job!r} (jobs: {known})")
-        return await owner.request(verb, value)
+        return owner
 
     async def _build_owner(self, job: JobConfig) -> JobOwner:
         loaded: Snapshot | SnapshotError | None
@@ -307,7 +284,7 @@ class Supervisor:
     def _record_change(
         self, owner: JobOwner, old: JobState, new: JobState, cause: str | None
     ) -> None:
-        self.history.append(StateChange(owner.name, old, new, owner.attempts, cause, time.time()))
+        self.history.record(StateChange(owner.name, old, new, owner.attempts, cause, time.time()))
         log.info(
             "job.state_changed",
             job=owner.name,
@@ -318,25 +295,6 @@ class Supervisor:
         )
         self._changed.set()
         self._status_changed.set()
-        for follower in list(self._followers):
-            try:
-                follower.send_nowait(self.history[-1])
-            except anyio.WouldBlock:
-                # A follower that does not keep up is dropped, never waited for.
-                self._followers.discard(follower)
-                follower.close()
-
-    @contextlib.contextmanager
-    def follow(self) -> Iterator[MemoryObjectReceiveStream[StateChange]]:
-        """State changes from now on, until the block ends (or the reader falls behind)."""
-        send, receive = anyio.create_memory_object_stream[StateChange](FOLLOW_BUFFER)
-        self._followers.add(send)
-        try:
-            yield receive
-        finally:
-            self._followers.discard(send)
-            send.close()
-            receive.close()
 
     async def _handle_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -1,8 +1,9 @@
 """The owner of one job: its state, its attempts, and what their outcomes mean.
 
 Each job is driven by exactly one long-lived `JobOwner.run` task. Operator
-commands and attempt outcomes reach it as messages, handled one at a time, and
-only `supervisor.states.next_state` decides a new state. (An attempt's
+commands (one method each: `pause`, `resume`, ...) and attempt outcomes reach it as
+messages, handled one at a time, and only `supervisor.states.next_state` decides a
+new state. (An attempt's
 "opened", when the owner is between messages, is handled by the attempt task's task
 as it posts it: it only moves the state.)
 
@@ -19,10 +20,9 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
 import anyio
 import structlog
@@ -35,6 +35,19 @@ from supervisor.errors import CommandRefused, FinalCheckpointFailed, SnapshotErr
 from supervisor.failures import describe_error, describe_failure, release_traceback
 from supervisor.inbox import Inbox
 from supervisor.ledger import JobLedger
+from supervisor.owner_commands import (
+    Command,
+    OwnerCommand,
+    Pause,
+    Reconfigure,
+    Restart,
+    Resume,
+    Retry,
+    SetOffset,
+    ShutDown,
+    Start,
+    Stop,
+)
 from supervisor.protocols import Offset
 from supervisor.retry import backoff_delay, retry_decision
 from supervisor.snapshot import FailureRecord
@@ -63,19 +76,7 @@ PERSIST_RETRY_MAX = 30.0
 """Longest wait between tries of a state write that failed (SPEC §4 rule 7)."""
 
 
-@dataclass(eq=False)
-class _Request:
-    """An operator request; `done` is set once its effect is complete."""
-
-    verb: str
-    value: Any = None
-    error: CommandRefused | FinalCheckpointFailed | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
-    state: JobState | None = None
-    """The state the command produced (a later command may change it before `done`)."""
-
-
-_Message = AttemptTaskMessage | _Request
+_Message = AttemptTaskMessage | Command
 
 
 class JobOwner:
@@ -129,7 +130,7 @@ class JobOwner:
         attempt starts."""
         self._attempt_task: AttemptTask | None = None
         self._attempt_tasks_started = 0
-        self._waiting_for_attempt: list[_Request] = []
+        self._waiting_for_attempt: list[OwnerCommand] = []
         self._load_error: SnapshotError | None = None
         self._shutting_down = False
         self._inbox: Inbox[_Message] = Inbox()
@@ -200,25 +201,57 @@ class JobOwner:
             if self._persist_scope is not None:
                 self._persist_scope.cancel()
 
-    async def request(self, verb: str, value: Any = None) -> JobState:
-        """Send an operator command and wait until its effect is complete.
+    # --- commands: each waits until its effect is complete, and returns the state it
+    # produced; `CommandRefused` (changing nothing) when it does not fit the job's state.
 
-        Raises `CommandRefused` when it does not fit the job's state.
-        """
-        request = _Request(verb, value)
-        self._inbox.put(request)
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return self.state if request.state is None else request.state
+    async def pause(self) -> JobState:
+        """PAUSED, once the attempt has ended after a final checkpoint (already PAUSED: no
+        change); `FinalCheckpointFailed` if that checkpoint failed (PAUSED all the same)."""
+        return await self._command(Pause())
+
+    async def stop(self) -> JobState:
+        """STOPPED, as `pause` does PAUSED."""
+        return await self._command(Stop())
+
+    async def resume(self) -> JobState:
+        """Run a PAUSED or SUSPENDED job again from its offset, with a fresh retry budget."""
+        return await self._command(Resume())
+
+    async def start(self) -> JobState:
+        """Run a STOPPED, FINISHED or FAILED job again (a FAILED one from the source's start,
+        unless its offset was chosen)."""
+        return await self._command(Start())
+
+    async def restart(self) -> JobState:
+        """End the attempt (final checkpoint) and begin again, as `start` does."""
+        return await self._command(Restart())
+
+    async def retry(self) -> JobState:
+        """End the backoff wait of a RETRYING job now."""
+        return await self._command(Retry())
+
+    async def set_offset(self, value: Offset) -> JobState:
+        """Make `value` the offset the next attempt starts from (a job with no attempt only)."""
+        return await self._command(SetOffset(value))
+
+    async def reconfigure(self, job: JobConfig) -> JobState:
+        """Take the new definition `job` (a reload changed it); see `_cmd_reconfigure`."""
+        return await self._command(Reconfigure(job))
 
     def shut_down(self) -> None:
         """Daemon stopping: end any attempt after a final checkpoint; keep the state."""
-        self._inbox.put(_Request("shutdown"))
+        self._inbox.put(ShutDown())
+
+    async def _command(self, command: Command) -> JobState:
+        self._inbox.put(command)
+        await command.done.wait()
+        if command.error is not None:
+            raise command.error
+        return self.state if command.state is None else command.state
 
     async def _handle(self, message: _Message) -> None:
-        if isinstance(message, _Request):
-            await self._on_request(message)
+        if isinstance(message, OwnerCommand):
+            await self._on_command(message)
         elif message.attempt_task is not self._attempt_task:
             raise AssertionError(f"{self.name}: message from an attempt task that already ended")
         elif isinstance(message, Ended):
@@ -330,7 +363,7 @@ class JobOwner:
             error=self.final_checkpoint_error,
         )
         for request in self._waiting_for_attempt:
-            if request.verb in ("pause", "stop") and request.error is None:
+            if isinstance(request, Pause | Stop) and request.error is None:
                 request.error = FinalCheckpointFailed(
                     f"{self.name}: {self.state.name}, but its final checkpoint failed, so the "
                     f"records since the last checkpoint will be read again: "
@@ -363,14 +396,13 @@ class JobOwner:
 
     # --- operator commands -----------------------------------------------------------
 
-    async def _on_request(self, request: _Request) -> None:
-        if self._shutting_down and request.verb != "shutdown":
+    async def _on_command(self, request: Command) -> None:
+        if self._shutting_down and not isinstance(request, ShutDown):
             request.error = CommandRefused(f"{self.name}: the daemon is shutting down")
             request.done.set()
             return
-        handler = getattr(self, f"_cmd_{request.verb}")
         try:
-            settle = await handler(request.value)
+            settle = await self._run_command(request)
         except CommandRefused as exc:
             request.error = exc
             settle = False
@@ -381,12 +413,36 @@ class JobOwner:
             request.done.set()
         self._drive_if_active()
 
-    async def _cmd_shutdown(self, _: object) -> bool:
+    async def _run_command(self, command: Command) -> bool:
+        """Do `command`; True if it is complete only once the attempt task has ended."""
+        match command:
+            case ShutDown():
+                return self._cmd_shutdown()
+            case Pause():
+                return await self._cmd_pause()
+            case Stop():
+                return await self._cmd_stop()
+            case Resume():
+                return await self._cmd_resume()
+            case Start():
+                return await self._cmd_start()
+            case Restart():
+                return await self._cmd_restart()
+            case Retry():
+                return await self._cmd_retry()
+            case SetOffset(value=value):
+                return await self._cmd_set_offset(value)
+            case Reconfigure(job=job):
+                return await self._cmd_reconfigure(job)
+            case _:
+                assert_never(command)
+
+    def _cmd_shutdown(self) -> bool:
         self._shutting_down = True
         self._stop_attempt()
         return False
 
-    async def _cmd_pause(self, _: object) -> bool:
+    async def _cmd_pause(self) -> bool:
         if self.state is JobState.PAUSED:
             return True  # idempotent; reported once any attempt still stopping has ended
         self._transition(Event.PAUSE, cause="paused by operator")
@@ -394,7 +450,7 @@ class JobOwner:
         await self._persist_quietly()
         return True
 
-    async def _cmd_stop(self, _: object) -> bool:
+    async def _cmd_stop(self) -> bool:
         if self.state is JobState.STOPPED:
             return True  # idempotent, as pause
         self._transition(Event.STOP, cause="stopped by operator")
@@ -402,14 +458,14 @@ class JobOwner:
         await self._persist_quietly()
         return True
 
-    async def _cmd_resume(self, _: object) -> bool:
+    async def _cmd_resume(self) -> bool:
         self._check(Event.RESUME)
         await self._read_snapshot_again()  # refused before any transition: events match state
         self._transition(Event.RESUME, cause="resumed by operator")
         await self._begin_again(keep_offset=True)
         return False
 
-    async def _cmd_start(self, _: object) -> bool:
+    async def _cmd_start(self) -> bool:
         self._check(Event.START)
         keep = self._keeps_offset()
         await self._read_snapshot_again()
@@ -417,7 +473,7 @@ class JobOwner:
         await self._begin_again(keep_offset=keep)
         return False
 
-    async def _cmd_restart(self, _: object) -> bool:
+    async def _cmd_restart(self) -> bool:
         keep = self._keeps_offset()
         await self._read_snapshot_again()
         self._stop_attempt()
@@ -455,7 +511,7 @@ class JobOwner:
             self._transition(Event.RESTART, cause="definition changed by reload")
         return False
 
-    async def _cmd_retry(self, _: object) -> bool:
+    async def _cmd_retry(self) -> bool:
         attempt_task = self._attempt_task
         in_backoff = attempt_task is not None and attempt_task.retry_at is not None
         if refused := retry_refusal(self.name, self.state, in_backoff=in_backoff):

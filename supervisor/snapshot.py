@@ -29,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
-import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
@@ -40,6 +38,7 @@ from typing import Any, TypeVar
 import tomli
 
 from supervisor.errors import SnapshotCorrupt, SnapshotUnsupported
+from supervisor.offsets import check_offset
 from supervisor.protocols import Offset
 from supervisor.snapshot_toml import dumps as dumps_toml
 from supervisor.snapshot_toml import parse as parse_toml
@@ -56,7 +55,6 @@ _TOP_KEYS = {"format", "job", "generation", "state", "attempts", "offset", "writ
 _FORMAT_2_KEYS = _TOP_KEYS | {"since", "next_retry_at", "offset_chosen", "disabled"}
 _FAILURE_KEYS = {"attempts", "error_type", "message", "traceback"}
 _FAILURE_KEYS |= {"first_failure_at", "last_failure_at"}
-_INT64 = range(-(2**63), 2**63)
 # Built once: json.dumps with options builds an encoder per call.
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=lambda value: _iso(value)
@@ -281,68 +279,6 @@ def _no_unknown_keys(table: Mapping[str, Any], known: set[str], where: str) -> N
     # A newer writer's field would be silently dropped by the next write: refuse instead.
     if unknown := sorted(set(table) - known):
         raise _Invalid("unknown field(s) " + ", ".join(f"'{where}{key}'" for key in unknown))
-
-
-OFFSET_DEPTH = 32
-"""Arrays and tables nested in one offset, at the most: a file position needs two."""
-_OFFSET_FORM = (
-    "an offset is a finite number, a string, true or false, or an array or table of them "
-    f"(nested at most {OFFSET_DEPTH} deep)"
-)
-
-
-def check_offset(value: object) -> None:
-    """Return if `value` is an offset a snapshot stores and reads back exactly, else raise
-    ValueError saying why: no null, NaN or infinity, integers within 64 bits, text without
-    lone surrogates, table keys that are text, at most `OFFSET_DEPTH` arrays or tables deep.
-
-    The one rule for an offset, wherever it comes from: a plugin source (the encoder), an
-    operator (`offset --set`) or a file (the decoder). Iterative, so no value, however
-    deep, raises anything but ValueError.
-    """
-    pending: list[tuple[object, int]] = [(value, 0)]  # (value, arrays/tables around it)
-    while pending:
-        item, depth = pending.pop()
-        # Exact types: a subclass (an IntEnum, say) may be written as something else.
-        if type(item) is bool:
-            continue
-        if isinstance(item, str):
-            _check_text(item, "offset text")
-        elif type(item) is int:
-            if item not in _INT64:
-                shown = item if item.bit_length() <= 128 else f"of {item.bit_length()} bits"
-                raise ValueError(f"offset integer {shown} is outside TOML's 64-bit range")
-        elif type(item) is float:
-            if not math.isfinite(item):
-                raise ValueError(f"offset number {item} is not finite; {_OFFSET_FORM}")
-        elif isinstance(item, list | dict):
-            if depth >= OFFSET_DEPTH:
-                raise ValueError(f"offset nested more than {OFFSET_DEPTH} deep; {_OFFSET_FORM}")
-            if isinstance(item, list):
-                pending.extend((child, depth + 1) for child in item)
-                continue
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    message = f"offset key {_shown(key)} is not text; {_OFFSET_FORM}"
-                    raise ValueError(message)  # noqa: TRY004 - one error type for every wrong offset
-                _check_text(key, "offset key")
-                pending.append((child, depth + 1))
-        else:
-            kind = "null" if item is None else f"a {type(item).__name__}"
-            message = f"the offset holds {kind}, which is not an offset value; {_OFFSET_FORM}"
-            raise ValueError(message)
-
-
-def _check_text(text: str, what: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: JSON's "\ud800", or os.fsdecode of a byte
-        raise ValueError(f"{what} {_shown(text)} is not valid Unicode") from None
-
-
-def _shown(value: object) -> str:
-    # reprlib: short, and shallow (a plugin's key may be a tuple nested 1,000 deep).
-    return reprlib.repr(value)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -36,7 +36,7 @@ from supervisor.control.protocol import (
     MAX_REQUEST_BYTES,
     VERBS,
     ProtocolError,
-    Request,
+    Status,
     decode_request,
     encode_request,
     encode_response,
@@ -220,7 +220,7 @@ def test_the_dispatcher_answers_any_line_in_process(tmp_path: Path) -> None:
     async def main() -> None:
         async with anyio.create_task_group() as tasks:
             await tasks.start(supervisor.run)
-            await supervisor.command("held", "pause")
+            await supervisor.owner("held").pause()
             await anyio.to_thread.run_sync(any_line)
             assert supervisor.owners["ticks"].state is JobState.RUNNING
             assert stored_offsets  # the property was exercised
@@ -311,7 +311,7 @@ def _replies(data: bytes) -> list[dict[str, Any]]:
 
 
 def _jobs(path: Path) -> dict[str, dict[str, Any]]:
-    return {job["job"]: job for job in call(path, Request("status"), timeout=5.0)}
+    return {job["job"]: job for job in call(path, Status(), timeout=5.0)}
 
 
 def _states(path: Path) -> dict[str, str]:
@@ -401,7 +401,7 @@ def test_hostile_clients_all_at_once(daemon: tuple[DaemonProcess, Path]) -> None
         while not done.is_set():
             started = time.perf_counter()
             try:
-                call(path, Request("status"), timeout=5.0)
+                call(path, Status(), timeout=5.0)
             except BaseException as exc:  # reported by the main thread
                 failures.append(exc)
                 return

@@ -79,7 +79,7 @@ async def test_persisted_states_and_attempts_survive_a_daemon_restart() -> None:
         await eventually(
             lambda: "quiet" in daemon.owners and daemon.owners["quiet"].state is R.RUNNING
         )
-        await daemon.command("quiet", "stop")
+        await daemon.owner("quiet").stop()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(stop_quiet_once_running)
@@ -140,7 +140,7 @@ async def test_commands_name_unknown_jobs() -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
         with pytest.raises(CommandRefused, match=r"no job named 'b' \(jobs: a\)"):
-            await daemon.command("b", "pause")
+            await daemon.owner("b").pause()
         daemon.request_stop()
 
 

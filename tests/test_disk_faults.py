@@ -102,7 +102,7 @@ async def test_persistent_eio_suspends_and_resume_continues_after_it_clears(
 
         fault.failing = False
         await eventually(lambda: not owner.persist_pending, within=30, step=0.01)
-        await owner.request("resume")
+        await owner.resume()
         await eventually(lambda: owner.ledger.offset == 40, within=30, step=0.01)
         owner.shut_down()
     assert [r["seq"] for r in sink.flushed][-20:] == list(range(20, 40))

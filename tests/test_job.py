@@ -122,7 +122,7 @@ async def test_doris_overlapping_retry_never_runs_two_attempts() -> None:
     async with running_job(_job(max_attempts=0), source) as (owner, watch):
         for _ in range(20):
             with contextlib.suppress(CommandRefused):
-                await owner.request("retry")
+                await owner.retry()
             await anyio.sleep(0.3)
         await watch.until(lambda: owner.state is R.RETRYING and source.opens == 5)
     assert source.most_open_at_once == 1
@@ -137,7 +137,7 @@ async def test_doris_failure_does_not_overwrite_a_manual_pause() -> None:
         # The pause asks for a final checkpoint; that flush fails as the attempt ends:
         # the pause stands, and says its final checkpoint failed.
         with pytest.raises(FinalCheckpointFailed, match="disk hiccup"):
-            await owner.request("pause")
+            await owner.pause()
         assert owner.state is R.PAUSED
         assert owner.attempts == 0
         await anyio.sleep(120)
@@ -152,9 +152,9 @@ async def test_pgboss_pause_in_backoff_does_not_burn_the_budget() -> None:
         for round_ in range(1, 6):
             await watch.until(lambda: owner.state is R.RETRYING)
             assert owner.attempts == 1
-            await owner.request("pause")  # cancels the backoff: that attempt never ran
+            await owner.pause()  # cancels the backoff: that attempt never ran
             assert owner.attempts == 1
-            await owner.request("resume")  # resume resets the budget, never spends it
+            await owner.resume()  # resume resets the budget, never spends it
             assert owner.attempts == 0
             await watch.until(lambda r=round_: source.opens == r + 1)  # type: ignore[misc]
         await watch.until(lambda: owner.state is R.RUNNING)
@@ -169,7 +169,7 @@ async def test_pgboss_waiting_for_a_start_slot_does_not_count() -> None:
     async with running_job(_job(), source, slots=slots) as (owner, _):
         await anyio.sleep(3600)
         assert (owner.state, owner.attempts, source.opens) == (R.PENDING, 0, 0)
-        await owner.request("pause")
+        await owner.pause()
         assert (owner.state, owner.attempts) == (R.PAUSED, 0)
 
 
@@ -199,7 +199,7 @@ async def test_resume_on_retrying_is_refused_naming_retry_and_pause() -> None:
         with pytest.raises(
             CommandRefused, match=r"supervisor retry orders.*supervisor pause orders"
         ):
-            await owner.request("resume")
+            await owner.resume()
 
 
 async def test_retry_ends_the_backoff_now() -> None:
@@ -208,7 +208,7 @@ async def test_retry_ends_the_backoff_now() -> None:
     async with running_job(_job(initial=1000.0), source) as (owner, watch):
         await watch.until(lambda: owner.state is R.RETRYING)
         assert source.opens == 1
-        await owner.request("retry")
+        await owner.retry()
         await anyio.sleep(0.5)  # virtual time; the backoff would have lasted 60s
         assert source.opens == 2
 
@@ -220,10 +220,10 @@ async def test_stop_checkpoints_and_start_resumes_from_there() -> None:
     source = ScriptedSource(available=35, batch=5)
     async with running_job(_job(), source, sink, store=store) as (owner, watch):
         await watch.until(lambda: source.position == 35)
-        assert await owner.request("stop") is R.STOPPED
+        assert await owner.stop() is R.STOPPED
         assert owner.ledger.offset == 35
         source.available = 50
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: len(sink.flushed) == 50)
     assert [r["seq"] for r in sink.flushed] == list(range(50))
 
@@ -236,7 +236,7 @@ async def test_start_after_failed_begins_afresh_and_keeps_the_old_snapshot() -> 
     async with running_job(_job(), source, sink, store=store) as (owner, watch):
         await watch.until(lambda: owner.state is R.FAILED)
         assert owner.ledger.offset == 10
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: source.position == 20 and owner.ledger.offset == 20)
     assert list(store.set_aside_files)
     assert [r["seq"] for r in sink.flushed][:10] == list(range(10))
@@ -249,9 +249,9 @@ async def test_set_offset_only_when_no_attempt_runs() -> None:
     async with running_job(_job(), source) as (owner, watch):
         await watch.until(lambda: owner.state is R.RUNNING)
         with pytest.raises(CommandRefused, match="`supervisor pause orders` or `supervisor stop"):
-            await owner.request("set_offset", 3)
-        await owner.request("pause")
-        await owner.request("set_offset", 3)
+            await owner.set_offset(3)
+        await owner.pause()
+        await owner.set_offset(3)
         assert owner.ledger.offset == 3
 
 
@@ -264,11 +264,11 @@ async def test_a_recovered_outage_does_not_rewrite_a_suspended_snapshot() -> Non
         await watch.until(lambda: owner.state is R.RUNNING)
         store.fail_writes = True
         with pytest.raises(FinalCheckpointFailed):  # the disk refuses that write too
-            await owner.request("stop")
+            await owner.stop()
         assert owner.persist_pending
         store.fail_writes = False
         source.open_errors.append(FatalError("gone"))
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: owner.state is R.SUSPENDED)
         await anyio.sleep(0.1)  # virtual: the SUSPENDED write completes
         suspended = store.files["orders"]
@@ -286,7 +286,7 @@ async def test_shutdown_with_a_state_write_still_refused_ends_its_retries() -> N
             await watch.until(lambda: owner.state is R.RUNNING)
             store.fail_writes = True
             with pytest.raises(FinalCheckpointFailed):  # the disk refuses that write too
-                await owner.request("pause")
+                await owner.pause()
             assert owner.persist_pending
             await anyio.sleep(5)  # a retry or two, refused
     assert owner.state is R.PAUSED

@@ -7,7 +7,7 @@ Each test reproduces one defect of issue 14 (its number in the docstring's comme
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +16,8 @@ import anyio
 import pytest
 
 from supervisor.config.model import CheckpointPolicy, JobConfig, RetryPolicy
-from supervisor.control.commands import job_view
+from supervisor.control.commands import job_view, run_job_command
+from supervisor.control.protocol import JobVerb
 from supervisor.errors import CommandRefused, FatalError, SnapshotError, TransientError
 from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
@@ -86,9 +87,9 @@ def _on_disk(store: InMemorySnapshotStore) -> Snapshot:
     return decode(store.files["orders"], job="orders", path=store.path_for("orders"))
 
 
-async def _refused(owner: JobOwner, verb: str, value: object = None) -> str:
+async def _refused(owner: JobOwner, verb: str) -> str:
     with pytest.raises(CommandRefused) as refused:
-        await owner.request(verb, value)
+        await run_job_command(owner, JobVerb(verb))
     return str(refused.value)
 
 
@@ -102,7 +103,7 @@ async def test_each_state_change_says_its_own_cause() -> None:
     # running -> finished too, in `events` and in `status JOB`.
     async with running_job(_job(), ScriptedSource(count=5)) as (owner, watch):
         await watch.until(lambda: owner.state is R.FINISHED, within=WITHIN)
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: len(watch.changes) == 5, within=WITHIN)
     assert [(old, new) for _, old, new in watch.changes] == [
         (R.PENDING, R.RUNNING),
@@ -121,15 +122,16 @@ async def test_each_state_change_says_its_own_cause() -> None:
 
 
 @pytest.mark.parametrize(
-    ("verb", "value", "cause"),
+    ("command", "cause"),
     [
-        ("pause", None, "paused by operator"),
-        ("stop", None, "stopped by operator"),
-        ("reconfigure", _job(), "definition changed by reload"),
+        (JobOwner.pause, "paused by operator"),
+        (JobOwner.stop, "stopped by operator"),
+        (lambda owner: owner.reconfigure(_job()), "definition changed by reload"),
     ],
+    ids=["pause", "stop", "reconfigure"],
 )
 async def test_status_error_stays_the_last_failure_after_an_operator_change(
-    verb: str, value: object, cause: str
+    command: Callable[[JobOwner], Awaitable[JobState]], cause: str
 ) -> None:
     """After pause, stop or reload of a retrying job, `error` is still its failure and
     `cause` says why it changed state."""
@@ -137,7 +139,7 @@ async def test_status_error_stays_the_last_failure_after_an_operator_change(
     source = ScriptedSource(open_errors=[TransientError("broker away")] * 3)
     async with running_job(_job(), source) as (owner, watch):
         await watch.until(lambda: owner.state is R.RETRYING, within=WITHIN)
-        await owner.request(verb, value)
+        await command(owner)
         view = job_view(owner, anyio.current_time())
         assert view["error"] == "supervisor.errors.TransientError: broker away"
         assert view["cause"] == cause
@@ -152,7 +154,7 @@ async def test_a_retrying_job_reloaded_stays_retrying_until_healthy() -> None:
     source = ScriptedSource(available=5, open_errors=[TransientError("broker away")])
     async with running_job(_job(), source) as (owner, watch):
         await watch.until(lambda: owner.state is R.RETRYING, within=WITHIN)
-        await owner.request("reconfigure", _job())
+        await owner.reconfigure(_job())
         await watch.until(lambda: source.open_now == 1, within=WITHIN)
         assert (owner.state, owner.attempts) == (R.RETRYING, 1)
         await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
@@ -203,7 +205,7 @@ async def test_retry_ends_a_restored_backoff_now() -> None:
     source = ScriptedSource(available=5)
     async with running_job(_job(), source, store=store) as (owner, watch):
         started = anyio.current_time()
-        await owner.request("retry")
+        await owner.retry()
         await watch.until(lambda: source.opens == 1, within=WITHIN)
         assert anyio.current_time() - started < 1
 
@@ -227,7 +229,7 @@ async def test_a_state_change_records_its_time_in_the_snapshot() -> None:
     store = InMemorySnapshotStore()
     async with running_job(_job(), ScriptedSource(available=5), store=store) as (owner, watch):
         await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
-        await owner.request("pause")
+        await owner.pause()
         assert _on_disk(store).since == datetime.fromtimestamp(owner.since, UTC)
 
 
@@ -250,12 +252,12 @@ async def test_an_offset_set_on_a_failed_job_survives_a_restart() -> None:
     failing = ScriptedSource(available=20, open_errors=[FatalError("schema changed")])
     async with running_job(job, failing, store=store) as (owner, watch):
         await watch.until(lambda: owner.state is R.FAILED, within=WITHIN)
-        await owner.request("set_offset", 7)
+        await owner.set_offset(7)
     sink = RecordingSink()
     source = ScriptedSource(available=20)
     async with running_job(job, source, sink, store=store) as (owner, watch):
         assert (owner.state, owner.ledger.offset) == (R.FAILED, 7)
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: owner.ledger.offset == 20, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(7, 20))
 
@@ -271,7 +273,7 @@ async def test_start_of_a_failed_job_begins_afresh_over_an_offset_keeping_sink()
         await watch.until(lambda: owner.state is R.FAILED, within=WITHIN)
         assert sink.stored_offset == 20
         sink.flushed.clear()
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: sink.stored_offset == 30, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(30))
     assert not _on_disk(store).offset_chosen  # the first checkpoint settled the choice
@@ -283,10 +285,10 @@ async def test_an_offset_set_wins_over_an_offset_keeping_sink() -> None:
     source = ScriptedSource(available=30, batch=5)
     async with running_job(_job(), source, sink) as (owner, watch):
         await watch.until(lambda: sink.stored_offset == 30, within=WITHIN)
-        await owner.request("stop")
-        await owner.request("set_offset", 12)
+        await owner.stop()
+        await owner.set_offset(12)
         sink.flushed.clear()
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: sink.stored_offset == 30 and bool(sink.flushed), within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(12, 30))
 
@@ -298,7 +300,7 @@ async def test_without_a_choice_the_sink_offset_still_wins() -> None:
     sink = RecordingSink(transactional=True, stored_offset=8)
     source = ScriptedSource(available=10)
     async with running_job(_job(), source, sink, store=store) as (owner, watch):
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: sink.stored_offset == 10, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == [8, 9]
 
@@ -344,7 +346,7 @@ async def test_a_command_refused_for_an_unreadable_snapshot_emits_no_transition(
         assert owner.state is state
         assert watch.changes == []
         _seed(store, state=state, offset=4)
-        await owner.request(verb)
+        await run_job_command(owner, JobVerb(verb))
         assert watch.changes[0] == ("orders", state, R.PENDING)
         assert owner.ledger.offset == 4  # the repaired snapshot is resumed from
 
@@ -387,9 +389,9 @@ async def test_pause_and_stop_are_idempotent(verb: str, state: JobState) -> None
     store = InMemorySnapshotStore()
     async with running_job(_job(), ScriptedSource(available=5), store=store) as (owner, watch):
         await watch.until(lambda: owner.state is R.RUNNING, within=WITHIN)
-        assert await owner.request(verb) is state
+        assert await run_job_command(owner, JobVerb(verb)) is state
         changes, writes = list(watch.changes), store.writes
-        assert await owner.request(verb) is state
+        assert await run_job_command(owner, JobVerb(verb)) is state
         assert (watch.changes, store.writes) == (changes, writes)
 
 
@@ -401,7 +403,7 @@ async def test_pause_or_stop_that_does_not_fit_names_what_to_do(verb: str, state
     _seed(store, state=state)
     async with running_job(_job(), ScriptedSource(), store=store) as (owner, _):
         try:
-            await owner.request(verb)
+            await run_job_command(owner, JobVerb(verb))
         except CommandRefused as refused:
             assert "`supervisor " in str(refused)
         else:
@@ -415,8 +417,8 @@ async def test_a_finished_job_reruns_from_a_chosen_offset() -> None:
     source = ScriptedSource(count=20, batch=5)
     async with running_job(_job(), source, sink) as (owner, watch):
         await watch.until(lambda: owner.state is R.FINISHED, within=WITHIN)
-        await owner.request("set_offset", 15)
+        await owner.set_offset(15)
         sink.flushed.clear()
-        await owner.request("start")
+        await owner.start()
         await watch.until(lambda: owner.state is R.FINISHED and source.opens == 2, within=WITHIN)
     assert [record["seq"] for record in sink.flushed] == list(range(15, 20))

@@ -27,6 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from trio.testing import MockClock
 
 from supervisor.config.model import CheckpointPolicy, RetryPolicy
+from supervisor.control.commands import run_job_command
+from supervisor.control.protocol import JobVerb
 from supervisor.errors import CommandRefused, FatalError, FinalCheckpointFailed, TransientError
 from supervisor.failures import MESSAGE_LIMIT
 from supervisor.job_owner import JobOwner
@@ -42,7 +44,7 @@ from supervisor.testing import (
 from tests.helpers import make_job
 
 JOBS = ("alpha", "beta")
-VERBS = ("pause", "resume", "stop", "start", "restart", "retry")
+VERBS = tuple(JobVerb)
 HOLDING = frozenset({JobState.PAUSED, JobState.STOPPED})
 
 
@@ -209,14 +211,14 @@ class LifecycleMachine(RuleBasedStateMachine):
     # --- the operator ----------------------------------------------------------------
 
     @rule(job=st.sampled_from(JOBS), verb=st.sampled_from(VERBS))
-    def operator_command(self, job: str, verb: str) -> None:
+    def operator_command(self, job: str, verb: JobVerb) -> None:
         model = self.jobs[job]
         opens_before = model.source.opens
         outcome: dict[str, Any] = {}
 
         async def send() -> None:
             try:
-                outcome["state"] = await model.owner.request(verb)
+                outcome["state"] = await run_job_command(model.owner, verb)
             except CommandRefused as exc:
                 outcome["refused"] = exc
             except FinalCheckpointFailed:  # done, and said so: the state stands
@@ -245,7 +247,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         async def send() -> None:
             try:
-                await model.owner.request("set_offset", offset)
+                await model.owner.set_offset(offset)
                 outcome["ok"] = True
             except CommandRefused as exc:
                 outcome["refused"] = exc

@@ -30,8 +30,8 @@ from supervisor.config.model import (
     ProcessorConfig,
     RetryPolicy,
 )
-from supervisor.control.commands import dispatch, job_view
-from supervisor.control.protocol import Request
+from supervisor.control.commands import dispatch, job_view, run_job_command
+from supervisor.control.protocol import JobCommand, JobVerb, Status
 from supervisor.control.views import job_detail
 from supervisor.errors import FatalError, FinalCheckpointFailed, TransientError
 from supervisor.failures import MESSAGE_LIMIT
@@ -219,9 +219,9 @@ async def test_a_real_cancellation_still_ends_the_job_on_asyncio(must_complete: 
     with anyio.fail_after(10):
         async with running_job(job, source) as (owner, watch):
             await watch.until(lambda: owner.state is R.RUNNING)
-            assert await owner.request("pause") is R.PAUSED
+            assert await owner.pause() is R.PAUSED
             assert owner.failure is None
-            await owner.request("resume")
+            await owner.resume()
             await watch.until(lambda: owner.state is R.RUNNING and source.opens == 2)
             must_complete.append(True)
     with anyio.fail_after(10):
@@ -328,7 +328,7 @@ async def test_a_pause_or_stop_interrupts_a_hanging_open_and_frees_its_start_slo
         await anyio.sleep(60)
         assert other.state is R.PENDING
         with anyio.fail_after(1):
-            assert await stuck.request(verb) in (R.PAUSED, R.STOPPED)
+            assert await run_job_command(stuck, JobVerb(verb)) in (R.PAUSED, R.STOPPED)
         await other_watch.until(lambda: other.state is R.RUNNING, within=1)
         assert stuck.attempts == 0  # cancelled before it ran: not counted
     assert slots.in_use == 0
@@ -351,7 +351,8 @@ async def test_a_failed_final_checkpoint_is_logged_shown_and_reported(verb: str)
             await watch.until(lambda: owner.state is R.RUNNING and source.position == 25)
             sink.fail_on_flush = OSError(28, "No space left on device")
             supervisor = _OneJobSupervisor(owner)
-            (result,) = await dispatch(supervisor, Request(verb, ("orders",)))  # type: ignore[arg-type]
+            request = JobCommand(JobVerb(verb), ("orders",))
+            (result,) = await dispatch(supervisor, request)  # type: ignore[arg-type]
             assert owner.state in (R.PAUSED, R.STOPPED)
             view = job_view(owner, anyio.current_time(), detail=True)
     assert result["ok"] is False
@@ -374,8 +375,8 @@ async def test_a_pause_whose_final_checkpoint_fails_raises_from_request() -> Non
         await watch.until(lambda: owner.state is R.RUNNING and source.position == 5)
         sink.fail_on_flush = TransientError("flush refused")
         with pytest.raises(FinalCheckpointFailed, match=r"orders: PAUSED, but its final"):
-            await owner.request("pause")
-        await owner.request("resume")  # a new attempt: the note is about the one before
+            await owner.pause()
+        await owner.resume()  # a new attempt: the note is about the one before
         await watch.until(lambda: owner.state is R.RUNNING)
         assert owner.final_checkpoint_error is None
 
@@ -396,7 +397,7 @@ async def test_a_pause_during_an_open_that_fails_is_not_a_failed_final_checkpoin
     source = FailsWhenCancelled()
     async with running_job(_job(), source) as (owner, watch):
         await watch.until(lambda: source.opens == 1)
-        assert await owner.request("pause") is R.PAUSED
+        assert await owner.pause() is R.PAUSED
         assert owner.final_checkpoint_error is None
         assert owner.attempts == 0
 
@@ -407,9 +408,8 @@ class _OneJobSupervisor:
     def __init__(self, owner: Any) -> None:
         self.owners = {owner.name: owner}
 
-    async def command(self, job: str, verb: str, value: object = None) -> JobState:
-        state: JobState = await self.owners[job].request(verb, value)
-        return state
+    def owner(self, job: str) -> Any:
+        return self.owners[job]
 
 
 # --- the real daemon survives its plugins ------------------------------------------------------
@@ -542,8 +542,7 @@ def test_the_daemon_survives_every_kind_of_plugin_error(
     process.wait_for("job.checkpoint", job="steady")  # still checkpointing after all that
     process.keep_draining()
     jobs = {
-        job["job"]: job
-        for job in call(config.parent / "supervisor.sock", Request("status", ()), timeout=30)
+        job["job"]: job for job in call(config.parent / "supervisor.sock", Status(), timeout=30)
     }
     assert jobs["steady"]["state"] == "running"
     assert (

@@ -329,7 +329,7 @@ async def test_a_job_disabled_by_reload_then_enabled_runs_after_a_restart(tmp_pa
         job_file.write_text("enabled = false\n" + textwrap.dedent(QUICK))
         assert (await daemon.reload())["changed"] == ["orders"]
         await _until(lambda: daemon.owners["orders"].state is JobState.STOPPED)
-        await daemon.command("other", "stop")
+        await daemon.owner("other").stop()
     job_file.write_text(textwrap.dedent(QUICK))
     async with _running(config, world, store) as again:
         await _until(lambda: again.owners["orders"].state is JobState.RUNNING)

@@ -39,10 +39,10 @@ from supervisor.config.model import (
     JobConfig,
     PythonSourceConfig,
 )
-from supervisor.control.commands import MAX_OFFSET_BYTES
 from supervisor.control.protocol import MAX_JOBS, MAX_REQUEST_BYTES, encode_json, encode_response
 from supervisor.control.server import MAX_CLIENTS, follower_limit, uid_limit
 from supervisor.daemon import Supervisor
+from supervisor.offsets import MAX_OFFSET_BYTES
 from supervisor.states import JobState
 from supervisor.testing import InMemorySnapshotStore
 from tests.daemon_process import DaemonProcess, write_config
@@ -84,7 +84,7 @@ async def serving(
 
 
 async def until_finished(supervisor: Supervisor, job: str) -> None:
-    with anyio.fail_after(30), supervisor.follow() as changes:
+    with anyio.fail_after(30), supervisor.history.follow() as changes:
         while supervisor.owners[job].state is not JobState.FINISHED:
             await changes.receive()
 

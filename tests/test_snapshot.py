@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from supervisor.errors import SnapshotCorrupt, SnapshotUnsupported
+from supervisor.offsets import check_offset
 from supervisor.protocols import Offset
-from supervisor.snapshot import FailureRecord, Snapshot, check_offset, decode, encode, seal
+from supervisor.snapshot import FailureRecord, Snapshot, decode, encode, seal
 from supervisor.states import JobState
 
 PATH = Path("/state/orders.snapshot.toml")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from supervisor.control.protocol import Request, encode_request
+from supervisor.control.protocol import Request, Status, encode_request
 from supervisor.errors import CommandRefused, DaemonUnreachable, UntrustedDaemon
 
 
@@ -187,7 +187,7 @@ def _read_reply(
 def _answers(path: Path, request: Request, timeout: float) -> bool:
     """Whether the daemon answers a `status` of (the first of) the request's jobs now."""
     try:
-        call(path, Request("status", request.jobs[:1]), timeout=timeout)
+        call(path, Status(request.jobs[:1]), timeout=timeout)
     except CommandRefused:
         return True  # it answered
     except DaemonUnreachable:

@@ -1,79 +1,135 @@
-"""What each control verb does to the running supervisor, and how a job is shown."""
+"""What each control request does to the running daemon, and how a job is shown.
+
+The handlers need little of the daemon, and say so in `Daemon`: its job owners, its
+history of state changes, and a reload. They never import the daemon (it imports them).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
 from supervisor.components import check_source_offset
-from supervisor.control.protocol import Request
+from supervisor.control.protocol import (
+    Events,
+    JobCommand,
+    JobVerb,
+    Reload,
+    Request,
+    SetOffset,
+    ShowOffset,
+    Status,
+)
 from supervisor.errors import CommandRefused, ConfigError, FinalCheckpointFailed
-from supervisor.snapshot import check_offset
+from supervisor.history import EventHistory, StateChange
+from supervisor.offsets import MAX_OFFSET_BYTES, check_offset
+from supervisor.states import JobState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-    from supervisor.daemon import StateChange, Supervisor
     from supervisor.job_owner import JobOwner
 
-JOB_VERBS = {"pause", "resume", "stop", "start", "restart", "retry"}
-IDEMPOTENT_VERBS = {"pause", "stop"}
-"""Verbs that succeed, changing nothing, on a job already where they would put it."""
+
+class Daemon(Protocol):
+    """What the control handlers need of the running daemon."""
+
+    @property
+    def owners(self) -> Mapping[str, JobOwner]:
+        """The owner of each job, by name."""
+        ...
+
+    @property
+    def history(self) -> EventHistory: ...
+
+    def owner(self, job: str) -> JobOwner:
+        """The owner of `job` now; CommandRefused if there is no such job."""
+        ...
+
+    async def reload(self) -> dict[str, Any]:
+        """Apply the files as they are now; ConfigError (nothing changed) if they are invalid,
+        CommandRefused if the daemon is stopping."""
+        ...
 
 
-async def dispatch(supervisor: Supervisor, request: Request) -> Any:
-    """Run one request; raises CommandRefused (or ProtocolError) with the reason."""
-    if request.verb == "status":
-        return Listing(_select(supervisor, request.jobs), detail=len(request.jobs) == 1)
-    if request.verb == "events":
-        _check_event_jobs(supervisor, request.jobs)
-        if request.options.get("follow"):
-            return EventFeed(supervisor, request.jobs)
-        wanted = frozenset(request.jobs)
-        return [
-            event_view(change)
-            for change in supervisor.history
-            if not wanted or change.job in wanted
-        ]
-    if request.verb == "reload":
-        try:
-            return {"applied": True, **(await supervisor.reload())}
-        except ConfigError as exc:
-            return {"applied": False, "errors": [str(issue) for issue in exc.issues]}
-    if request.verb == "offset":
-        if len(request.jobs) != 1:
-            raise CommandRefused("offset takes exactly one job")
-        (owner,) = _select(supervisor, request.jobs)
-        if request.options.get("set"):
-            _check_offset(request.value)
-            _check_offset_size(request.value)
-            await _check_source_takes(owner, request.value)
-            await supervisor.command(owner.name, "set_offset", request.value)
-        return {"job": owner.name, "state": owner.state.value, "offset": owner.ledger.offset}
-    if not request.jobs:
-        raise CommandRefused(f"{request.verb} needs at least one job name")
-    owners = _select(supervisor, request.jobs)
-    results = []
-    for owner in owners:
-        before = owner.state
-        try:
-            state = await supervisor.command(owner.name, request.verb)
-        except (CommandRefused, FinalCheckpointFailed) as exc:
-            results.append({"job": owner.name, "ok": False, "error": str(exc)})
-        else:
-            result = {"job": owner.name, "ok": True, "state": state.value}
-            if before is state and request.verb in IDEMPOTENT_VERBS:
-                result["note"] = f"already {state.value}"
-            results.append(result)
-    return results
+async def dispatch(daemon: Daemon, request: Request) -> Any:
+    """Run one request; raises CommandRefused with the reason."""
+    match request:
+        case Status(jobs):
+            return Listing(_select(daemon, jobs), detail=len(jobs) == 1)
+        case Events(jobs, follow):
+            _check_event_jobs(daemon, jobs)
+            if follow:
+                return EventFeed(daemon.history, jobs)
+            wanted = frozenset(jobs)
+            return [
+                event_view(change)
+                for change in daemon.history
+                if not wanted or change.job in wanted
+            ]
+        case Reload():
+            try:
+                return {"applied": True, **(await daemon.reload())}
+            except ConfigError as exc:
+                return {"applied": False, "errors": [str(issue) for issue in exc.issues]}
+        case ShowOffset(job):
+            (owner,) = _select(daemon, (job,))
+            return _offset_view(owner)
+        case SetOffset(job, value):
+            (owner,) = _select(daemon, (job,))
+            _check_new_offset(value)
+            await _check_source_takes(owner, value)
+            await daemon.owner(owner.name).set_offset(value)
+            return _offset_view(owner)
+        case JobCommand(kind, jobs):
+            results = []
+            for owner in _select(daemon, jobs):
+                before = owner.state
+                try:
+                    # Looked up again: a reload during an earlier job's command may have
+                    # replaced (or removed) this one.
+                    state = await run_job_command(daemon.owner(owner.name), kind)
+                except (CommandRefused, FinalCheckpointFailed) as exc:
+                    results.append({"job": owner.name, "ok": False, "error": str(exc)})
+                else:
+                    result = {"job": owner.name, "ok": True, "state": state.value}
+                    if before is state and kind.idempotent:
+                        result["note"] = f"already {state.value}"
+                    results.append(result)
+            return results
+        case _:
+            assert_never(request)
+
+
+async def run_job_command(owner: JobOwner, kind: JobVerb) -> JobState:
+    """Run job command `kind` on `owner`; its state once the command's effect is complete."""
+    match kind:
+        case JobVerb.PAUSE:
+            return await owner.pause()
+        case JobVerb.RESUME:
+            return await owner.resume()
+        case JobVerb.STOP:
+            return await owner.stop()
+        case JobVerb.START:
+            return await owner.start()
+        case JobVerb.RESTART:
+            return await owner.restart()
+        case JobVerb.RETRY:
+            return await owner.retry()
+        case _:
+            assert_never(kind)
+
+
+def _offset_view(owner: JobOwner) -> dict[str, Any]:
+    return {"job": owner.name, "state": owner.state.value, "offset": owner.ledger.offset}
 
 
 STATUS_SLICE = 100
@@ -109,26 +165,13 @@ class Listing:
             return [view async for views in slices for view in views]
 
 
-def _check_offset(value: Any) -> None:
-    """Refuse a value the snapshot cannot store (null, NaN, 2**64, ...) before the job sees it."""
+def _check_new_offset(value: Any) -> None:
+    """Refuse a value the snapshot cannot store (null, NaN, 2**64, ...), or one too long to
+    send with every `status`, before the job sees it."""
     try:
-        check_offset(value)
+        check_offset(value, max_bytes=MAX_OFFSET_BYTES)
     except ValueError as exc:
         raise CommandRefused(f"offset not set: {exc}") from None
-
-
-MAX_OFFSET_BYTES = 64 * 1024
-"""Longest offset `offset --set` stores, as `status` sends it (JSON, non-ASCII escaped):
-every `status` carries every job's offset, so one set once would be paid by each."""
-
-
-def _check_offset_size(value: Any) -> None:
-    size = len(json.dumps(value))  # after _check_offset: nothing here can fail to encode
-    if size > MAX_OFFSET_BYTES:
-        raise CommandRefused(
-            f"offset not set: it is {size:,} bytes as JSON, over the "
-            f"{MAX_OFFSET_BYTES // 1024} KiB limit for an offset"
-        )
 
 
 async def _check_source_takes(owner: JobOwner, value: Any) -> None:
@@ -143,13 +186,13 @@ async def _check_source_takes(owner: JobOwner, value: Any) -> None:
         ) from None
 
 
-def _check_event_jobs(supervisor: Supervisor, names: tuple[str, ...]) -> None:
+def _check_event_jobs(daemon: Daemon, names: tuple[str, ...]) -> None:
     """Refuse names that are no job now and have no kept history (as `status` does)."""
-    unknown = set(names) - set(supervisor.owners)
+    unknown = set(names) - set(daemon.owners)
     if unknown:
-        unknown -= {change.job for change in supervisor.history}
+        unknown -= {change.job for change in daemon.history}
     if unknown:
-        known = ", ".join(sorted(supervisor.owners)) or "none"
+        known = ", ".join(sorted(daemon.owners)) or "none"
         missing = ", ".join(name for name in names if name in unknown)
         raise CommandRefused(f"no job named {missing} (jobs: {known})")
 
@@ -157,13 +200,13 @@ def _check_event_jobs(supervisor: Supervisor, names: tuple[str, ...]) -> None:
 class EventFeed:
     """`events --follow`: the kept history, then every new change as it happens."""
 
-    def __init__(self, supervisor: Supervisor, jobs: tuple[str, ...]) -> None:
-        self._supervisor = supervisor
+    def __init__(self, history: EventHistory, jobs: tuple[str, ...]) -> None:
+        self._history = history
         self._jobs = frozenset(jobs)
 
     async def items(self) -> AsyncGenerator[dict[str, Any], None]:
-        with self._supervisor.follow() as changes:
-            for change in list(self._supervisor.history):
+        with self._history.follow() as changes:
+            for change in list(self._history):
                 if not self._jobs or change.job in self._jobs:
                     yield event_view(change)
             async for change in changes:
@@ -182,14 +225,15 @@ def event_view(change: StateChange) -> dict[str, Any]:
     }
 
 
-def _select(supervisor: Supervisor, names: tuple[str, ...]) -> list[JobOwner]:
-    unknown = [name for name in names if name not in supervisor.owners]
+def _select(daemon: Daemon, names: tuple[str, ...]) -> list[JobOwner]:
+    owners = daemon.owners
+    unknown = [name for name in names if name not in owners]
     if unknown:
-        known = ", ".join(sorted(supervisor.owners)) or "none"
+        known = ", ".join(sorted(owners)) or "none"
         raise CommandRefused(f"no job named {', '.join(unknown)} (jobs: {known})")
     if not names:
-        return [supervisor.owners[name] for name in sorted(supervisor.owners)]
-    return [supervisor.owners[name] for name in names]
+        return [owners[name] for name in sorted(owners)]
+    return [owners[name] for name in names]
 
 
 def job_view(owner: JobOwner, now: float, *, detail: bool = False) -> dict[str, Any]:

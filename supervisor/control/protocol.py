@@ -4,6 +4,10 @@ Request:  ``{"v": 1, "verb": "pause", "jobs": ["orders"], "value": ...}``
 Response: ``{"v": 1, "ok": true, "result": ...}`` or
           ``{"v": 1, "ok": false, "error": "why, and what to do"}``
 
+A request line is decoded here, at the edge, into one typed request per verb
+(`Status`, `Events`, `Reload`, `ShowOffset`, `SetOffset`, `JobCommand`); past this
+module no verb travels as a string. The verbs themselves are the request types'.
+
 A connection may carry several requests, one after another; each is answered in
 order. Replies are strict JSON: a float JSON cannot hold (NaN, Infinity, from a
 plugin's offset) is sent as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
@@ -11,10 +15,11 @@ plugin's offset) is sent as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity
 
 from __future__ import annotations
 
+import enum
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
@@ -25,26 +30,118 @@ MAX_JOBS = 1000
 """Different job names one request may carry (repeats count once): a 64 KiB line could
 otherwise name one job 16,000 times and be answered with 16,000 rows."""
 
+
+class JobVerb(enum.StrEnum):
+    """The commands run on each job a request names (at least one)."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+    START = "start"
+    RESTART = "restart"
+    RETRY = "retry"
+
+    @property
+    def idempotent(self) -> bool:
+        """Succeeds, changing nothing, on a job already where it would put it."""
+        return self in (JobVerb.PAUSE, JobVerb.STOP)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """`status`: every job, or the jobs named (one named: shown in detail)."""
+
+    verb: ClassVar[str] = "status"
+    jobs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    """`events`: the kept state changes of every job, or of the jobs named; with
+    `follow`, then every new one as it happens."""
+
+    verb: ClassVar[str] = "events"
+    jobs: tuple[str, ...] = ()
+    follow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """`reload`: re-read every file and apply the new set."""
+
+    verb: ClassVar[str] = "reload"
+
+    @property
+    def jobs(self) -> tuple[str, ...]:
+        return ()  # a reload names no job (any named in the line are not read)
+
+
+@dataclass(frozen=True, slots=True)
+class ShowOffset:
+    """`offset JOB`: the job's committed offset."""
+
+    verb: ClassVar[str] = "offset"
+    job: str
+
+    @property
+    def jobs(self) -> tuple[str, ...]:
+        return (self.job,)
+
+
+@dataclass(frozen=True, slots=True)
+class SetOffset:
+    """`offset JOB --set VALUE`: make `value` the job's committed offset. `value` is as the
+    client sent it: the daemon checks it (`supervisor.offsets.check_offset`)."""
+
+    verb: ClassVar[str] = "offset"
+    job: str
+    value: Any
+
+    @property
+    def jobs(self) -> tuple[str, ...]:
+        return (self.job,)
+
+
+@dataclass(frozen=True, slots=True)
+class JobCommand:
+    """`pause`, `resume`, `stop`, `start`, `restart` or `retry` of each job named."""
+
+    kind: JobVerb
+    jobs: tuple[str, ...]
+
+    @property
+    def verb(self) -> str:
+        return self.kind.value
+
+
+Request = Status | Events | Reload | ShowOffset | SetOffset | JobCommand
+"""Every request a client can send."""
+
 VERBS = frozenset(
-    {"status", "pause", "resume", "stop", "start", "restart", "retry", "offset", "events", "reload"}
+    {*(kind.verb for kind in (Status, Events, Reload, ShowOffset, SetOffset))}
+    | {verb.value for verb in JobVerb}
 )
+"""Every verb, as it is spelled on the wire."""
 
 
 class ProtocolError(ValueError):
     """A request that is not valid protocol; the message goes back to the client."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    verb: str
-    jobs: tuple[str, ...] = ()
-    value: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
 def encode_request(request: Request) -> bytes:
-    body = {"v": VERSION, "verb": request.verb, "jobs": list(request.jobs), "value": request.value}
-    return (json.dumps({**body, **request.options}) + "\n").encode()
+    body: dict[str, Any] = {
+        "v": VERSION,
+        "verb": request.verb,
+        "jobs": list(request.jobs),
+        "value": None,
+    }
+    match request:
+        case Events(follow=True):
+            body["follow"] = True
+        case SetOffset(value=value):
+            body["value"] = value
+            body["set"] = True
+    return (json.dumps(body) + "\n").encode()
 
 
 def decode_request(line: bytes) -> Request:
@@ -79,11 +176,30 @@ def decode_request(line: bytes) -> Request:
             f"a request names at most {MAX_JOBS} different jobs (this one names {len(jobs)}): "
             "split it, or name none to mean every job"
         )
-    options = {k: v for k, v in body.items() if k not in ("v", "verb", "jobs", "value")}
     for flag in ("set", "follow"):
-        if not isinstance(options.get(flag, False), bool):
-            raise ProtocolError(f"{flag} must be true or false, got {_short(options[flag])}")
-    return Request(verb, tuple(jobs), body.get("value"), options)
+        if not isinstance(body.get(flag, False), bool):
+            raise ProtocolError(f"{flag} must be true or false, got {_short(body[flag])}")
+    return _typed(verb, tuple(jobs), body)
+
+
+def _typed(verb: str, jobs: tuple[str, ...], body: dict[str, Any]) -> Request:
+    """The request `verb` makes of `jobs` and the rest of a checked `body`."""
+    match verb:
+        case Status.verb:
+            return Status(jobs)
+        case Events.verb:
+            return Events(jobs, follow=body.get("follow", False))
+        case Reload.verb:
+            return Reload()
+        case ShowOffset.verb:
+            if len(jobs) != 1:
+                raise ProtocolError("offset takes exactly one job")
+            if body.get("set", False):
+                return SetOffset(jobs[0], body.get("value"))
+            return ShowOffset(jobs[0])
+    if not jobs:
+        raise ProtocolError(f"{verb} needs at least one job name")
+    return JobCommand(JobVerb(verb), jobs)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
