@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import structlog
@@ -41,12 +41,9 @@ from supervisor.loop_lag import probe_wanted, report_loop_lag
 from supervisor.notify import SystemdNotifier, status_line
 from supervisor.reload import ReloadPlan, plan_reload
 from supervisor.snapshot import Snapshot
-from supervisor.snapshot_store import SnapshotStore
+from supervisor.snapshot_store import SnapshotStorage, SnapshotStore
 from supervisor.start_slots import StartSlots
 from supervisor.states import ACTIVE, JobState
-
-if TYPE_CHECKING:
-    from supervisor.testing import InMemorySnapshotStore
 
 log = structlog.get_logger("supervisor.daemon")
 
@@ -99,7 +96,7 @@ class Supervisor:
         config: Config,
         *,
         exit_when_idle: bool = False,
-        store: SnapshotStore | InMemorySnapshotStore | None = None,
+        store: SnapshotStorage | None = None,
         components: Components = DEFAULT_COMPONENTS,
         control_socket: bool = True,
         read_config: Callable[[Path], Awaitable[Config]] = read_config_files,
