@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import structlog
@@ -38,12 +38,9 @@ from supervisor.loop_lag import probe_wanted, report_loop_lag
 from supervisor.notify import SystemdNotifier, status_line
 from supervisor.reload import ReloadPlan, plan_reload
 from supervisor.snapshot import Snapshot
-from supervisor.snapshot_store import SnapshotStore
+from supervisor.snapshot_store import SnapshotStorage, SnapshotStore
 from supervisor.start_slots import StartSlots
 from supervisor.states import ACTIVE, JobState
-
-if TYPE_CHECKING:
-    from supervisor.testing import InMemorySnapshotStore
 
 log = structlog.get_logger("supervisor.daemon")
 
@@ -77,7 +74,7 @@ class Supervisor:
         config: Config,
         *,
         exit_when_idle: bool = False,
-        store: SnapshotStore | InMemorySnapshotStore | None = None,
+        store: SnapshotStorage | None = None,
         components: Components = DEFAULT_COMPONENTS,
         control_socket: bool = True,
         read_config: Callable[[Path], Awaitable[Config]] = read_config_files,

@@ -1,9 +1,16 @@
-"""The one writer of a job's snapshot.
+"""The one writer of a job's snapshot, and the one owner of its generations.
 
 Both the job's owner (state changes) and its running attempt (checkpoints)
-persist through the same `JobLedger`, which serialises the writes and keeps
-the last snapshot written, so generations only grow and no write is lost to a
-race between the two.
+persist through the same `JobLedger`, which numbers each write (the last
+generation plus one) and makes the job's calls to the store one at a time under
+its one lock, so generations only grow and no write is lost to a race between
+the two. The store writes what it is given: it neither counts generations nor
+orders calls (`supervisor.snapshot_store`).
+
+Generations only grow, whatever happens: a failed write uses up its generation
+(it may have reached the disk); a set-aside goes on from the set-aside
+generation; a reload of an older file (an operator's restore) keeps the higher
+number.
 """
 
 from __future__ import annotations
@@ -11,28 +18,17 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
 from supervisor.errors import SnapshotError
 from supervisor.protocols import Offset
 from supervisor.snapshot import Snapshot
+from supervisor.snapshot_store import SnapshotStorage
 from supervisor.states import JobState
 
 _NEVER = datetime.fromtimestamp(0, UTC)
-
-
-class SnapshotStorage(Protocol):
-    """What a ledger needs of a store: `SnapshotStore`, or the in-memory one for tests."""
-
-    async def load(self, job: str) -> Snapshot | None: ...
-
-    async def write(self, snapshot: Snapshot) -> Snapshot: ...
-
-    async def set_aside(self, job: str, reason: str) -> Path | None: ...
-
-    def path_for(self, job: str) -> Path: ...
 
 
 class JobLedger:
@@ -40,6 +36,7 @@ class JobLedger:
 
     def __init__(self, store: SnapshotStorage, job: str, snapshot: Snapshot | None) -> None:
         self._store = store
+        # The one lock ordering this job's calls to the store (write, set-aside, reload).
         # fast_acquire: a checkpoint takes it free almost always; no loop turn for that.
         self._lock = anyio.Lock(fast_acquire=True)
         # Generation 0 is never written: it only seeds the first successor.
@@ -66,11 +63,18 @@ class JobLedger:
         return self.snapshot.offset
 
     async def write(self, **changes: Any) -> Snapshot:
-        """Durably write the last snapshot with `changes`; raises SnapshotWriteError.
+        """Durably write the last snapshot with `changes` as the next generation; raises
+        SnapshotWriteError.
 
         Unless `changes` says otherwise, the snapshot records `live_state` and `live_since`,
-        and a new offset (a checkpoint) is not one the operator chose.
+        and a new offset (a checkpoint) is not one the operator chose. ValueError if
+        `changes` names a generation: the ledger numbers them.
         """
+        if "generation" in changes:
+            raise ValueError(
+                f"snapshot of {self.snapshot.job}: the ledger numbers generations "
+                "(each the last plus one): generations only grow"
+            )
         changes.setdefault("state", self.live_state)
         changes.setdefault("since", self.live_since)
         changes.setdefault("disabled", self.live_disabled and changes["state"] is JobState.STOPPED)

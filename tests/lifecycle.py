@@ -14,11 +14,11 @@ from supervisor.ledger import JobLedger
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import (
-    InMemorySnapshotStore,
     RecordingSink,
     ScriptedSource,
     fixed_components,
 )
+from tests.in_memory_store import InMemorySnapshotStore
 
 
 @dataclass

@@ -45,9 +45,9 @@ from supervisor.daemon import Supervisor
 from supervisor.errors import SupervisorError
 from supervisor.snapshot import decode
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore
 from tests.daemon_process import DaemonProcess, write_config
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 
 DAEMON = """\
 [supervisor]

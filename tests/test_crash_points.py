@@ -1,6 +1,7 @@
 """Crash-point sweep of the snapshot writer: a process killed after each step of
 the durable write leaves exactly the old or the new generation, checksum valid,
-and no temp file once the store is prepared again."""
+and no temp file once the store is prepared again. The writer is a subprocess
+whose store is given an `on_step` hook that exits (status 70) after the chosen step."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from supervisor.snapshot_store import CRASH_AT_ENV, WRITE_STEPS, SnapshotStore
+from supervisor.snapshot_store import WRITE_STEPS, SnapshotStore
 
 WRITER = textwrap.dedent(
     """
@@ -25,6 +26,11 @@ WRITER = textwrap.dedent(
     from supervisor.states import JobState
 
     directory, crash_at, broken = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "broken"
+
+    def crash(step):
+        # The process dies right after `crash_at`: no cleanup, no flush, like a kill.
+        if step == crash_at:
+            os._exit(70)
 
     def write_in_place(self, job, data):
         # A writer with no temp file and no previous generation: what the
@@ -50,16 +56,15 @@ WRITER = textwrap.dedent(
         first = Snapshot(job="j", generation=1, offset=100, state=JobState.RUNNING,
                          written_at=datetime.now(UTC))
         await store.write(first)
-        os.environ["{env}"] = crash_at
         if broken:
             SnapshotStore._write_all = write_all_in_place
-        crashing = SnapshotStore(directory)
+        crashing = SnapshotStore(directory, on_step=crash)
         await crashing.load("j")
         await crashing.write(first.successor(offset=200))
 
     anyio.run(main)
     """
-).replace("{env}", CRASH_AT_ENV)
+)
 
 
 def crash_after(step: str, directory: Path, *, broken: bool = False) -> int:

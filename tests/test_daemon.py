@@ -14,9 +14,10 @@ from supervisor.config.model import Config, DaemonConfig, JobConfig, RetryPolicy
 from supervisor.daemon import Supervisor
 from supervisor.errors import CommandRefused, FatalError, TransientError
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from supervisor.testing import RecordingSink, ScriptedSource
 from tests.conftest import virtual_time_backend
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.lifecycle import eventually
 
 pytestmark = pytest.mark.anyio

@@ -19,9 +19,10 @@ from supervisor.errors import CommandRefused, FatalError, FinalCheckpointFailed,
 from supervisor.snapshot import decode
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from supervisor.testing import RecordingSink, ScriptedSource
 from tests.conftest import virtual_time_backend
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.lifecycle import running_job, states_of
 
 pytestmark = pytest.mark.anyio

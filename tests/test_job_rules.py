@@ -33,9 +33,10 @@ from supervisor.states import (
     offset_refusal,
     retry_refusal,
 )
-from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from supervisor.testing import RecordingSink, ScriptedSource
 from tests.conftest import virtual_time_backend
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.lifecycle import Watch, running_job, states_of
 
 pytestmark = pytest.mark.anyio

@@ -36,12 +36,12 @@ from supervisor.ledger import JobLedger
 from supervisor.start_slots import StartSlots
 from supervisor.states import Event, IllegalTransition, JobState, next_state
 from supervisor.testing import (
-    InMemorySnapshotStore,
     RecordingSink,
     ScriptedSource,
     fixed_components,
 )
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 
 JOBS = ("alpha", "beta")
 VERBS = tuple(JobVerb)

@@ -15,9 +15,9 @@ from structlog.testing import capture_logs
 from supervisor.config.loader import load_config
 from supervisor.daemon import Supervisor
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore
 from tests.conftest import virtual_time_backend
 from tests.daemon_process import DaemonProcess, write_config
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.lifecycle import eventually
 from tests.slow_parts import World
 from tests.test_reload import IN_PROCESS, QUICK

@@ -39,10 +39,11 @@ from supervisor.protocols import Offset
 from supervisor.retry import is_fatal
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore, RecordingSink, ScriptedSource
+from supervisor.testing import RecordingSink, ScriptedSource
 from tests.conftest import virtual_time_backend
 from tests.daemon_process import DaemonProcess, write_config
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.lifecycle import running_job
 
 R = JobState

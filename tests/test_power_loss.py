@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from supervisor import snapshot_store
+from supervisor import snapshot_files
 from supervisor.durable import write_all
 from supervisor.errors import SnapshotError
 from supervisor.snapshot import Snapshot, encode
@@ -115,9 +115,9 @@ def mutant(*, fsync_temp: str, fsync_directory: bool) -> Writer:
     """The write's steps in one place, with its fsyncs moved or left out."""
 
     def write(store: SnapshotStore, job: str, data: bytes) -> None:
-        with snapshot_store._directory(store.directory) as fd:
-            temp = snapshot_store._temp_name(job)
-            file = os.open(temp, snapshot_store._OPEN_TEMP, 0o600, dir_fd=fd)
+        with snapshot_files.open_directory(store.directory) as fd:
+            temp = snapshot_files.temp_name(job)
+            file = os.open(temp, snapshot_files._OPEN_TEMP, 0o600, dir_fd=fd)
             write_all(file, data)
             if fsync_temp == "before rename":
                 os.fsync(file)

@@ -23,10 +23,10 @@ from supervisor.errors import CommandRefused, ConfigError
 from supervisor.notify import SystemdNotifier
 from supervisor.snapshot import decode
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore
 from tests.conftest import virtual_time_backend
 from tests.daemon_process import DaemonProcess, write_config
 from tests.helpers import run_cli as cli
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.lifecycle import eventually
 from tests.slow_parts import World
 from tests.test_control import DAEMON

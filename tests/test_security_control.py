@@ -44,9 +44,9 @@ from supervisor.control.server import MAX_CLIENTS, follower_limit, uid_limit
 from supervisor.daemon import Supervisor
 from supervisor.offsets import MAX_OFFSET_BYTES
 from supervisor.states import JobState
-from supervisor.testing import InMemorySnapshotStore
 from tests.daemon_process import DaemonProcess, write_config
 from tests.helpers import make_job, throwaway_user
+from tests.in_memory_store import InMemorySnapshotStore
 
 pytestmark = pytest.mark.slow
 

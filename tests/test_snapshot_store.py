@@ -20,13 +20,14 @@ import anyio.to_thread
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor import snapshot_store
+from supervisor import snapshot_files, snapshot_store
 from supervisor.errors import (
     SnapshotCorrupt,
     SnapshotError,
     SnapshotUnsupported,
     SnapshotWriteError,
 )
+from supervisor.ledger import JobLedger
 from supervisor.snapshot import Snapshot, decode, encode, seal
 from supervisor.snapshot_store import WRITE_STEPS, SnapshotStore
 from supervisor.states import JobState
@@ -223,7 +224,8 @@ async def test_a_failed_directory_fsync_is_reported_and_keeps_prev(
 async def test_a_failed_write_can_be_retried_with_the_same_generation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only a completed write raises the generation floor, so the caller's retry succeeds."""
+    """The store writes the generation it is given, after a failure too: generations are
+    its caller's to number (`JobLedger`, tests/test_ledger.py), and the store keeps none."""
     store = await store_with(tmp_path, 1)
     fail_when(monkeypatch, "fsync", lambda fd: True, errno.EIO)
     with pytest.raises(SnapshotWriteError):
@@ -232,16 +234,43 @@ async def test_a_failed_write_can_be_retried_with_the_same_generation(
     assert (await store.write(snap(2))).generation == 2
 
 
-async def test_generations_must_grow(tmp_path: Path) -> None:
-    """Writing a generation not above the last written or loaded one is a ValueError."""
-    store = await store_with(tmp_path, 5)
-    with pytest.raises(ValueError, match="generations only grow"):
-        await store.write(snap(5))
-    fresh = SnapshotStore(store.directory)
-    await fresh.load("orders")
-    with pytest.raises(ValueError, match="generations only grow"):
-        await fresh.write(snap(3))
-    await fresh.write(snap(6))
+async def test_a_call_overlapping_another_of_the_same_job_is_refused(tmp_path: Path) -> None:
+    """A job's calls come one at a time from its ledger; one overlapping another of the same
+    job is a bug, refused (RuntimeError) rather than run in a second thread on the same
+    files. Other jobs are not held up, and the first call completes."""
+    release = threading.Event()
+
+    def hold(step: str) -> None:
+        if step == "temp_written":
+            release.wait()
+
+    store = SnapshotStore(tmp_path / "state", on_step=hold)
+    await store.prepare()
+    written: list[Snapshot] = []
+
+    async def write_first() -> None:
+        written.append(await store.write(snap(1)))
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(write_first)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(RuntimeError, match="overlapped"):
+                await store.write(snap(2))
+            with pytest.raises(RuntimeError, match="overlapped"):
+                await store.load("orders")
+            with pytest.raises(RuntimeError, match="overlapped"):
+                await store.load_many(["billing", "orders"])
+            with pytest.raises(RuntimeError, match="overlapped"):
+                await store.set_aside("orders", "failed")
+            assert await store.load("billing") is None
+            release.set()
+    finally:
+        release.set()
+    assert [snapshot.generation for snapshot in written] == [1]
+    loaded = await store.load("orders")
+    assert loaded is not None
+    assert loaded.generation == 1
 
 
 async def test_prepare_removes_only_stale_temp_files(tmp_path: Path) -> None:
@@ -313,7 +342,7 @@ async def test_a_symlink_at_the_temp_path_is_not_written_through(
     victim.write_bytes(b"precious")
     temp = store.directory / ".orders.snapshot.0000000000000000.tmp"
     temp.symlink_to(victim)
-    monkeypatch.setattr(snapshot_store, "_temp_name", lambda job: temp.name)
+    monkeypatch.setattr(snapshot_files, "temp_name", lambda job: temp.name)
     with pytest.raises(SnapshotWriteError, match="EEXIST"):
         await store.write(snap(2))
     assert victim.read_bytes() == b"precious"
@@ -610,8 +639,10 @@ async def test_load_many_gives_what_each_load_gives(tmp_path: Path) -> None:
         "fallback",
         "prev-only",
     ]
-    with pytest.raises(ValueError, match="generations only grow"):  # as after a load
-        await many.write(snap(2, job="good"))
+    good = results["good"]
+    assert isinstance(good, Snapshot)
+    # The daemon builds each job's ledger from what load_many gave: it writes on from there.
+    assert (await JobLedger(many, "good", good).write()).generation == good.generation + 1
 
 
 async def test_load_many_in_a_refused_directory_gives_each_job_the_refusal(tmp_path: Path) -> None:

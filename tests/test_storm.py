@@ -17,13 +17,13 @@ from supervisor.retry import backoff_delay
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import (
-    InMemorySnapshotStore,
     RecordingSink,
     ScriptedSource,
     fixed_components,
 )
 from tests.conftest import virtual_time_backend
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.lifecycle import Watch
 
 pytestmark = pytest.mark.anyio

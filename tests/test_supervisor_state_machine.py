@@ -26,8 +26,9 @@ from trio.testing import MockClock
 from supervisor.config.model import CheckpointPolicy, Config, DaemonConfig
 from supervisor.daemon import Supervisor
 from supervisor.snapshot import decode
-from supervisor.testing import InMemorySnapshotStore, ScriptedSource
+from supervisor.testing import ScriptedSource
 from tests.helpers import make_job
+from tests.in_memory_store import InMemorySnapshotStore
 from tests.slow_parts import GatedSink, World
 
 JOBS = ("alpha", "beta")
