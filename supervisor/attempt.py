@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 import anyio.lowlevel
@@ -154,12 +154,29 @@ class Attempt:
             self.opened_at = anyio.current_time()
             self._healthy_at = self.opened_at + self.job.retry.reset_after
             self._listener.opened()
+            if offset is None:
+                offset = await self._pin_start(source, sink)
             return await self._pump(source, sink, processor, offset)
         finally:
             with anyio.CancelScope(shield=True) as self._close_scope:
                 if self._abandoned:
                     self._close_scope.cancel()
                 await _close_quietly(self.job.name, source, sink)
+
+    async def _pin_start(self, source: Source, sink: Sink) -> Offset | None:
+        """Checkpoint where a source with nothing to resume from began, before it reads.
+
+        Where such a source starts depends on when it opens (the file at its path now,
+        that file's end now): a retry or restart before the first checkpoint would
+        otherwise start afresh, and skip a file rotated in between or the lines
+        appended since. Only sources that can say (`position`, see
+        `supervisor.protocols.Source`) are pinned.
+        """
+        position = getattr(source, "position", None)
+        start = position() if callable(position) else None
+        if start is not None:
+            await self._checkpoint(sink, start)
+        return cast("Offset | None", start)
 
     async def _pump(
         self, source: Source, sink: Sink, processor: BatchProcessor, committed: Offset | None

@@ -81,6 +81,14 @@ class Source(Protocol):
     # `supervisor offset JOB --set VALUE` calls it (in a worker thread) before storing
     # VALUE, so an offset the source cannot resume from is refused, not stored to fail
     # the job at its next start.
+    #
+    #     def position(self) -> Offset | None:
+    #         """Where the source stands now: right after `open` with no offset, where
+    #         reading begins (the file's identity and 0, or its end)."""
+    #
+    # A source whose start depends on when it opens should define it: the attempt
+    # checkpoints that position before the first read, so a retry or a restart
+    # before the first checkpoint resumes there instead of starting afresh.
 
 
 @runtime_checkable

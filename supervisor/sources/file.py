@@ -117,6 +117,10 @@ class FileSource:
         self._offset_without_file = offset
         await anyio.to_thread.run_sync(self._open_sync, saved)
 
+    def position(self) -> Offset | None:
+        """Where reading begins or goes on: pinned by the attempt before its first read."""
+        return self._offset()
+
     async def read(self, max_records: int, wait: float) -> Batch:
         if max_records < 1:
             raise ValueError(f"max_records must be at least 1, got {max_records}")
