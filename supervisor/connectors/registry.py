@@ -17,7 +17,6 @@ the type, the distribution and the error; it never stops the others.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +127,10 @@ class Registry:
     @classmethod
     def discover(cls) -> Registry:
         """The connectors the installed distributions register (`installed` caches this)."""
+        # Imported here: it is costly, and only loading job files needs it (not
+        # `supervisor status` and the other commands that only read the daemon file).
+        import importlib.metadata
+
         found = [
             Registration(
                 entry.name,
@@ -138,6 +141,10 @@ class Registry:
             for entry in importlib.metadata.entry_points(group=GROUP)
         ]
         return cls(found, problem=_own_problem(found))
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return [entry for entries in self._registered.values() for entry in entries]
 
     def __contains__(self, type_name: object) -> bool:
         return type_name in self._registered
@@ -241,6 +248,8 @@ def sink_role(config: ConnectorConfig) -> SinkRole[Any]:
 
 def _own_problem(found: Sequence[Registration]) -> str | None:
     """Why this project's own connectors are missing from `found`, if they are."""
+    import importlib.metadata
+
     try:
         importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
