@@ -120,7 +120,8 @@ class Registry:
         self._registered: dict[str, list[Registration]] = {}
         for registration in registrations:
             self._registered.setdefault(registration.type, []).append(registration)
-        self._loaded: dict[str, Connector | PluginError] = {}
+        self._loaded: dict[str, Connector | str] = {}
+        """Each type once loaded: its connector, or why it cannot be used."""
         self.problem = problem
         """Why connectors one expects are missing (this project is not installed)."""
 
@@ -155,29 +156,31 @@ class Registry:
         loaded = self._loaded.get(type_name)
         if loaded is None:
             loaded = self._loaded[type_name] = self._load(self._registered[type_name])
-        if isinstance(loaded, PluginError):
-            raise loaded
+        if isinstance(loaded, str):
+            raise PluginError(loaded)
         return loaded
 
     def types(self, role: Role) -> list[str]:
         """The usable types that can be a `role`, sorted (this loads every connector)."""
+        return [connector.type for connector in self.load_all() if connector.role(role) is not None]
+
+    def load_all(self) -> list[Connector]:
+        """Every usable connector, by type; those that cannot be used are left out."""
         usable = []
         for type_name in sorted(self._registered):
             try:
-                connector = self.get(type_name)
+                usable.append(self.get(type_name))
             except PluginError:
                 continue
-            if connector.role(role) is not None:
-                usable.append(type_name)
         return usable
 
-    def _load(self, registrations: list[Registration]) -> Connector | PluginError:
+    def _load(self, registrations: list[Registration]) -> Connector | str:
         first = registrations[0]
         if len(registrations) > 1:
             # Neither wins: which one would depend on the order of sys.path, and
             # the other one's jobs would silently run someone else's code.
             listed = "; ".join(registration.describe() for registration in registrations)
-            return PluginError(
+            return (
                 f'connector type "{first.type}" is registered more than once: {listed}; '
                 "uninstall all but one"
             )
@@ -185,16 +188,16 @@ class Registry:
         try:
             connector = load_reference(first.reference)
         except PluginError as exc:
-            return PluginError(f"{where} cannot be loaded: {exc}")
+            return f"{where} cannot be loaded: {exc}"
         if not isinstance(connector, Connector):
-            return PluginError(f"{where} is {type(connector).__name__!r}, not a Connector")
+            return f"{where} is {type(connector).__name__!r}, not a Connector"
         if connector.type != first.type:
-            return PluginError(f'{where} declares type "{connector.type}" instead')
+            return f'{where} declares type "{connector.type}" instead'
         configs = [part.config for part in (connector.source, connector.sink) if part is not None]
         for config in configs:
             owner = _DECLARED.get(config, connector)
             if owner is not connector:
-                return PluginError(
+                return (
                     f"{where} declares {config.__qualname__}, the config class of "
                     f'connector "{owner.type}": each connector declares its own'
                 )
@@ -223,8 +226,7 @@ def connector_for(config: ConnectorConfig) -> Connector:
     """
     connector = _DECLARED.get(type(config))
     if connector is None:
-        registry = installed()
-        registry.types("source")  # loads every connector
+        installed().load_all()
         connector = _DECLARED.get(type(config))
     if connector is None:
         cls = type(config)
