@@ -222,20 +222,17 @@ def _typed_table(
         problems.append(Problem(role, f"expected a table, got {describe(table)}", inherited))
         return None
     kind = unwrap(table.get("type"))
-    from_defaults = inherited or isinstance(table.get("type"), Inherited)
     if kind is None and partial:
         return None  # a default [source] may leave the type to each job
-    part = None
-    if isinstance(kind, str) and kind in connectors:
-        try:
-            part = connectors.get(kind).role(role)
-        except PluginError as exc:
-            problems.append(Problem(f"{role}.type", str(exc), from_defaults))
-            return None
+    part, unusable = None, ""
+    try:
+        part = connectors.role(kind, role) if isinstance(kind, str) else None
+    except PluginError as exc:
+        unusable = str(exc)  # registered, but its module or declaration is broken
     if part is None:
-        problems.append(
-            Problem(f"{role}.type", _unknown_type(kind, role, connectors), from_defaults)
-        )
+        message = unusable or _unknown_type(kind, role, connectors)
+        from_defaults = inherited or isinstance(table.get("type"), Inherited)
+        problems.append(Problem(f"{role}.type", message, from_defaults))
         return None
     rest = {key: value for key, value in table.items() if key != "type"}
     before = len(problems)

@@ -160,6 +160,17 @@ class Registry:
             raise PluginError(loaded)
         return loaded
 
+    def role(self, type_name: str, role: Role) -> SourceRole[Any] | SinkRole[Any] | None:
+        """What the connector registered as `type_name` declares for `role`: None if
+        nothing registers the type or its connector does not play that role;
+        `PluginError` saying why if it cannot be used."""
+        connector = self._loaded.get(type_name)
+        if not isinstance(connector, Connector):
+            if type_name not in self._registered:
+                return None
+            connector = self.get(type_name)
+        return connector.source if role == "source" else connector.sink
+
     def types(self, role: Role) -> list[str]:
         """The usable types that can be a `role`, sorted (this loads every connector)."""
         return [connector.type for connector in self.load_all() if connector.role(role) is not None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 
 from supervisor.connectors import Connector, SourceRole, kinds, setting
 
@@ -28,7 +28,7 @@ class FileSourceConfig:
     format: LineFormat = field(
         default="lines",
         metadata=setting(
-            kinds.choice("lines", "jsonl"),
+            kinds.choice(*get_args(LineFormat)),
             '"lines": each line is a string; "jsonl": each line is parsed as JSON.',
         ),
     )
@@ -42,7 +42,7 @@ class FileSourceConfig:
     start: StartAt = field(
         default="beginning",
         metadata=setting(
-            kinds.choice("beginning", "end"), "Where a job without a snapshot starts reading."
+            kinds.choice(*get_args(StartAt)), "Where a job without a snapshot starts reading."
         ),
     )
     poll_interval: float = field(
