@@ -35,7 +35,8 @@ from supervisor.connectors.file.source import FileSource
 from supervisor.connectors.jsonl import JsonlSinkConfig
 from supervisor.connectors.jsonl.sink import JsonlSink
 from supervisor.connectors.jsonl.torn_line import is_torn_json_line
-from supervisor.connectors.sqlite import SqliteSink, SqliteSinkConfig, table_rows
+from supervisor.connectors.sqlite import SqliteSinkConfig
+from supervisor.connectors.sqlite.sink import SqliteSink, table_rows
 from supervisor.errors import FatalError, UnsafeFile
 from supervisor.processing import BatchProcessor
 from supervisor.protocols import Record, Rejected

@@ -10,7 +10,8 @@ import pytest
 from supervisor.connectors.basic import NullSink, StdoutSink
 from supervisor.connectors.jsonl import JsonlSinkConfig
 from supervisor.connectors.jsonl.sink import JsonlSink
-from supervisor.connectors.sqlite import SqliteSink, SqliteSinkConfig, table_rows
+from supervisor.connectors.sqlite import SqliteSinkConfig
+from supervisor.connectors.sqlite.sink import SqliteSink, table_rows
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""The ``sqlite`` connector: a sink whose rows and the job's offset committed in one transaction.
+"""The ``sqlite`` sink: rows and the job's offset committed in one transaction.
 
 Because the offset commits atomically with the rows, a restart resumes from
 exactly the last committed row: exactly-once delivery. On open the sink's
@@ -12,39 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 
-from supervisor.connectors import Connector, SinkRole, kinds, setting
+from supervisor.connectors.sqlite import SqliteSinkConfig
 from supervisor.errors import UnsafeFile
 from supervisor.protocols import Offset, Record
 from supervisor.safe_open import create_or_open
 
-if TYPE_CHECKING:
-    from supervisor.config.model import JobConfig
-
 OFFSETS_TABLE = "stream_supervisor_offsets"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SqliteSinkConfig:
-    """``type = "sqlite"``: rows and the job's offset committed in one transaction."""
-
-    path: Path = field(metadata=setting(kinds.path(), "The database file."))
-    table: str = field(
-        default="records",
-        metadata=setting(
-            kinds.text(re.compile(r"[A-Za-z_]\w{0,62}", re.ASCII), "an SQL identifier"),
-            "The table records go to, one row each.",
-        ),
-    )
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -161,14 +141,3 @@ def table_rows(path: Path, table: str = "records") -> list[str]:
     """Every record stored in `table`, in insertion order (for tests and tools)."""
     with closing(sqlite3.connect(path)) as db:
         return [row[0] for row in db.execute(f'SELECT record FROM "{table}" ORDER BY id')]
-
-
-def _build(config: SqliteSinkConfig, job: JobConfig) -> SqliteSink:
-    return SqliteSink(config, job.name)
-
-
-CONNECTOR = Connector(
-    type="sqlite",
-    doc="Rows in an SQLite table, committed with the job's offset: exactly-once.",
-    sink=SinkRole(config=SqliteSinkConfig, build=_build),
-)
