@@ -21,8 +21,8 @@ from pathlib import Path
 import anyio
 
 from supervisor import attempt, cli
+from supervisor.connectors.jsonl.sink import JsonlSink
 from supervisor.protocols import Offset, Sink
-from supervisor.sinks.jsonl import JsonlSink
 
 SLOW_FLUSH = 0.3
 """Seconds every jsonl flush waits before writing: a slow disk."""

@@ -10,12 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from supervisor.config.model import (
-    CheckpointPolicy,
-    GenerateSourceConfig,
-    JobConfig,
-    NullSinkConfig,
-)
+from supervisor.config.model import CheckpointPolicy, JobConfig
+from supervisor.connectors.basic import NullSinkConfig
+from supervisor.connectors.generate import GenerateSourceConfig
 
 
 def make_job(name: str = "job", **changes: Any) -> JobConfig:

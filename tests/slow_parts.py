@@ -15,8 +15,8 @@ import anyio.lowlevel
 
 from supervisor.components import Components
 from supervisor.config.model import Config, JobConfig
+from supervisor.connectors.basic import NullSink
 from supervisor.protocols import Offset
-from supervisor.sinks.basic import NullSink
 from supervisor.testing import RecordingSink, ScriptedSource
 
 

@@ -11,19 +11,17 @@ from supervisor.config.loader import load_config, load_daemon_config
 from supervisor.config.model import (
     CheckpointPolicy,
     DaemonConfig,
-    FileSourceConfig,
-    GenerateSourceConfig,
     JobConfig,
-    JsonlSinkConfig,
-    NullSinkConfig,
     ProcessorConfig,
-    PythonSinkConfig,
-    PythonSourceConfig,
     RecordsPolicy,
     RetryPolicy,
-    SqliteSinkConfig,
-    StdoutSinkConfig,
 )
+from supervisor.connectors.basic import NullSinkConfig, StdoutSinkConfig
+from supervisor.connectors.file import FileSourceConfig
+from supervisor.connectors.generate import GenerateSourceConfig
+from supervisor.connectors.jsonl import JsonlSinkConfig
+from supervisor.connectors.python import PythonSinkConfig, PythonSourceConfig
+from supervisor.connectors.sqlite import SqliteSinkConfig
 from supervisor.errors import ConfigError
 
 VALID_JOB = '[source]\ntype = "generate"\n[sink]\ntype = "null"\n'
@@ -318,7 +316,7 @@ def test_unknown_keys_suggest_the_closest(tmp_path: Path) -> None:
         ("processor.function", '"no_colon"', 'expected a reference like "package.module:Name"'),
         ("source.count", "-1", "expected an integer of at least 0"),
         ("source.rate", "-0.5", "expected a finite number of at least 0"),
-        ("sink.type", '"kafka"', 'expected one of "jsonl", "sqlite", "stdout", "null", "python"'),
+        ("sink.type", '"kafka"', 'expected one of "jsonl", "null", "python", "sqlite", "stdout"'),
         ("source.type", "{ a = 1 }", 'expected one of "file", "generate", "python", got a table'),
     ],
 )

@@ -29,7 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.config.model import Config, DaemonConfig, GenerateSourceConfig
+from supervisor.config.model import Config, DaemonConfig
+from supervisor.connectors.generate import GenerateSourceConfig
 from supervisor.control.client import call, connect
 from supervisor.control.commands import EventFeed, Listing, dispatch
 from supervisor.control.protocol import (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sinks.sqlite import table_rows
+from supervisor.connectors.sqlite.sink import table_rows
 from tests.daemon_process import DaemonProcess, write_config
 
 pytestmark = pytest.mark.slow

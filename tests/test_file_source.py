@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from supervisor.config.model import FileSourceConfig, LineFormat, StartAt
+from supervisor.connectors.file import FileSourceConfig, LineFormat, StartAt
+from supervisor.connectors.file.source import FileSource
 from supervisor.protocols import Batch, Offset, Record
-from supervisor.sources.file import FileSource
 
 POLL = 0.01
 WAIT = 0.05  # several polls, so one read() sees a rotated file through to the new one

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.config.model import GenerateSourceConfig
-from supervisor.sources.generate import GenerateSource
+from supervisor.connectors.generate import GenerateSource, GenerateSourceConfig
 from tests.conftest import virtual_time_backend
 
 

@@ -32,13 +32,9 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from supervisor.components import DEFAULT_COMPONENTS, Components
-from supervisor.config.model import (
-    Config,
-    DaemonConfig,
-    GenerateSourceConfig,
-    JobConfig,
-    PythonSourceConfig,
-)
+from supervisor.config.model import Config, DaemonConfig, JobConfig
+from supervisor.connectors.generate import GenerateSourceConfig
+from supervisor.connectors.python import PythonSourceConfig
 from supervisor.control.protocol import MAX_JOBS, MAX_REQUEST_BYTES, encode_json, encode_response
 from supervisor.control.server import MAX_CLIENTS, follower_limit, uid_limit
 from supervisor.daemon import Supervisor

@@ -28,20 +28,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from supervisor.config.model import (
-    FileSourceConfig,
-    JsonlSinkConfig,
-    RecordsPolicy,
-    SqliteSinkConfig,
-)
+from supervisor.config.model import RecordsPolicy
+from supervisor.connectors.encoding import encode_lines
+from supervisor.connectors.file import FileSourceConfig
+from supervisor.connectors.file.source import FileSource
+from supervisor.connectors.jsonl import JsonlSinkConfig
+from supervisor.connectors.jsonl.sink import JsonlSink
+from supervisor.connectors.jsonl.torn_line import is_torn_json_line
+from supervisor.connectors.sqlite import SqliteSinkConfig
+from supervisor.connectors.sqlite.sink import SqliteSink, table_rows
 from supervisor.errors import FatalError, UnsafeFile
 from supervisor.processing import BatchProcessor
 from supervisor.protocols import Record, Rejected
-from supervisor.sinks.encoding import encode_lines
-from supervisor.sinks.jsonl import JsonlSink
-from supervisor.sinks.sqlite import SqliteSink, table_rows
-from supervisor.sinks.torn_line import is_torn_json_line
-from supervisor.sources.file import FileSource
 from tests.daemon_process import DaemonProcess, write_config
 from tests.helpers import throwaway_user
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config.model import JsonlSinkConfig, SqliteSinkConfig
-from supervisor.sinks.basic import NullSink, StdoutSink
-from supervisor.sinks.jsonl import JsonlSink
-from supervisor.sinks.sqlite import SqliteSink, table_rows
+from supervisor.connectors.basic import NullSink, StdoutSink
+from supervisor.connectors.jsonl import JsonlSinkConfig
+from supervisor.connectors.jsonl.sink import JsonlSink
+from supervisor.connectors.sqlite import SqliteSinkConfig
+from supervisor.connectors.sqlite.sink import SqliteSink, table_rows
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,8 @@
 """What `supervisor check` adds to loading: importing what job files name.
 
-Plugin references (``[processor] function``, ``class`` of a ``python`` source or
-sink) must import and be callable; `retry_on` / `fatal_on` names must import
+Plugin references (``[processor] function``, and what a connector says its
+config names, like the ``class`` of a ``python`` source or sink) must import and
+be callable; `retry_on` / `fatal_on` names must import
 and be exception classes. Only imports run: no plugin is constructed or called.
 The daemon's own loading (`run`, `reload`) does not import: a plugin that cannot
 be loaded fails its job only, and a name that cannot be imported falls back to
@@ -15,6 +16,7 @@ from typing import Any
 
 from supervisor.config import model
 from supervisor.config.job_schema import Defaults
+from supervisor.connectors.registry import sink_role, source_role
 from supervisor.errors import ConfigIssue, PluginError
 from supervisor.plugins import import_dotted, load_callable
 
@@ -30,9 +32,15 @@ class ImportCheck:
 
     def check(self, job: model.JobConfig, document: dict[str, Any]) -> None:
         """Report what `job` (read from `document`, the job file's TOML) names and cannot use."""
-        for role, config in (("source", job.source), ("sink", job.sink)):
-            if isinstance(config, model.PythonSourceConfig | model.PythonSinkConfig):
-                self._report(job, document, role, "class", self._plugin(config.class_ref, role))
+        parts = (
+            ("source", job.source, source_role(job.source)),
+            ("sink", job.sink, sink_role(job.sink)),
+        )
+        for role, config, part in parts:
+            references = part.references(config) if part.references is not None else ()
+            for key, reference in references:
+                problem = self._plugin(reference, f"{role} {key}")
+                self._report(job, document, role, key, problem)
         if job.processor is not None:
             problem = self._plugin(job.processor.function, "processor")
             self._report(job, document, "processor", "function", problem)
@@ -40,8 +48,7 @@ class ImportCheck:
             for name in getattr(job.retry, key):
                 self._report(job, document, "retry", key, self._exception(name))
 
-    def _plugin(self, reference: str, role: str) -> str | None:
-        what = "processor" if role == "processor" else f"{role} class"
+    def _plugin(self, reference: str, what: str) -> str | None:
         if (reference, what) not in self._results:
             try:
                 load_callable(reference, what)

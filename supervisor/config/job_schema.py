@@ -33,7 +33,8 @@ from supervisor.config.schema import (
     unknown_key,
     unwrap,
 )
-from supervisor.errors import ConfigIssue
+from supervisor.connectors.registry import Registry, Role
+from supervisor.errors import ConfigIssue, PluginError
 from supervisor.plugins import REFERENCE_PATTERN
 
 JOB_NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z", re.ASCII)
@@ -46,36 +47,7 @@ JOB_NAME_RULE = (
     "or digit (^[a-z0-9][a-z0-9_-]{0,62}$)"
 )
 _REFERENCE = text(REFERENCE_PATTERN, 'a reference like "package.module:Name"')
-_SOURCES: dict[str, dict[str, Field]] = {
-    "file": {
-        "path": Field(path(), required=True),
-        "format": Field(choice("lines", "jsonl")),
-        "follow": Field(boolean()),
-        "start": Field(choice("beginning", "end")),
-        "poll_interval": Field(duration(positive=True)),
-        "follow_symlinks": Field(boolean()),
-    },
-    "generate": {"count": Field(integer(0)), "rate": Field(number(0))},
-    "python": {"class": Field(_REFERENCE, required=True)},
-}
-_SINKS: dict[str, dict[str, Field]] = {
-    "jsonl": {"path": Field(path(), required=True)},
-    "sqlite": {
-        "path": Field(path(), required=True),
-        "table": Field(text(re.compile(r"[A-Za-z_]\w{0,62}", re.ASCII), "an SQL identifier")),
-    },
-    "stdout": {},
-    "null": {},
-    "python": {"class": Field(_REFERENCE, required=True)},
-}
-_BUILDERS: dict[tuple[str, str], Any] = {
-    ("source", "file"): model.FileSourceConfig,
-    ("source", "generate"): model.GenerateSourceConfig,
-    ("sink", "jsonl"): model.JsonlSinkConfig,
-    ("sink", "sqlite"): model.SqliteSinkConfig,
-    ("sink", "stdout"): model.StdoutSinkConfig,
-    ("sink", "null"): model.NullSinkConfig,
-}
+_ROLES: tuple[Role, ...] = ("source", "sink")
 _POLICIES: dict[str, dict[str, Field]] = {
     "processor": {"function": Field(_REFERENCE, required=True)},
     "checkpoint": {"every_records": Field(integer(1)), "interval": Field(duration(positive=True))},
@@ -120,9 +92,13 @@ class Defaults:
     reported: frozenset[tuple[str, str]]
     directory: Path
     """``file.parent``, worked out once rather than for every job file."""
+    connectors: Registry
+    """Where ``[source]`` and ``[sink]`` types are looked up."""
 
 
-def check_defaults(file: Path, raw: Any, issues: list[ConfigIssue]) -> Defaults:
+def check_defaults(
+    file: Path, raw: Any, issues: list[ConfigIssue], connectors: Registry
+) -> Defaults:
     """Check the daemon file's `[defaults]` alone; each problem is reported once, here."""
     problems: list[Problem] = []
     if not isinstance(raw, dict):
@@ -133,14 +109,18 @@ def check_defaults(file: Path, raw: Any, issues: list[ConfigIssue]) -> Defaults:
     table = {key: value for key, value in raw.items() if key != "name"}
     origin = Origin(file.parent, file.parent)
     _check_job(
-        {key: Inherited(value) for key, value in table.items()}, origin, problems, partial=True
+        {key: Inherited(value) for key, value in table.items()},
+        origin,
+        problems,
+        connectors,
+        partial=True,
     )
     for problem in problems:
         issues.append(
             ConfigIssue(str(file), f"defaults.{problem.key}".rstrip("."), problem.message)
         )
     reported = frozenset((p.key, p.message) for p in problems)
-    return Defaults(file, table, reported, origin.defaults_dir)
+    return Defaults(file, table, reported, origin.defaults_dir, connectors)
 
 
 # --- job files ---------------------------------------------------------------------------
@@ -152,7 +132,9 @@ def check_job_file(
     """The job's name (None when unusable) and the job (None when anything is wrong)."""
     problems: list[Problem] = []
     merged = _merge(defaults.table, document) if defaults.table else dict(document)
-    parts = _check_job(merged, Origin(file.parent, defaults.directory), problems)
+    parts = _check_job(
+        merged, Origin(file.parent, defaults.directory), problems, defaults.connectors
+    )
     if "name" in document:
         name = parts.get("name")
     else:
@@ -193,7 +175,12 @@ def _policy(
 
 
 def _check_job(
-    raw: dict[str, Any], origin: Origin, problems: list[Problem], *, partial: bool = False
+    raw: dict[str, Any],
+    origin: Origin,
+    problems: list[Problem],
+    connectors: Registry,
+    *,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Every key of one (merged) job table, converted; `partial` for `[defaults]` alone."""
     scalars: dict[str, Any] = {}
@@ -204,9 +191,11 @@ def _check_job(
             message = unknown_key(key, _JOB_KEYS)
             problems.append(Problem(show_key(key), message, isinstance(value, Inherited)))
     parts = check_table(scalars, _JOB_SCALARS, "", origin, problems)
-    for role, kinds in (("source", _SOURCES), ("sink", _SINKS)):
+    for role in _ROLES:
         if role in raw:
-            parts[role] = _typed_table(raw[role], role, kinds, origin, problems, partial=partial)
+            parts[role] = _typed_table(
+                raw[role], role, connectors, origin, problems, partial=partial
+            )
         elif not partial:
             problems.append(Problem(role, f"required table [{role}] is missing"))
     for key, fields in _POLICIES.items():
@@ -218,47 +207,56 @@ def _check_job(
 
 def _typed_table(
     raw: Any,
-    role: str,
-    kinds: dict[str, dict[str, Field]],
+    role: Role,
+    connectors: Registry,
     origin: Origin,
     problems: list[Problem],
     *,
     partial: bool,
 ) -> Any:
-    """A ``[source]`` or ``[sink]``: its ``type`` picks the fields; None if anything is wrong."""
+    """A ``[source]`` or ``[sink]``: its ``type`` picks the connector, whose config
+    dataclass declares the other keys; None if anything is wrong."""
     inherited = isinstance(raw, Inherited)
     table = unwrap(raw) if inherited else raw
     if not isinstance(table, dict):
         problems.append(Problem(role, f"expected a table, got {describe(table)}", inherited))
         return None
     kind = unwrap(table.get("type"))
-    if not isinstance(kind, str) or kind not in kinds:
-        if kind is None and partial:
-            return None  # a default [source] may leave the type to each job
-        listed = ", ".join(f'"{name}"' for name in kinds)
-        found = "nothing (required key is missing)" if kind is None else describe(kind)
+    if kind is None and partial:
+        return None  # a default [source] may leave the type to each job
+    part, unusable = None, ""
+    try:
+        part = connectors.role(kind, role) if isinstance(kind, str) else None
+    except PluginError as exc:
+        unusable = str(exc)  # registered, but its module or declaration is broken
+    if part is None:
+        message = unusable or _unknown_type(kind, role, connectors)
         from_defaults = inherited or isinstance(table.get("type"), Inherited)
-        problems.append(
-            Problem(f"{role}.type", f"expected one of {listed}, got {found}", from_defaults)
-        )
+        problems.append(Problem(f"{role}.type", message, from_defaults))
         return None
     rest = {key: value for key, value in table.items() if key != "type"}
     before = len(problems)
+    settings = part.settings
     values = check_table(
         Inherited(rest) if inherited else rest,
-        kinds[kind],
+        settings.fields,
         f"{role}.",
         origin,
         problems,
-        extra=kind == "python",  # every other key of a plugin is its options, untouched
+        extra=settings.other is not None,  # e.g. a plugin's options, passed on untouched
         partial=partial,
     )
     if len(problems) > before or partial:
         return None
-    if kind == "python":
-        build = model.PythonSourceConfig if role == "source" else model.PythonSinkConfig
-        return build(class_ref=values.pop("class"), options=values)
-    return _BUILDERS[(role, kind)](**values)
+    return settings.build(values)
+
+
+def _unknown_type(kind: Any, role: Role, connectors: Registry) -> str:
+    listed = ", ".join(f'"{name}"' for name in connectors.types(role))
+    expected = f"one of {listed}" if listed else "a registered connector type (none is)"
+    found = "nothing (required key is missing)" if kind is None else describe(kind)
+    problem = f"; {connectors.problem}" if connectors.problem is not None else ""
+    return f"expected {expected}, got {found}{problem}"
 
 
 def _cross_checks(

@@ -38,6 +38,7 @@ from supervisor.config.schema import (
     text,
     unknown_key,
 )
+from supervisor.connectors.registry import Registry, installed
 from supervisor.durable import read_at_most
 from supervisor.errors import ConfigError, ConfigIssue
 
@@ -59,17 +60,23 @@ _SOCKET_PATH_MAX = 107
 
 
 def load_config(
-    path: Path, *, environ: Mapping[str, str] | None = None, import_plugins: bool = False
+    path: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    import_plugins: bool = False,
+    connectors: Registry | None = None,
 ) -> model.Config:
     """The daemon file and every job file it names; raises `ConfigError` with every problem.
 
     `import_plugins` (`supervisor check`): also import every plugin reference and
     `retry_on` / `fatal_on` name, and report those that cannot be used.
+    `connectors`: where source and sink types are found (default: the installed ones).
     """
     issues: list[ConfigIssue] = []
     directories = trust.DirectoryCheck()
     daemon_file, document, daemon = _load_daemon_file(path, environ, issues, directories)
-    defaults = check_defaults(daemon_file, document.get("defaults", {}), issues)
+    registry = connectors if connectors is not None else installed()
+    defaults = check_defaults(daemon_file, document.get("defaults", {}), issues, registry)
     imports = ImportCheck(defaults, issues) if import_plugins else None
     glob_is_valid = not any(issue.where == "supervisor.jobs" for issue in issues)
     owners: dict[str, Path] = {}

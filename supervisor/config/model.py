@@ -7,95 +7,23 @@ at the edge and rejects anything it cannot build. Durations are seconds
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 
-LineFormat: TypeAlias = Literal["lines", "jsonl"]
-StartAt: TypeAlias = Literal["beginning", "end"]
 OnRecordError: TypeAlias = Literal["fail", "skip", "dead_letter"]
 LogFormat: TypeAlias = Literal["auto", "console", "json"]
 LogLevel: TypeAlias = Literal["debug", "info", "warning", "error"]
 
 
-# --- sources -----------------------------------------------------------------
+# --- connectors --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FileSourceConfig:
-    """``type = "file"``: lines of a local file, optionally followed as it grows."""
+class ConnectorConfig(Protocol):
+    """A ``[source]`` or ``[sink]`` table without its ``type``: the frozen dataclass its
+    connector declares (`supervisor.connectors`), which also finds the connector."""
 
-    path: Path
-    format: LineFormat = "lines"
-    follow: bool = True
-    start: StartAt = "beginning"
-    poll_interval: float = 0.25
-    """How often a followed file is checked for growth and rotation."""
-    follow_symlinks: bool = False
-    """Read through a symlink at `path` (one level) if the link and its target have one owner."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GenerateSourceConfig:
-    """``type = "generate"``: records ``{"seq": n}`` counting from 0, for demos and benchmarks."""
-
-    count: int = 0
-    """How many records in all; 0 means unbounded."""
-    rate: float = 0.0
-    """Records per second; 0 means as fast as the job can take them."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PythonSourceConfig:
-    """``type = "python"``: a third-party `Source` class, built as ``cls(**options)``."""
-
-    class_ref: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-SourceConfig: TypeAlias = FileSourceConfig | GenerateSourceConfig | PythonSourceConfig
-
-
-# --- sinks ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JsonlSinkConfig:
-    """``type = "jsonl"``: append one JSON document per line; flush is fsync."""
-
-    path: Path
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SqliteSinkConfig:
-    """``type = "sqlite"``: rows and the job's offset committed in one transaction."""
-
-    path: Path
-    table: str = "records"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StdoutSinkConfig:
-    """``type = "stdout"``: one JSON document per line on standard output."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NullSinkConfig:
-    """``type = "null"``: discard records (benchmarks, dry runs)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PythonSinkConfig:
-    """``type = "python"``: a third-party `Sink` class, built as ``cls(**options)``."""
-
-    class_ref: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-SinkConfig: TypeAlias = (
-    JsonlSinkConfig | SqliteSinkConfig | StdoutSinkConfig | NullSinkConfig | PythonSinkConfig
-)
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 # --- job policies ----------------------------------------------------------------
@@ -147,8 +75,8 @@ class JobConfig:
     name: str
     path: Path
     """The job file this came from."""
-    source: SourceConfig
-    sink: SinkConfig
+    source: ConnectorConfig
+    sink: ConnectorConfig
     enabled: bool = True
     suspend_on_failure: bool = False
     processor: ProcessorConfig | None = None

@@ -1,13 +1,34 @@
-"""The ``generate`` source: records ``{"seq": n}`` counting from 0, for demos and benchmarks."""
+"""The ``generate`` connector: records ``{"seq": n}`` counting from 0, for demos and benchmarks."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
-from supervisor.config.model import GenerateSourceConfig
+from supervisor.connectors import Connector, SourceRole, kinds, setting
 from supervisor.protocols import Batch, Offset
+
+if TYPE_CHECKING:
+    from supervisor.config.model import JobConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerateSourceConfig:
+    """``type = "generate"``: records ``{"seq": n}`` counting from 0, for demos and benchmarks."""
+
+    count: int = field(
+        default=0, metadata=setting(kinds.integer(0), "How many records in all; 0 means unbounded.")
+    )
+    rate: float = field(
+        default=0.0,
+        metadata=setting(
+            kinds.number(0), "Records per second; 0 means as fast as the job can take them."
+        ),
+    )
+
 
 # Float time: a record due at exactly t must count as due at t.
 _EPSILON = 1e-9
@@ -66,3 +87,22 @@ class GenerateSource:
 
     async def close(self) -> None:
         return None
+
+
+def _build(config: GenerateSourceConfig, job: JobConfig) -> GenerateSource:
+    return GenerateSource(config)
+
+
+def _check_offset(config: GenerateSourceConfig, offset: Offset) -> None:
+    GenerateSource.check_offset(offset)
+
+
+CONNECTOR = Connector(
+    type="generate",
+    doc='Records {"seq": n} counting from 0, for demos and benchmarks.',
+    source=SourceRole(
+        config=GenerateSourceConfig,
+        build=_build,
+        check_offset=_check_offset,
+    ),
+)

@@ -9,13 +9,13 @@ from pathlib import Path
 import anyio
 import structlog
 
-from supervisor.config.model import JsonlSinkConfig
+from supervisor.connectors.encoding import encode_lines
+from supervisor.connectors.jsonl import JsonlSinkConfig
+from supervisor.connectors.jsonl.torn_line import is_torn_json_line
 from supervisor.durable import fsync_directory, write_all
 from supervisor.errors import FatalError
 from supervisor.protocols import Offset, Record
 from supervisor.safe_open import create_or_open
-from supervisor.sinks.encoding import encode_lines
-from supervisor.sinks.torn_line import is_torn_json_line
 
 log = structlog.get_logger("supervisor.sink.jsonl")
 

@@ -1,14 +1,30 @@
-"""The ``stdout`` and ``null`` sinks."""
+"""The ``stdout`` and ``null`` connectors: two sinks without settings, declared together."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
+from supervisor.connectors import Connector, SinkRole
+from supervisor.connectors.encoding import encode_lines
 from supervisor.protocols import Offset, Record
-from supervisor.sinks.encoding import encode_lines
+
+if TYPE_CHECKING:
+    from supervisor.config.model import JobConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StdoutSinkConfig:
+    """``type = "stdout"``: one JSON document per line on standard output."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NullSinkConfig:
+    """``type = "null"``: discard records (benchmarks, dry runs)."""
 
 
 class StdoutSink:
@@ -51,3 +67,23 @@ class NullSink:
 
     async def close(self) -> None:
         return None
+
+
+def _stdout(config: StdoutSinkConfig, job: JobConfig) -> StdoutSink:
+    return StdoutSink()
+
+
+def _null(config: NullSinkConfig, job: JobConfig) -> NullSink:
+    return NullSink()
+
+
+STDOUT = Connector(
+    type="stdout",
+    doc="One JSON document per line on standard output.",
+    sink=SinkRole(config=StdoutSinkConfig, build=_stdout),
+)
+NULL = Connector(
+    type="null",
+    doc="Discards every record (benchmarks, dry runs).",
+    sink=SinkRole(config=NullSinkConfig, build=_null),
+)

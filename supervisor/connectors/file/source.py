@@ -44,11 +44,9 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from supervisor.config.model import FileSourceConfig
-from supervisor.protocols import Batch, Offset, Record, Rejected
-from supervisor.safe_open import open_regular, open_through_link, writable_by_others
-from supervisor.sources.file_lines import LineBuffer
-from supervisor.sources.file_position import (
+from supervisor.connectors.file import FileSourceConfig
+from supervisor.connectors.file.lines import LineBuffer
+from supervisor.connectors.file.position import (
     FINGERPRINT_BYTES,
     FileIdentity,
     FilePosition,
@@ -57,6 +55,8 @@ from supervisor.sources.file_position import (
     read_identity,
     starts_with_fingerprint,
 )
+from supervisor.protocols import Batch, Offset, Record, Rejected
+from supervisor.safe_open import open_regular, open_through_link, writable_by_others
 
 READ_CHUNK_BYTES = 1 << 20
 """The most bytes one `read` takes from the file: bounds the time and memory of a hop."""

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import anyio
 
-from supervisor.config.model import SqliteSinkConfig
+from supervisor.connectors.sqlite import SqliteSinkConfig
 from supervisor.errors import UnsafeFile
 from supervisor.protocols import Offset, Record
 from supervisor.safe_open import create_or_open
 
 OFFSETS_TABLE = "stream_supervisor_offsets"
+
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 

@@ -1,0 +1,36 @@
+"""The kinds of value a connector's key can hold, for `setting(kind, doc)`.
+
+Each is a converter factory from `supervisor.config.schema`, the same ones the
+job file's other tables use, gathered here so a connector module reads
+``kinds.path()`` (a field named ``path`` would otherwise shadow the function in
+its class body). A converter is ``(raw TOML value, directory of the file) ->
+value`` and raises `Invalid` with "expected ..., got ..." for anything else.
+"""
+
+from supervisor.config.schema import (
+    Convert,
+    Invalid,
+    boolean,
+    choice,
+    describe,
+    duration,
+    exception_names,
+    integer,
+    number,
+    path,
+    text,
+)
+
+__all__ = [
+    "Convert",
+    "Invalid",
+    "boolean",
+    "choice",
+    "describe",
+    "duration",
+    "exception_names",
+    "integer",
+    "number",
+    "path",
+    "text",
+]
