@@ -105,8 +105,9 @@ class Supervisor:
     ) -> None:
         """Prepare state, run every job, return once all have stopped."""
         # The daemon's heap is large and long-lived (tasks, scopes and owners of
-        # every job): with the default thresholds each full collection of 10,000
-        # jobs took ~0.5 s, 13 of them while starting. See GC_THRESHOLDS.
+        # every job): with the default thresholds, full collections of it run again
+        # and again while thousands of jobs start, each stalling the loop. See
+        # GC_THRESHOLDS.
         gc.set_threshold(*GC_THRESHOLDS)
         if isinstance(self.store, SnapshotStore):
             await self.store.prepare(lock=True)  # one daemon per state directory

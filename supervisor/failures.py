@@ -19,7 +19,8 @@ from supervisor.snapshot import FailureRecord
 
 MESSAGE_LIMIT = 4096
 """Characters of an error's message kept (snapshot, log, `status`, `events`); the rest is cut
-and its length noted. A 5 MB message was written whole into every snapshot write and log line."""
+and its length noted: a message of megabytes would otherwise go whole into every snapshot
+write and log line."""
 
 TRACEBACK_LIMIT = 16_000
 """Characters of traceback kept in the snapshot: enough to debug, not a disk hog."""
@@ -69,8 +70,7 @@ def release_traceback(error: BaseException) -> None:
     the frames it passed through, and those frames hold the error (``error = exc``
     in the attempt task), so every failed attempt would otherwise leave a reference
     cycle of frames, sources, sinks and task objects for the cyclic garbage
-    collector: in a storm of 1,000 failing jobs that made collections of
-    20,000 objects taking 100-300 ms each, on the event loop.
+    collector: in a storm of failing jobs, large collections on the event loop.
     """
     seen: set[int] = set()
     pending = [error]
@@ -110,10 +110,10 @@ def format_traceback(error: BaseException) -> str:
     """``"".join(traceback.format_exception(error))``, at a fraction of the cost.
 
     Formatting a frame (finding its column span, reading and parsing its source
-    line for the ``^^^`` markers, checking the source file on disk) took ~0.5 ms
-    an error; a storm of 1,000 jobs failing the same way formats the same frames
-    thousands of times on the event loop. Each frame's text is remembered by
-    (code object, instruction); exception groups take the standard route.
+    line for the ``^^^`` markers, checking the source file on disk) is slow; a storm
+    of jobs failing the same way formats the same frames thousands of times on the
+    event loop. Each frame's text is remembered by (code object, instruction);
+    exception groups take the standard route.
     """
     # Each error with the line leading up to it from its cause or context, outermost first.
     chain: list[tuple[str | None, BaseException]] = []

@@ -26,9 +26,9 @@ Result = TypeVar("Result")
 
 MAX_BATCH = 32
 """Items in one batch at the most. Every submitter of a batch wakes in the same turn of the
-event loop, so a batch of 512 snapshot writes stalled the loop 50-90 ms (each job then goes
-on with its checkpoint or its retry); 32 keep that turn to a few ms, while 1,000 writes
-still take ~30 trips, not 1,000."""
+event loop (each job then goes on with its checkpoint or its retry), so a large batch is a
+long stall; a small one still turns a thousand writes into a few dozen trips, not a
+thousand (bench/README.md, "Measurements behind the code")."""
 
 BatchRunner = Callable[[Sequence[Item]], Sequence[Result | Exception]]
 """Runs in a worker thread: one outcome per item, in order (a result or the error it met)."""

@@ -22,8 +22,8 @@ no ledger of it is in use. A call overlapping another of the same job is a bug,
 refused with RuntimeError: two worker threads must never work on one job's files.
 
 The files, their names and the checks of the directory are in
-`supervisor.snapshot_files`. Over ~400 lines, for a reason: a write's steps and a
-load's recovery share what this store remembers of each job's files (`_verified`,
+`supervisor.snapshot_files`. Longer than 400 lines: a write's steps and a load's
+recovery share what this store remembers of each job's files (`_verified`,
 `_previous_examined`), so both stay with the one object that holds it.
 """
 
@@ -230,7 +230,7 @@ class SnapshotStore:
         try:
             with open_directory(self.directory) as fd:
                 # One listing, not two failed opens (and two raised FileNotFoundErrors) for
-                # each job that has no file yet: that was 0.3 s of a 10,000-job cold start.
+                # each job that has no file yet: a cold start of thousands of jobs pays those.
                 present = frozenset(os.listdir(fd))  # noqa: PTH208 - by descriptor
                 for job in jobs:
                     try:

@@ -5,14 +5,14 @@ checkpoint encodes one. Our files have one shape: ``key = value`` lines of
 integers, strings, booleans and UTC datetimes, then tables of those (``[offset]`` for a
 file position, ``[failure]``).
 
-- `parse` reads that shape with one regex per line (16 µs a file against
-  tomli's 25 µs compiled, tomllib's 80 µs) and hands anything else (a float
+- `parse` reads that shape with one regex per line (faster than tomli: see
+  bench/README.md) and hands anything else (a float
   or list in an offset, a ``\\u`` escape, a comment, a hand-edited file,
   damage) to tomli whole. It accepts only text tomli accepts, and returns
   what tomli would.
 - `dumps` writes that shape byte for byte as tomli-w does, escaping text with
   one `str.translate` where tomli-w walks it a character at a time in Python
-  (200 µs for a failure's traceback), and hands anything else to tomli-w.
+  (slow for a failure's traceback), and hands anything else to tomli-w.
 
 tests/test_snapshot_toml.py checks both properties against tomli and tomli-w:
 an unexpected shape costs a fallback, never a different answer or file.

@@ -4,7 +4,8 @@ A slot is taken before an attempt builds and opens its source and sink, and
 given back once the source opened (or the attempt ended first). At daemon
 start every job waits for one, so the wait is what 10,000 jobs do at once:
 anyio's `CapacityLimiter` made it a cancellation checkpoint, a raised and
-caught `WouldBlock` and a borrower table per waiter, about 30 µs each. Here a
+caught `WouldBlock` and a borrower table per waiter (bench/README.md,
+"Measurements behind the code"). Here a
 waiter is an event in a queue, and a slot given back goes straight to the
 oldest waiter.
 """

@@ -133,13 +133,14 @@ def _offset_view(owner: JobOwner) -> dict[str, Any]:
 
 
 STATUS_SLICE = 100
-"""Jobs shown per turn of the event loop: `status` of 1,000 jobs took 6-40 ms in one go."""
+"""Jobs shown per turn of the event loop: `status` of thousands of jobs made in one go
+would stall every job for as long as it takes."""
 
 
 class Listing:
     """`status`: the jobs' views, made a slice at a time as the reply is sent.
 
-    The reply for 10,000 jobs is about 2.7 MB; made whole, it was held (twice: the
+    The reply for thousands of jobs is megabytes; made whole, it was held (twice: the
     views and their bytes) for as long as a slow reader took to drain it. Slice by
     slice, the control server holds one slice while the socket is full. Each job is
     shown as it is when its slice is taken.

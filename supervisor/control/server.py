@@ -465,8 +465,8 @@ async def _receive_request(buffered: BufferedByteReceiveStream, served: _Served)
 
 
 ENCODE_SLICE = 100
-"""Items of a list result encoded and sent at a time: the 270 KB `status` of 1,000 jobs
-took 5-20 ms to encode in one go, and made whole, a reply is held until it is read."""
+"""Items of a list result encoded and sent at a time: a large `status` encoded in one go
+stalls the event loop, and made whole, a reply is held until it is read."""
 
 
 async def _send_result(stream: anyio.abc.SocketStream, result: Any) -> None:

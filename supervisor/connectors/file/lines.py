@@ -110,8 +110,8 @@ class LineBuffer:
         bad: list[BadLine] = []
         scan = self._scan_json
         for index, text in enumerate(texts):
-            # The C scanner alone is about three times faster than json.loads when the
-            # value fills the line; anything else gets json.loads and its exact errors.
+            # The C scanner alone is much cheaper than json.loads when the value fills
+            # the line (bench/README.md); anything else gets json.loads and its exact errors.
             try:
                 record, end = scan(text, 0)
             except (StopIteration, json.JSONDecodeError):
