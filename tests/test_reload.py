@@ -67,8 +67,8 @@ def test_reload_adds_removes_and_restarts_only_what_changed(
     process, config = daemon
     jobs = config.parent / "jobs"
     # Issue 16: on a loaded machine `drop` had sometimes not checkpointed by the reload, so
-    # no snapshot was left once it was removed (a removed job with nothing new to commit
-    # writes none). Wait until the daemon says its first checkpoint is durable.
+    # its only snapshot was the one its removal's final checkpoint writes, which may land
+    # after `reload` answers. Wait until the daemon says its first checkpoint is durable.
     process.wait_logged("job.checkpoint", job="drop")
     assert cli(config, "pause", "held").returncode == 0
     (jobs / "drop.toml").unlink()
