@@ -126,7 +126,10 @@ class Supervisor:
             self.owners[job.name] = self._owner_for(job, loaded[job.name])
         socket_path = self.config.daemon.control_socket
         control = (
-            bind_control_socket(socket_path, self.config.daemon.socket_mode)
+            # In a thread: it checks the directory, and probes and removes a stale socket.
+            await anyio.to_thread.run_sync(
+                bind_control_socket, socket_path, self.config.daemon.socket_mode
+            )
             if self._control_socket
             else None
         )

@@ -34,17 +34,22 @@ class ScriptedSource:
 
     - `count`: the source ends after ``count`` records (0: unbounded).
     - `available`: how many records exist so far (None: all of them); a read
-      past it waits up to `poll_interval` and returns an empty batch, like a quiet log.
+      past it waits, like one of a quiet log, until its `wait` is up or news
+      arrives (`available` is set, or `fail_next_read`), then returns an empty batch.
     - `fail_at`: a sequence number -> the error raised by the read that would
       return it (consumed: raised once).
     - `open_errors`: each `open` raises the next one, while any are left.
-    - `read_errors`: each `read` raises the next one, while any are left.
+    - `read_errors`: each `read` raises the next one, while any are left. To fail a
+      read that is already waiting, use `fail_next_read`.
+
+    Waiting reads are woken by an event, not by looking again every so often: a
+    thousand idle fakes then cost nothing between news. Set `available` and call
+    `fail_next_read` from the event loop's thread (a portal's `call` from another).
     """
 
     count: int = 0
     batch: int = 100
     available: int | None = None
-    poll_interval: float = 0.1
     fail_at: dict[int, BaseException] = field(default_factory=dict)
     open_errors: list[BaseException] = field(default_factory=list)
     read_errors: list[BaseException] = field(default_factory=list)
@@ -54,6 +59,24 @@ class ScriptedSource:
     open_now: int = 0
     """Opens not yet closed: more than 1 would mean overlapping attempts."""
     most_open_at_once: int = 0
+    _news: anyio.Event | None = field(default=None, init=False, repr=False, compare=False)
+    """Set when the script changes; made by the first read that waits (an event needs a loop)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "available":
+            self._wake_readers()
+
+    def fail_next_read(self, error: BaseException) -> None:
+        """Queue `error` for the next read, waking a read that is waiting for records."""
+        self.read_errors.append(error)
+        self._wake_readers()
+
+    def _wake_readers(self) -> None:
+        news = getattr(self, "_news", None)  # None while the dataclass is still being built
+        if news is not None:
+            self._news = None
+            news.set()
 
     async def open(self, offset: Offset | None) -> None:
         self.opens += 1
@@ -74,8 +97,11 @@ class ScriptedSource:
         if self.available is not None:
             end = min(end, self.available)
         if end <= self.position and not (self.count and end >= self.count):
-            # Like a followed file: look again every poll_interval until `wait` is up.
-            await anyio.sleep(min(wait, self.poll_interval))
+            # Like a followed file with nothing new: wait for news or until `wait` is up.
+            if self._news is None:
+                self._news = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._news.wait()
             return Batch([], self.position)
         for seq in range(self.position, end):
             if seq in self.fail_at:

@@ -57,6 +57,9 @@ class DaemonProcess:
         )
         self.events: list[dict[str, Any]] = []
         self._drain: threading.Thread | None = None
+        self._logged = threading.Condition()
+        """Notified by the draining thread after each event it reads, and at the log's end."""
+        self._log_ended = False
 
     def _stderr(self) -> IO[bytes]:
         assert self.process.stderr is not None
@@ -86,9 +89,40 @@ class DaemonProcess:
         )
 
     def keep_draining(self) -> None:
-        """Read the rest of the log in a thread, so a chatty daemon never blocks on the pipe."""
-        self._drain = threading.Thread(target=lambda: [None for _ in self.iter_events()])
+        """Read the rest of the log in a thread, so a chatty daemon never blocks on the pipe;
+        `wait_logged` then waits for what that thread reads."""
+        self._drain = threading.Thread(target=self._drain_log)
         self._drain.start()
+
+    def _drain_log(self) -> None:
+        try:
+            for _ in self.iter_events():
+                with self._logged:
+                    self._logged.notify_all()
+        finally:
+            with self._logged:
+                self._log_ended = True
+                self._logged.notify_all()
+
+    def wait_logged(self, name: str, timeout: float = 60, **fields: Any) -> dict[str, Any]:
+        """Once `keep_draining`: block until an event `name` with `fields` has been logged
+        (already, or from now on); fail if the daemon exits first, or after `timeout`."""
+
+        def found() -> dict[str, Any] | None:
+            for event in list(self.events):
+                if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
+                    return event
+            return None
+
+        with self._logged:
+            self._logged.wait_for(lambda: found() is not None or self._log_ended, timeout)
+            event = found()
+        if event is None:
+            raise AssertionError(
+                f"no {name} {fields} in {timeout} s or before the daemon exited "
+                f"({self.process.poll()}); last events: {self.events[-10:]}"
+            )
+        return event
 
     def stop(self) -> int:
         """SIGTERM if still running; wait; release the pipe. Returns the exit code."""

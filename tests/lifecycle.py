@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
+import trio.lowlevel
+from trio.testing import MockClock
 
-from supervisor.config.model import JobConfig
+from supervisor.config.model import Config, JobConfig
+from supervisor.daemon import read_config_files
 from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.start_slots import StartSlots
@@ -90,3 +95,24 @@ async def eventually(
 def states_of(watch: Watch, job: str) -> list[JobState]:
     """The sequence of states a job went through (after its first)."""
     return [new for name, _, new in watch.changes if name == job]
+
+
+@contextmanager
+def clock_held() -> Iterator[None]:
+    """Virtual time stands still in the body, for awaiting a worker thread: the autojumping
+    clock takes a task waiting on a thread for idle and would leap to the next timer (an
+    hour on, for a job waiting for records) while the thread works."""
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, MockClock), "for tests on virtual_time_backend()"
+    threshold, clock.autojump_threshold = clock.autojump_threshold, math.inf
+    try:
+        yield
+    finally:
+        clock.autojump_threshold = threshold
+
+
+async def read_config_on_virtual_time(path: Path) -> Config:
+    """A daemon's `read_config` for tests on virtual time: the files, read in a worker
+    thread as the daemon reads them, with the clock held meanwhile."""
+    with clock_held():
+        return await read_config_files(path)

@@ -7,7 +7,6 @@ Tests named after a reference text are regressions for the bug it describes
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -60,9 +59,7 @@ async def test_transient_failure_retries_then_recovers() -> None:
 async def test_a_caught_up_retried_job_turns_running_at_reset_after() -> None:
     """A recovered job with nothing more to read is RUNNING once reset_after has passed,
     not when its next record arrives (its reads then wait an hour)."""
-    source = ScriptedSource(
-        available=5, poll_interval=math.inf, open_errors=[TransientError("broker away")]
-    )
+    source = ScriptedSource(available=5, open_errors=[TransientError("broker away")])
     async with running_job(_job(), source) as (owner, watch):
         await watch.until(lambda: source.opens == 2 and source.open_now == 1)
         opened = anyio.current_time()

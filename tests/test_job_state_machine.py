@@ -159,12 +159,14 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule(job=st.sampled_from(JOBS), count=st.integers(1, 12))
     def records_arrive(self, job: str, count: int) -> None:
-        self.jobs[job].source.available = (self.jobs[job].source.available or 0) + count
+        source = self.jobs[job].source
+        # On the loop's thread: setting `available` wakes a waiting read.
+        self.portal.call(setattr, source, "available", (source.available or 0) + count)
         self._settle()
 
     @rule(job=st.sampled_from(JOBS), kind=st.sampled_from(["transient", "fatal"]))
     def source_read_fails(self, job: str, kind: str) -> None:
-        self.jobs[job].source.read_errors.append(_error(kind))
+        self.portal.call(self.jobs[job].source.fail_next_read, _error(kind))
         self._settle()
 
     @rule(job=st.sampled_from(JOBS), kind=st.sampled_from(["transient", "fatal"]))
@@ -188,7 +190,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         if where == "open":
             model.source.open_errors.append(error)
         elif where == "read":
-            model.source.read_errors.append(error)
+            self.portal.call(model.source.fail_next_read, error)
         else:
             model.sink.fail_on_flush = error
         self._settle()

@@ -18,7 +18,7 @@ from supervisor.states import JobState
 from tests.conftest import virtual_time_backend
 from tests.daemon_process import DaemonProcess, write_config
 from tests.in_memory_store import InMemorySnapshotStore
-from tests.lifecycle import eventually
+from tests.lifecycle import eventually, read_config_on_virtual_time
 from tests.slow_parts import World
 from tests.test_reload import IN_PROCESS, QUICK
 
@@ -183,6 +183,7 @@ async def test_the_shutdown_timeout_cuts_a_slow_close_short(tmp_path: Path, held
         store=InMemorySnapshotStore(),
         components=world.components,
         control_socket=False,
+        read_config=read_config_on_virtual_time,
     )
     with capture_logs() as logs, anyio.fail_after(600):
         async with anyio.create_task_group() as tasks:

@@ -215,7 +215,7 @@ async def test_a_cancelled_error_a_plugin_raises_on_asyncio_is_an_attempt_failur
 async def test_a_real_cancellation_still_ends_the_job_on_asyncio(must_complete: list[bool]) -> None:
     """A pause still interrupts a waiting read, and cancelling the jobs' group still ends
     their tasks: only a CancelledError nobody asked for is an attempt failure."""
-    source = ScriptedSource(available=0, poll_interval=3600)  # every read waits an hour
+    source = ScriptedSource(available=0)  # every read waits an hour (the checkpoint interval)
     job = make_job("orders", checkpoint=CheckpointPolicy(every_records=10, interval=3600))
     with anyio.fail_after(10):
         async with running_job(job, source) as (owner, watch):

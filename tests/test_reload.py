@@ -27,7 +27,7 @@ from tests.conftest import virtual_time_backend
 from tests.daemon_process import DaemonProcess, write_config
 from tests.helpers import run_cli as cli
 from tests.in_memory_store import InMemorySnapshotStore
-from tests.lifecycle import eventually
+from tests.lifecycle import eventually, read_config_on_virtual_time
 from tests.slow_parts import World
 from tests.test_control import DAEMON
 
@@ -45,16 +45,14 @@ def _job(rate: int) -> str:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[DaemonProcess, Path]]:
     jobs = {"keep": _job(10), "drop": _job(10), "edit": _job(10), "held": _job(10)}
-    config = write_config(tmp_path, jobs, DAEMON)
+    # At debug level the daemon logs each checkpoint once its snapshot is durable.
+    debug = DAEMON.replace('log_level = "info"', 'log_level = "debug"')
+    config = write_config(tmp_path, jobs, debug)
     process = DaemonProcess(config)
     process.wait_for("control.listening")
     process.keep_draining()
     yield process, config
     process.stop()
-
-
-def _offsets(config: Path) -> dict[str, object]:
-    return {job["job"]: job["offset"] for job in json.loads(cli(config, "status", "--json").stdout)}
 
 
 def _states(config: Path) -> dict[str, str]:
@@ -66,12 +64,12 @@ def test_reload_adds_removes_and_restarts_only_what_changed(
     daemon: tuple[DaemonProcess, Path],
 ) -> None:
     """Added jobs start, removed jobs stop, changed jobs restart, the rest are untouched."""
-    _, config = daemon
+    process, config = daemon
     jobs = config.parent / "jobs"
-    # Issue 16: on a loaded machine `drop` had sometimes checkpointed nothing by the reload,
-    # so it had no snapshot to keep. Wait (on the daemon's answer, not a sleep) until it has.
-    while _offsets(config)["drop"] is None:
-        pass
+    # Issue 16: on a loaded machine `drop` had sometimes not checkpointed by the reload, so
+    # its only snapshot was the one its removal's final checkpoint writes, which may land
+    # after `reload` answers. Wait until the daemon says its first checkpoint is durable.
+    process.wait_logged("job.checkpoint", job="drop")
     assert cli(config, "pause", "held").returncode == 0
     (jobs / "drop.toml").unlink()
     (jobs / "edit.toml").write_text(textwrap.dedent(_job(20)))
@@ -116,10 +114,7 @@ def test_sighup_reloads(daemon: tuple[DaemonProcess, Path]) -> None:
     process, config = daemon
     (config.parent / "jobs" / "new.toml").write_text(textwrap.dedent(_job(10)))
     process.process.send_signal(signal.SIGHUP)
-    # The reload is logged; wait for the new job to show up in status.
-    for _ in range(200):
-        if "new" in _states(config):
-            break
+    process.wait_logged("daemon.reloaded")  # logged once the reload is applied
     assert "new" in _states(config)
 
 
@@ -169,6 +164,7 @@ async def _running(
         store=store or InMemorySnapshotStore(),
         components=world.components,
         control_socket=False,
+        read_config=read_config_on_virtual_time,
     )
     async with anyio.create_task_group() as tasks:
         await tasks.start(daemon.run)

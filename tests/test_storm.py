@@ -93,7 +93,7 @@ async def test_a_thousand_jobs_failing_at_once_all_recover_without_overlap() -> 
         await watch.until(lambda: all(r.state is JobState.RUNNING for r in owners))
 
         for source in sources:  # the broker goes away for everyone at once
-            source.read_errors.append(TransientError("broker restarted"))
+            source.fail_next_read(TransientError("broker restarted"))
             source.available = 10
         await watch.until(lambda: all(r.state is JobState.RETRYING for r in owners))
         await anyio.sleep(0.001)  # virtual: let each owner schedule its retry

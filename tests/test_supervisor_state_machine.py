@@ -105,7 +105,8 @@ class SupervisorMachine(RuleBasedStateMachine):
     @rule(job=st.sampled_from(JOBS), count=st.integers(1, 12))
     def records_arrive(self, job: str, count: int) -> None:
         source = self.world.sources[job]
-        source.available = (source.available or 0) + count
+        # On the loop's thread: setting `available` wakes a waiting read.
+        self.portal.call(setattr, source, "available", (source.available or 0) + count)
         self._settle()
 
     @rule(job=st.sampled_from(JOBS), what=st.sampled_from(["flush", "close"]))

@@ -38,6 +38,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -183,7 +184,10 @@ async def serve_control(
                 else:
                     clients.start_soon(_turn_away, stream, refusal)
     finally:
-        control.remove()
+        # Shielded: this runs as the daemon stops (cancelled); in a thread: a stat and
+        # an unlink are file system calls, which must not hold the loop.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(control.remove)
 
 
 async def _accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream | None:

@@ -44,7 +44,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from supervisor.connectors.file import FileSourceConfig
+from supervisor.connectors.file.config import FileSourceConfig
 from supervisor.connectors.file.lines import LineBuffer
 from supervisor.connectors.file.position import (
     FINGERPRINT_BYTES,

@@ -6,22 +6,14 @@ imported only to run a job, so `supervisor check` stays light.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supervisor.connectors import Connector, SinkRole, kinds, setting
+from supervisor.connectors import Connector, SinkRole
+from supervisor.connectors.jsonl.config import JsonlSinkConfig
 
 if TYPE_CHECKING:
     from supervisor.config.model import JobConfig
     from supervisor.protocols import Sink
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JsonlSinkConfig:
-    """``type = "jsonl"``: append one JSON document per line; flush is fsync."""
-
-    path: Path = field(metadata=setting(kinds.path(), "The file to append to."))
 
 
 def _build(config: JsonlSinkConfig, job: JobConfig) -> Sink:
@@ -35,3 +27,5 @@ CONNECTOR = Connector(
     doc="One JSON document per line, appended to a file; flush is fsync.",
     sink=SinkRole(config=JsonlSinkConfig, build=_build),
 )
+
+__all__ = ["CONNECTOR", "JsonlSinkConfig"]

@@ -10,7 +10,7 @@ import anyio
 import structlog
 
 from supervisor.connectors.encoding import encode_lines
-from supervisor.connectors.jsonl import JsonlSinkConfig
+from supervisor.connectors.jsonl.config import JsonlSinkConfig
 from supervisor.connectors.jsonl.torn_line import is_torn_json_line
 from supervisor.durable import fsync_directory, write_all
 from supervisor.errors import FatalError

@@ -6,30 +6,14 @@ is imported only to run a job, so `supervisor check` stays light.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supervisor.connectors import Connector, SinkRole, kinds, setting
+from supervisor.connectors import Connector, SinkRole
+from supervisor.connectors.sqlite.config import SqliteSinkConfig
 
 if TYPE_CHECKING:
     from supervisor.config.model import JobConfig
     from supervisor.protocols import Sink
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SqliteSinkConfig:
-    """``type = "sqlite"``: rows and the job's offset committed in one transaction."""
-
-    path: Path = field(metadata=setting(kinds.path(), "The database file."))
-    table: str = field(
-        default="records",
-        metadata=setting(
-            kinds.text(re.compile(r"[A-Za-z_]\w{0,62}", re.ASCII), "an SQL identifier"),
-            "The table records go to, one row each.",
-        ),
-    )
 
 
 def _build(config: SqliteSinkConfig, job: JobConfig) -> Sink:
@@ -43,3 +27,5 @@ CONNECTOR = Connector(
     doc="Rows in an SQLite table, committed with the job's offset: exactly-once.",
     sink=SinkRole(config=SqliteSinkConfig, build=_build),
 )
+
+__all__ = ["CONNECTOR", "SqliteSinkConfig"]

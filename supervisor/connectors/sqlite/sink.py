@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from supervisor.connectors.sqlite import SqliteSinkConfig
+from supervisor.connectors.sqlite.config import SqliteSinkConfig
 from supervisor.errors import UnsafeFile
 from supervisor.protocols import Offset, Record
 from supervisor.safe_open import create_or_open
