@@ -29,7 +29,8 @@ from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.loader import load_config
 from supervisor.config.model import Config, JobConfig
 from supervisor.control.commands import dispatch
-from supervisor.control.server import bind_control_socket, serve_control
+from supervisor.control.server import serve_control
+from supervisor.control.socket_file import bind_control_socket
 from supervisor.errors import CommandRefused, ConfigError, SnapshotError
 from supervisor.history import EventHistory, StateChange
 from supervisor.job_owner import JobOwner

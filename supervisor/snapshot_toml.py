@@ -14,7 +14,7 @@ file position, ``[failure]``).
   one `str.translate` where tomli-w walks it a character at a time in Python
   (slow for a failure's traceback), and hands anything else to tomli-w.
 
-tests/test_snapshot_toml.py checks both properties against tomli and tomli-w:
+tests/unit/test_snapshot_toml.py checks both properties against tomli and tomli-w:
 an unexpected shape costs a fallback, never a different answer or file.
 """
 

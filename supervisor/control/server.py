@@ -1,38 +1,23 @@
-"""The daemon's end of the control socket.
+"""The daemon's end of the control socket: accept, admit, read, dispatch, reply.
 
-The socket is created with its final mode (umask set around bind, so there is
-no moment with wider permissions), replaces a stale socket left by a crashed
-daemon but never a live one, and is removed on exit. A client sends request lines, each within
-`REQUEST_TIMEOUT` and at most `MAX_REQUEST_BYTES`, and each is answered in order;
-a peer that is not root, the daemon's user or in the socket's group (its
-credentials and groups as the kernel recorded them at connect: SO_PEERCRED and
-SO_PEERGROUPS) is refused. Nothing a client does can raise out of its own
-handler, and nothing it does can stop the daemon accepting: at most
-`MAX_CLIENTS` are served at once, of which one uid other than root and the
-daemon's user holds at most a quarter, `events --follow` clients at most a
-quarter, and the last few are kept for root and the daemon's user. When all are
-taken, the client that has waited longest without sending a request, or else
-the oldest follower, is told why and dropped to make room; if every one is busy
-the newcomer is told so and closed. Replies are written a slice at a time, each
-within `SEND_TIMEOUT` (a client that stops reading is dropped), and running out
-of file descriptors pauses accepting for `ACCEPT_BACKOFF` instead of crashing
-or spinning.
+A client sends request lines, each within `REQUEST_TIMEOUT` and at most
+`MAX_REQUEST_BYTES`, and each is answered in order. Who is admitted, and who is
+dropped to make room, is `supervisor.control.admission`'s rule, from the peer's
+credentials as the kernel recorded them (`supervisor.control.peer`); the socket's
+file is made by `supervisor.control.socket_file`. Nothing a client does can raise
+out of its own handler, and nothing it does can stop the daemon accepting. Replies
+are written a slice at a time, each within `SEND_TIMEOUT` (a client that stops
+reading is dropped), and running out of file descriptors pauses accepting for
+`ACCEPT_BACKOFF` instead of crashing or spinning.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
-import resource
-import socket
 import stat
-import struct
-from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,7 +27,9 @@ import anyio.to_thread
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from supervisor.control.admission import Follower, Served, client_limit
 from supervisor.control.commands import EventFeed, Listing
+from supervisor.control.peer import Peer, peer_of
 from supervisor.control.protocol import (
     MAX_REQUEST_BYTES,
     REQUEST_TIMEOUT,
@@ -52,105 +39,19 @@ from supervisor.control.protocol import (
     encode_json,
     encode_response,
 )
+from supervisor.control.socket_file import ControlSocket
 from supervisor.errors import SupervisorError
 
 log = structlog.get_logger("supervisor.control")
 
 Dispatch = Callable[[Request], Awaitable[Any]]
 
-MAX_CLIENTS = 256
-"""Clients served at once, and at most a quarter of the process's file
-descriptor limit; more are answered "too many clients" and closed, so control
-clients can never take the file descriptors the jobs need."""
 SEND_TIMEOUT = 10.0
 """Seconds each slice of a reply may take to send; a client that stops reading is dropped."""
 ACCEPT_BACKOFF = 0.1
 """Seconds to wait before accepting again when the process or system is out of
 file descriptors or memory (accept would fail again at once: a busy loop)."""
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-
-
-@dataclass(frozen=True, slots=True)
-class ControlSocket:
-    """A bound, listening control socket and the file it made."""
-
-    sock: socket.socket
-    path: Path
-    identity: os.stat_result
-
-    def remove(self) -> None:
-        """Unlink the socket file if it is still the one we made."""
-        with contextlib.suppress(OSError):
-            current = self.path.stat()
-            if (current.st_dev, current.st_ino) == (self.identity.st_dev, self.identity.st_ino):
-                self.path.unlink()
-
-
-def bind_control_socket(path: Path, mode: int) -> ControlSocket:
-    """A listening Unix socket at `path` with permissions `mode` from its creation."""
-    check_socket_directory(path)
-    _clear_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        previous = os.umask(0o777 & ~mode)
-        try:
-            sock.bind(os.fspath(path))
-        finally:
-            os.umask(previous)
-        sock.listen(socket.SOMAXCONN)  # a burst of clients waits here, not in EAGAIN
-        sock.setblocking(False)
-        return ControlSocket(sock, path, path.stat())
-    except BaseException:
-        sock.close()
-        raise
-
-
-def check_socket_directory(path: Path) -> None:
-    """Refuse a socket directory that anyone but root or this process's user can write.
-
-    Whoever can write there can bind their own socket at `path` before the daemon
-    starts (or swap it in later) and answer the CLI in the daemon's name. The CLI
-    trusts only root and the directory's owner (`client.check_server`), so this
-    check is what makes that owner trustworthy.
-    """
-    directory = path.parent
-    info, user = directory.stat(), os.geteuid()
-    if info.st_uid not in (0, user):
-        raise SupervisorError(
-            f"control socket directory {directory} is owned by uid {info.st_uid}, not by root "
-            f"or uid {user} that the supervisor runs as: refused, since its owner could put "
-            f"their own socket in the daemon's place; `chown {user} {directory}`, or set "
-            "control_socket to a directory of the daemon's user"
-        )
-    if stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
-        raise SupervisorError(
-            f"control socket directory {directory} is writable by its group or others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}): refused, since they could bind their "
-            f"own socket at {path} and answer the CLI in the daemon's name; "
-            f"`chmod go-w {directory}`, or set control_socket to a directory only the "
-            "daemon's user can write (under systemd: $RUNTIME_DIRECTORY)"
-        )
-
-
-def _clear_stale_socket(path: Path) -> None:
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise SupervisorError(f"{path} exists and is not a socket: not replacing it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(os.fspath(path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise
-        log.warning("control.stale_socket_removed", path=str(path))
-        path.unlink(missing_ok=True)
-    else:
-        raise SupervisorError(f"another daemon is already listening on {path}")
-    finally:
-        probe.close()
 
 
 async def serve_control(
@@ -160,7 +61,7 @@ async def serve_control(
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients until cancelled; the socket file is removed on the way out."""
-    served = _Served(control.identity.st_gid)
+    served = Served(control.identity.st_gid)
     try:
         listener = await anyio.abc.SocketListener.from_socket(control.sock)
         async with listener, anyio.create_task_group() as clients:
@@ -172,7 +73,7 @@ async def serve_control(
                 if stream is None:
                     continue
                 try:
-                    peer = _peer(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+                    peer = peer_of(stream.extra(anyio.abc.SocketAttribute.raw_socket))
                 except OSError as exc:
                     log.warning("control.peer_unknown", error=str(exc))
                     await stream.aclose()
@@ -209,115 +110,10 @@ async def _accept(listener: anyio.abc.SocketListener) -> anyio.abc.SocketStream 
         raise
 
 
-def client_limit() -> int:
-    """`MAX_CLIENTS`, or a quarter of the open-files limit if that is lower (read each time:
-    an operator may change it with prlimit)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return MAX_CLIENTS if soft == resource.RLIM_INFINITY else max(min(MAX_CLIENTS, soft // 4), 1)
-
-
-def follower_limit(limit: int) -> int:
-    """`events --follow` clients at once: a quarter of `limit`. 260 idle followers once
-    took every slot, and only a client that had sent nothing could be dropped."""
-    return max(limit // 4, 1)
-
-
-def uid_limit(limit: int) -> int:
-    """Connections one uid other than root and the daemon's user may hold: a quarter."""
-    return max(limit // 4, 1)
-
-
-def reserved_slots(limit: int) -> int:
-    """The last slots, kept for root and the daemon's user (1 in 16)."""
-    return min(max(limit // 16, 1), limit - 1)
-
-
 async def _turn_away(stream: anyio.abc.SocketStream, error: str) -> None:
     async with stream:
         with contextlib.suppress(*_GONE):
             await _send(stream, encode_response(ok=False, error=error))
-
-
-@dataclass(slots=True)
-class _Follower:
-    """An `events --follow` client; `evicted` says why, once it was dropped to make room."""
-
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    evicted: str | None = None
-
-
-@dataclass(slots=True)
-class _Served:
-    """Who is being served now: how many, per uid, who is still waiting to send a
-    request, and who follows events."""
-
-    group: int
-    """The socket's group: its members are served."""
-    count: int = 0
-    by_uid: Counter[int] = field(default_factory=Counter)
-    reading: dict[int, anyio.CancelScope] = field(default_factory=dict)
-    """The clients yet to send a request line, oldest first (dicts keep order)."""
-    following: dict[int, _Follower] = field(default_factory=dict)
-    """The `events --follow` clients, oldest first."""
-
-    def admit(self, peer: Peer) -> str | None:
-        """Count `peer` in, or say why it is refused (the error line it is sent)."""
-        privileged = peer.uid in (0, os.geteuid())
-        if not privileged and not peer.in_group(self.group):
-            log.warning("control.peer_refused", pid=peer.pid, uid=peer.uid)
-            if peer.groups is None:
-                return (
-                    "permission denied: this kernel does not tell the daemon your "
-                    f"supplementary groups (SO_PEERGROUPS); use group {self.group} as your "
-                    "primary group (sg), or connect as root or the daemon's user"
-                )
-            return (
-                "permission denied: only root, the daemon's user and members of group "
-                f"{self.group} may use this socket"
-            )
-        limit = client_limit()
-        if not privileged and self.by_uid[peer.uid] >= uid_limit(limit):
-            log.warning("control.uid_limit", uid=peer.uid, limit=uid_limit(limit))
-            return (
-                f"too many control connections from uid {peer.uid} "
-                f"(limit {uid_limit(limit)}): close some and try again"
-            )
-        room = limit if privileged else limit - reserved_slots(limit)
-        if self.count >= room and not self.make_room(limit):
-            log.warning("control.too_many_clients", limit=limit)
-            return f"too many control clients connected (limit {limit}): try again"
-        self.count += 1
-        self.by_uid[peer.uid] += 1
-        return None
-
-    def leave(self, peer: Peer) -> None:
-        self.count -= 1
-        self.by_uid[peer.uid] -= 1
-        if not self.by_uid[peer.uid]:
-            del self.by_uid[peer.uid]
-
-    def make_room(self, limit: int) -> bool:
-        """Drop the client that has waited longest without sending a request, or else the
-        oldest follower; False if there is neither."""
-        if self.reading:
-            self.reading.pop(next(iter(self.reading))).cancel()
-            return True
-        if self.following:
-            self._evict_oldest_follower(f"every control client slot was taken (limit {limit})")
-            return True
-        return False
-
-    def add_follower(self, follower: _Follower) -> None:
-        """Count a new follower in, dropping the oldest ones beyond `follower_limit`."""
-        limit = follower_limit(client_limit())
-        while len(self.following) >= limit:  # while: prlimit may have lowered the limit
-            self._evict_oldest_follower(f"more than {limit} clients followed events")
-        self.following[id(follower)] = follower
-
-    def _evict_oldest_follower(self, why: str) -> None:
-        oldest = self.following.pop(next(iter(self.following)))
-        oldest.evicted = f"events --follow ended: {why} and this was the oldest; run it again"
-        oldest.scope.cancel()
 
 
 class _ReplyCut(Exception):
@@ -344,7 +140,7 @@ async def _serve_client(
     stream: anyio.abc.SocketStream,
     dispatch: Dispatch,
     peer: Peer,
-    served: _Served,
+    served: Served,
 ) -> None:
     """Answer each request line in order until the client closes, stalls or follows."""
     async with stream:
@@ -396,7 +192,7 @@ async def _follow(
     stream: anyio.abc.SocketStream,
     buffered: BufferedByteReceiveStream,
     feed: EventFeed,
-    served: _Served,
+    served: Served,
 ) -> None:
     """One response line per event until the daemon or the client goes away, or the
     daemon needs the slot (the client is told why).
@@ -404,7 +200,7 @@ async def _follow(
     A follower that hangs up is noticed at once, not at the next event (which may
     never come): until then it would hold a file descriptor and a client slot.
     """
-    follower = _Follower()
+    follower = Follower()
     served.add_follower(follower)
     sent_more: list[bytes] = []
     try:
@@ -442,7 +238,7 @@ async def _cancel_on_hang_up(
     scope.cancel()
 
 
-async def _receive_request(buffered: BufferedByteReceiveStream, served: _Served) -> bytes:
+async def _receive_request(buffered: BufferedByteReceiveStream, served: Served) -> bytes:
     """One request line without its newline, exactly as long as the limit allows.
 
     `receive_until` checks its limit only between reads, so by itself it would let
@@ -517,60 +313,3 @@ async def _send(stream: anyio.abc.SocketStream, data: bytes) -> None:
             await stream.send(data)
     except TimeoutError:
         raise _Stalled(f"reply read within {SEND_TIMEOUT:g}s") from None
-
-
-SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
-"""Linux 4.13+: the client's supplementary groups as they were when it connected."""
-_GROUPS_IN_PYTHON_BUFFER = 256
-"""`socket.getsockopt` takes a buffer of at most 1,024 bytes: 256 gid_t."""
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """A client as the kernel recorded it at connect (not as its pid reads now)."""
-
-    pid: int
-    uid: int
-    gid: int
-    groups: frozenset[int] | None
-    """Supplementary groups; None if the kernel cannot tell (before Linux 4.13)."""
-
-    def in_group(self, group: int) -> bool:
-        return self.gid == group or (self.groups is not None and group in self.groups)
-
-
-def _peer(sock: socket.socket) -> Peer:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", creds)
-    return Peer(pid, uid, gid, _peer_groups(sock))
-
-
-def _peer_groups(sock: socket.socket) -> frozenset[int] | None:
-    """The client's supplementary groups, from the socket itself.
-
-    They used to be read from /proc/PID/status, on the event loop: a client that
-    exited could have its pid reused by another user's process before the read, and
-    with the unit's ProtectProc=invisible the daemon cannot read others' /proc at all.
-    """
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * _GROUPS_IN_PYTHON_BUFFER)
-    except OSError as exc:
-        if exc.errno == errno.ERANGE:
-            raw = _peer_groups_unbounded(sock.fileno())
-        elif exc.errno in (errno.ENOPROTOOPT, errno.EINVAL):
-            return None
-        else:
-            raise
-    return frozenset(struct.unpack(f"{len(raw) // 4}I", raw))
-
-
-def _peer_groups_unbounded(fd: int) -> bytes:
-    """SO_PEERGROUPS for a client in more groups than `socket.getsockopt` has room for."""
-    size = 4 * os.sysconf("SC_NGROUPS_MAX")
-    buffer = ctypes.create_string_buffer(size)
-    length = ctypes.c_uint32(size)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.getsockopt(fd, socket.SOL_SOCKET, SO_PEERGROUPS, buffer, ctypes.byref(length)):
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return buffer.raw[: length.value]

@@ -549,7 +549,9 @@ def test_the_daemon_file_alone_ignores_job_files(tmp_path: Path) -> None:
 
 def test_the_shipped_example_is_valid() -> None:
     """`configs/supervisor.toml` and its jobs load without error."""
-    config = load_config(Path(__file__).parent.parent / "configs" / "supervisor.toml", environ={})
+    config = load_config(
+        Path(__file__).parent.parent.parent / "configs" / "supervisor.toml", environ={}
+    )
     assert config.jobs
     assert all(job.path.stem == job.name for job in config.jobs)
 

@@ -6,7 +6,7 @@ generation, checksum valid, with no corrupt file met and no temp file left
 after `prepare`; once the write has returned, only the new one. Mutation
 guards: the same check fails against writers that skip the temp file's fsync,
 rename before it, or skip the directory's fsync, which no process kill
-(tests/test_crash_points.py) can show.
+(tests/soak/test_crash_points.py) can show.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "supervisor"
+PACKAGE = Path(__file__).resolve().parent.parent.parent / "supervisor"
 LIMIT = 400
 REASON = "Longer than 400 lines:"
 

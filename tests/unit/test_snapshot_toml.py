@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from supervisor.snapshot import Snapshot, encode
 from supervisor.snapshot_toml import _dumps_layout, _parse_layout, dumps, parse
 from supervisor.states import JobState
-from tests.test_snapshot import failures, moments, snapshots
+from tests.unit.test_snapshot import failures, moments, snapshots
 
 
 def tomli_or_error(text: str) -> dict[str, Any] | type[Exception]:

@@ -21,7 +21,7 @@ from supervisor import cli
 from supervisor.control.views import printable
 from tests.daemon_process import DaemonProcess, write_config
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parent.parent.parent / "configs"
 
 
 def _supervisor(*args: str) -> subprocess.CompletedProcess[str]:

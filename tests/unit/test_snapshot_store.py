@@ -31,7 +31,7 @@ from supervisor.ledger import JobLedger
 from supervisor.snapshot import Snapshot, decode, encode, seal
 from supervisor.snapshot_store import WRITE_STEPS, SnapshotStore
 from supervisor.states import JobState
-from tests import test_power_loss as power_loss
+from tests.unit import test_power_loss as power_loss
 
 pytestmark = pytest.mark.anyio
 
@@ -225,7 +225,7 @@ async def test_a_failed_write_can_be_retried_with_the_same_generation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store writes the generation it is given, after a failure too: generations are
-    its caller's to number (`JobLedger`, tests/test_ledger.py), and the store keeps none."""
+    its caller's to number (`JobLedger`, tests/unit/test_ledger.py), and the store keeps none."""
     store = await store_with(tmp_path, 1)
     fail_when(monkeypatch, "fsync", lambda fd: True, errno.EIO)
     with pytest.raises(SnapshotWriteError):

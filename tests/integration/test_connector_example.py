@@ -22,7 +22,7 @@ import pytest
 
 from tests.daemon_process import DaemonProcess, write_config
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 EXAMPLE = ROOT / "examples" / "connector-example"
 
 

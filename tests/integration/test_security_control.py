@@ -35,8 +35,8 @@ from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import Config, DaemonConfig, JobConfig
 from supervisor.connectors.generate import GenerateSourceConfig
 from supervisor.connectors.python import PythonSourceConfig
+from supervisor.control.admission import MAX_CLIENTS, follower_limit, uid_limit
 from supervisor.control.protocol import MAX_JOBS, MAX_REQUEST_BYTES, encode_json, encode_response
-from supervisor.control.server import MAX_CLIENTS, follower_limit, uid_limit
 from supervisor.daemon import Supervisor
 from supervisor.offsets import MAX_OFFSET_BYTES
 from supervisor.states import JobState

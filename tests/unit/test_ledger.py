@@ -1,6 +1,6 @@
 """A job's ledger: the one owner of its generations, on a real store.
 
-The store writes the generation it is given (tests/test_snapshot_store.py); the
+The store writes the generation it is given (tests/unit/test_snapshot_store.py); the
 ledger numbers them, so they only grow: each write is the last plus one, a
 generation is never named by a caller, a failed write uses its generation up, a
 set-aside goes on from the set-aside generation, and a restored older file does

@@ -31,7 +31,7 @@ from supervisor.errors import ConfigError
 from tests.daemon_process import DAEMON_TOML, DaemonProcess, write_config
 from tests.helpers import run_cli as cli
 from tests.helpers import throwaway_user
-from tests.test_control import DAEMON
+from tests.integration.test_control import DAEMON
 
 JOB = """\
     [source]
@@ -257,7 +257,7 @@ def test_control_commands_read_a_daemon_file_owned_by_another_user(
 
 def test_the_shipped_example_and_fresh_files_pass() -> None:
     """The repository's example, as checked out (0644 files owned by the user), passes."""
-    example = Path(__file__).parent.parent / "configs" / "supervisor.toml"
+    example = Path(__file__).parent.parent.parent / "configs" / "supervisor.toml"
     result = check(example)
     assert result.returncode == 0, result.stderr
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from supervisor.config.loader import JOB_NAME_PATTERN, load_config, parse_duration
 from supervisor.errors import ConfigError
 
-EXAMPLE_JOBS = sorted((Path(__file__).parent.parent / "configs" / "jobs").glob("*.toml"))
+EXAMPLE_JOBS = sorted((Path(__file__).parent.parent.parent / "configs" / "jobs").glob("*.toml"))
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 

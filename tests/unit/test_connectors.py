@@ -113,7 +113,7 @@ def _registry(*extra: Registration) -> Registry:
     return Registry([*installed().registrations, *extra])
 
 
-def _toy(name: str = "toy", reference: str = "tests.test_connectors:TOY") -> Registration:
+def _toy(name: str = "toy", reference: str = "tests.unit.test_connectors:TOY") -> Registration:
     return Registration(name, reference, "toy-connectors", "1.0")
 
 
@@ -155,7 +155,7 @@ def test_the_built_in_connectors_are_entry_points_of_this_distribution() -> None
 
 
 def test_each_role_lists_only_the_types_that_play_it() -> None:
-    registry = _registry(_toy(), _toy("toy-sink", "tests.test_connectors:TOY_SINK"))
+    registry = _registry(_toy(), _toy("toy-sink", "tests.unit.test_connectors:TOY_SINK"))
     assert registry.types("source") == ["file", "generate", "python", "toy"]
     assert registry.types("sink") == ["jsonl", "null", "python", "sqlite", "stdout", "toy-sink"]
 
@@ -186,7 +186,7 @@ def test_a_toy_connector_is_checked_built_and_run(tmp_path: Path) -> None:
             """
         },
     )
-    registry = _registry(_toy(), _toy("toy-sink", "tests.test_connectors:TOY_SINK"))
+    registry = _registry(_toy(), _toy("toy-sink", "tests.unit.test_connectors:TOY_SINK"))
     (job,) = _load(config, registry, import_plugins=True).jobs
     assert job.source == ToyConfig(label="hello", count=2, data=tmp_path / "jobs" / "in.txt")
     assert job.sink == ToySinkConfig(target="json:dumps", extra={"anything": {"goes": [1]}})
@@ -237,7 +237,7 @@ def test_check_imports_what_a_connector_says_its_config_names(tmp_path: Path) ->
         tmp_path,
         {"a": '[source]\ntype = "generate"\n[sink]\ntype = "toy-sink"\ntarget = "no_such:x"\n'},
     )
-    registry = _registry(_toy("toy-sink", "tests.test_connectors:TOY_SINK"))
+    registry = _registry(_toy("toy-sink", "tests.unit.test_connectors:TOY_SINK"))
     _load(config, registry)  # the daemon's own loading imports nothing
     (issue,) = _issues(config, registry, import_plugins=True)
     assert issue.startswith(f"{tmp_path}/jobs/a.toml: sink.target: cannot import module 'no_such'")
@@ -267,8 +267,8 @@ def test_a_default_of_a_toy_type_is_reported_once_in_the_daemon_file(tmp_path: P
             'connector "toy" from no_such_module:CONNECTOR (distribution "toy-connectors" 1.0) '
             "cannot be loaded: cannot import module 'no_such_module'",
         ),
-        ("tests.test_connectors:NOT_A_CONNECTOR", "is 'str', not a Connector"),
-        ("tests.test_connectors:WRONG_TYPE", 'declares type "other" instead'),
+        ("tests.unit.test_connectors:NOT_A_CONNECTOR", "is 'str', not a Connector"),
+        ("tests.unit.test_connectors:WRONG_TYPE", 'declares type "other" instead'),
     ],
 )
 def test_a_connector_that_cannot_be_loaded_fails_only_its_jobs(
@@ -292,12 +292,12 @@ def test_a_connector_that_cannot_be_loaded_fails_only_its_jobs(
 def test_a_type_registered_by_two_distributions_is_used_by_neither(tmp_path: Path) -> None:
     """Neither registration wins (that would depend on sys.path): the jobs say why."""
     config = _write(tmp_path, {"a": '[source]\ntype = "toy"\nlabel = "x"\n[sink]\ntype = "null"\n'})
-    other = Registration("toy", "tests.test_connectors:TOY", "other-dist", "2.0")
+    other = Registration("toy", "tests.unit.test_connectors:TOY", "other-dist", "2.0")
     (issue,) = _issues(config, _registry(_toy(), other))
     assert issue == (
         f'{tmp_path}/jobs/a.toml: source.type: connector type "toy" is registered more than '
-        'once: tests.test_connectors:TOY (distribution "toy-connectors" 1.0); '
-        'tests.test_connectors:TOY (distribution "other-dist" 2.0); uninstall all but one'
+        'once: tests.unit.test_connectors:TOY (distribution "toy-connectors" 1.0); '
+        'tests.unit.test_connectors:TOY (distribution "other-dist" 2.0); uninstall all but one'
     )
 
 
@@ -312,7 +312,7 @@ def test_a_config_class_belongs_to_one_connector() -> None:
     """Configs find their connector by class, so two connectors may not share one."""
     _registry(_toy()).get("toy")
     with pytest.raises(PluginError, match='ToyConfig, the config class of connector "toy"'):
-        _registry(_toy("copy", "tests.test_connectors:COPY")).get("copy")
+        _registry(_toy("copy", "tests.unit.test_connectors:COPY")).get("copy")
 
 
 def test_without_this_package_installed_the_message_says_so(

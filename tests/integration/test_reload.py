@@ -27,9 +27,9 @@ from tests.conftest import virtual_time_backend
 from tests.daemon_process import DaemonProcess, write_config
 from tests.helpers import run_cli as cli
 from tests.in_memory_store import InMemorySnapshotStore
+from tests.integration.test_control import DAEMON
 from tests.lifecycle import eventually, read_config_on_virtual_time
 from tests.slow_parts import World
-from tests.test_control import DAEMON
 
 
 def _job(rate: int) -> str:

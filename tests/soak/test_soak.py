@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 DAEMON = shlex.split(os.environ.get("SOAK_DAEMON", "")) or DAEMON_COMMAND
 """The build under test. To see this test fail on a broken checkpoint order:
-SOAK_DAEMON=".venv/bin/python tests/checkpoint_builds.py broken" pytest tests/test_soak.py"""
+SOAK_DAEMON=".venv/bin/python tests/checkpoint_builds.py broken" pytest tests/soak/test_soak.py"""
 
 
 def test_twenty_random_kills_lose_nothing_and_repeat_only_uncheckpointed_records(

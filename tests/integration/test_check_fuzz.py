@@ -30,9 +30,9 @@ from supervisor.cli import main
 from supervisor.config.loader import JOB_NAME_PATTERN, load_config
 from supervisor.errors import ConfigError
 from supervisor.snapshot_store import SnapshotStore
-from tests.test_config_properties import KNOWN_KEYS, documents, near_names, toml_values
+from tests.unit.test_config_properties import KNOWN_KEYS, documents, near_names, toml_values
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parent.parent.parent / "configs"
 EXAMPLE_FILES = [CONFIGS / "supervisor.toml", *sorted((CONFIGS / "jobs").glob("*.toml"))]
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALID_JOB = {"source": {"type": "generate"}, "sink": {"type": "null"}}

@@ -18,11 +18,11 @@ from supervisor.states import JobState
 from tests.conftest import virtual_time_backend
 from tests.daemon_process import DaemonProcess, write_config
 from tests.in_memory_store import InMemorySnapshotStore
+from tests.integration.test_reload import IN_PROCESS, QUICK
 from tests.lifecycle import eventually, read_config_on_virtual_time
 from tests.slow_parts import World
-from tests.test_reload import IN_PROCESS, QUICK
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 DAEMON = """\
 [supervisor]
