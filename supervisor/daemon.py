@@ -110,15 +110,11 @@ class Supervisor:
         # and again while thousands of jobs start, each stalling the loop. See
         # GC_THRESHOLDS.
         gc.set_threshold(*GC_THRESHOLDS)
-        if isinstance(self.store, SnapshotStore):
-            await self.store.prepare(lock=True)  # one daemon per state directory
-        else:
-            await self.store.prepare()
+        await self.store.prepare(lock=True)  # one daemon per state directory
         try:
             await self._run(task_status)
         finally:
-            if isinstance(self.store, SnapshotStore):
-                self.store.close()
+            self.store.close()
 
     async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         # Every job's snapshot in one worker-thread trip: one per job took seconds at 10,000.

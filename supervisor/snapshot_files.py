@@ -300,9 +300,11 @@ def duplicate(fd: int, directory: Path, job: str, name: str, target: str) -> Non
         temp = stage(fd, job, data, no_step)
     try:
         os.replace(temp, target, src_dir_fd=fd, dst_dir_fd=fd)
-    except BaseException:
+    finally:
+        # Also after a rename that succeeded: when `target` already was a link of `name`
+        # (a kill between keeping prev and renaming the new file), renaming one link of a
+        # file over another does nothing (POSIX) and the temp link would stay.
         remove(fd, temp)
-        raise
 
 
 def move_broken_aside(fd: int, job: str, path: Path) -> None:

@@ -93,6 +93,26 @@ async def test_the_previous_generation_is_kept(tmp_path: Path) -> None:
     assert decode(prev, job="orders", path=Path("prev")).generation == 1
 
 
+async def test_a_write_after_a_kill_between_keeping_prev_and_renaming_leaves_no_temp(
+    tmp_path: Path,
+) -> None:
+    """Killed after the current file was linked as prev but before the new one replaced it,
+    prev and current are one file. The next write's link of current, renamed over prev,
+    is then a rename between two links of one file, which POSIX makes a no-op that
+    succeeds: the temp link stayed, until the next start (the soak found it after its
+    final clean run)."""
+    store = await store_with(tmp_path, 1, 2)
+    prev = store.directory / "orders.snapshot.prev.toml"
+    prev.unlink()
+    os.link(store.path_for("orders"), prev)  # what the kill left: prev is current
+    again = SnapshotStore(store.directory)
+    await again.prepare()
+    assert (await again.load("orders")) is not None
+    await again.write(snap(3, offset=30))
+    assert names(again) == {"orders.snapshot.toml", "orders.snapshot.prev.toml"}
+    assert decode(prev.read_bytes(), job="orders", path=prev).generation == 2
+
+
 async def test_never_checkpointed_loads_none(tmp_path: Path) -> None:
     """A job with no files at all has no snapshot."""
     assert await (await store_with(tmp_path)).load("orders") is None
