@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from trio.testing import MockClock
 
+from supervisor.connectors.registry import installed
 from tests import blocking_guard
 
 
@@ -36,3 +37,16 @@ def no_blocking_calls_on_the_loop() -> Iterator[None]:
     loop (tests/blocking_guard.py says what counts)."""
     with blocking_guard.failing_on_blocking_calls():
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def connectors_loaded() -> None:
+    """Load every installed connector once, before any test's event loop.
+
+    A job loaded from a file finds its connector as it is loaded; one built in code
+    (many tests do) finds it by loading every installed connector on first use,
+    wherever that happens, maybe on an event loop. Without this, the test that
+    happened to come first paid that entry-point scan, and the blocking-call guard
+    failed it (or not) depending on the order tests ran in.
+    """
+    installed().load_all()
