@@ -92,11 +92,6 @@ def backoff_delay(attempt: int, policy: RetryPolicy, random: Callable[[], float]
     return min(ceiling * random(), ceiling)
 
 
-def is_fatal(error: BaseException, policy: RetryPolicy) -> bool:
-    """True when retrying cannot help and the job should fail (or be suspended) now."""
-    return fatal_reason(error, policy) is not None
-
-
 def fatal_reason(error: BaseException, policy: RetryPolicy) -> str | None:
     """Why retrying `error` cannot help, or None when it is retryable."""
     pending = [error]

@@ -36,7 +36,7 @@ from supervisor.control.views import job_detail
 from supervisor.errors import FatalError, FinalCheckpointFailed, TransientError
 from supervisor.failures import MESSAGE_LIMIT
 from supervisor.protocols import Offset
-from supervisor.retry import is_fatal
+from supervisor.retry import fatal_reason
 from supervisor.start_slots import StartSlots
 from supervisor.states import JobState
 from supervisor.testing import RecordingSink, ScriptedSource
@@ -257,7 +257,7 @@ def test_exception_names_match_as_users_write_them(
     supervisor.TransientError, json.JSONDecodeError) and a group matches by its own class;
     before, only the defining module's path matched and a group was never named."""
     policy = RetryPolicy(retry_on=names.get("retry_on", ()), fatal_on=names.get("fatal_on", ()))
-    assert is_fatal(error, policy) is fatal
+    assert (fatal_reason(error, policy) is not None) is fatal
 
 
 # --- 14.13: a processor that cannot be called is fatal ----------------------------------------

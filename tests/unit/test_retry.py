@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from supervisor.config.model import RetryPolicy
 from supervisor.errors import FatalError, PluginError, TooManyBadRecords, TransientError
-from supervisor.retry import RetryDecision, backoff_delay, is_fatal, retry_decision
+from supervisor.retry import RetryDecision, backoff_delay, fatal_reason, retry_decision
 
 policies = st.builds(
     lambda initial, factor, multiplier, jitter: RetryPolicy(
@@ -110,7 +110,7 @@ def test_the_decision_is_fatal_or_budget_else_the_backoff(
 
     decision = retry_decision(error, attempts=attempts, policy=policy, random=draw)
     spent = max_attempts > 0 and attempts >= max_attempts
-    assert decision.fatal is fatal is is_fatal(error, policy)
+    assert decision.fatal is fatal is (fatal_reason(error, policy) is not None)
     assert decision.budget_spent is spent
     if fatal or spent:
         assert decision.delay is None and not draws

@@ -118,8 +118,11 @@ class FileSource:
         await anyio.to_thread.run_sync(self._open_sync, saved)
 
     def position(self) -> Offset | None:
-        """Where reading begins or goes on: pinned by the attempt before its first read."""
-        return self._offset()
+        """Where reading begins or goes on: pinned by the attempt before its first read,
+        and the offset of every batch."""
+        if self._file is None:
+            return self._offset_without_file
+        return FilePosition(self._file.identity, self._file.pos).to_offset()
 
     async def read(self, max_records: int, wait: float) -> Batch:
         if max_records < 1:
@@ -129,7 +132,7 @@ class FileSource:
             step = await anyio.to_thread.run_sync(self._step, max_records, anyio.current_time())
             remaining = deadline - anyio.current_time()
             if step.records or step.rejects or step.end or remaining <= 0:
-                return Batch(step.records, self._offset(), end=step.end, rejects=step.rejects)
+                return Batch(step.records, self.position(), end=step.end, rejects=step.rejects)
             if not step.progressed:
                 await anyio.sleep(min(self._poll_interval, remaining))
 
@@ -364,11 +367,6 @@ class FileSource:
         ]
         file.pos += taken.consumed
         return taken.records, rejects
-
-    def _offset(self) -> Offset | None:
-        if self._file is None:
-            return self._offset_without_file
-        return FilePosition(self._file.identity, self._file.pos).to_offset()
 
     def _progress_mark(self) -> tuple[int, int, int, int] | None:
         file = self._file
