@@ -97,6 +97,7 @@ class Attempt:
         self.checkpoints = 0
         self._healthy_at = math.inf
         """Event-loop time health may be reported; inf once it has been (or before opening)."""
+        self._source: Source | None = None
 
     def stop_requested(self) -> bool:
         # A call, so type checkers do not assume it is unchanged across awaits.
@@ -114,6 +115,19 @@ class Attempt:
             # last batch the sink took, and the next attempt reopens from it.
             self._read_scope.cancel()
 
+    def source_progress(self) -> dict[str, object] | None:
+        """What the source says of where it stands and how far behind it is (its optional
+        `progress`, see `supervisor.protocols.Source`), or None if it says nothing."""
+        progress = getattr(self._source, "progress", None)
+        if not callable(progress):
+            return None
+        try:
+            view = progress()
+        # Plugin code, called for `status`: whatever it raises must not fail the command.
+        except Exception as exc:  # noqa: BLE001
+            return {"error": describe_error(exc)}
+        return dict(view) if view else None
+
     def abandon(self) -> None:
         """The daemon's shutdown timeout is up: cut the closing short too (it is shielded
         from the cancellation that ends everything else, and a close may hang)."""
@@ -125,7 +139,7 @@ class Attempt:
         sink = self._components.sink(self.job)
         source: Source | None = None
         try:
-            source = self._components.source(self.job)
+            source = self._source = self._components.source(self.job)
             processor = self._components.processor(self.job)
             with self._open_scope:
                 sink_offset = await sink.open()
@@ -156,6 +170,10 @@ class Attempt:
             self._listener.opened()
             if offset is None:
                 offset = await self._pin_start(source, sink)
+            if getattr(source, "replayable", False):
+                resume_from = getattr(sink, "resume_from", None)
+                if callable(resume_from):
+                    resume_from(offset)
             return await self._pump(source, sink, processor, offset)
         finally:
             with anyio.CancelScope(shield=True) as self._close_scope:
@@ -175,7 +193,7 @@ class Attempt:
         position = getattr(source, "position", None)
         start = position() if callable(position) else None
         if start is not None:
-            await self._checkpoint(sink, start)
+            await self._checkpoint(source, sink, start)
         return cast("Offset | None", start)
 
     async def _pump(
@@ -207,7 +225,7 @@ class Attempt:
             if batch.offset is not None:
                 offset = batch.offset
             if batch.end:
-                await self._checkpoint(sink, offset)
+                await self._checkpoint(source, sink, offset)
                 self._report_health_if_due(anyio.current_time())
                 return AttemptEnd.FINISHED
             now = anyio.current_time()
@@ -217,7 +235,7 @@ class Attempt:
                 next_checkpoint_at = now + policy.interval
             if uncommitted >= policy.every_records or now >= next_checkpoint_at:
                 if offset != committed or uncommitted:
-                    await self._checkpoint(sink, offset)
+                    await self._checkpoint(source, sink, offset)
                     committed, uncommitted = offset, 0
                 else:
                     # Nothing new to commit: the job is caught up, which proves
@@ -230,7 +248,7 @@ class Attempt:
             # One yield per batch keeps a fast source from starving other jobs.
             await anyio.lowlevel.checkpoint()
         if offset != committed or uncommitted:
-            await self._checkpoint(sink, offset)
+            await self._checkpoint(source, sink, offset)
         return AttemptEnd.STOPPED
 
     def _report_health_if_due(self, now: float) -> None:
@@ -239,10 +257,16 @@ class Attempt:
             self._healthy_at = math.inf
             self._listener.healthy()
 
-    async def _checkpoint(self, sink: Sink, offset: Offset | None) -> None:
+    async def _checkpoint(self, source: Source, sink: Sink, offset: Offset | None) -> None:
         await sink.flush(offset)
         snapshot = await self._ledger.write(offset=offset)
         self.checkpoints += 1
+        commit = getattr(source, "commit", None)
+        if callable(commit) and offset is not None:
+            # Only now may a broker forget what this checkpoint covers: the snapshot that
+            # resumes past it is durable. A failure here fails the attempt (retryable);
+            # what was not acknowledged comes back, within one checkpoint.
+            await commit(offset)
         log.debug(
             "job.checkpoint", job=self.job.name, offset=offset, generation=snapshot.generation
         )

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import CodeType, TracebackType
 
+from supervisor.secrets import redact
 from supervisor.snapshot import FailureRecord
 
 MESSAGE_LIMIT = 4096
@@ -48,7 +49,7 @@ def error_message(error: BaseException) -> str:
         text = str(error)
     except BaseException:  # noqa: BLE001 - plugin code: whatever __str__ raises, describe it
         text = f"<unprintable {type(error).__name__}>"
-    return cap_message(text)
+    return cap_message(redact(text))
 
 
 def cap_message(text: str) -> str:
@@ -94,6 +95,7 @@ def describe_failure(
         text = format_traceback(error)
     except BaseException:  # noqa: BLE001 - plugin code's error may defeat the traceback module
         text = f"(the traceback could not be formatted)\n{describe_error(error)}\n"
+    text = redact(text)
     if len(text) > TRACEBACK_LIMIT:
         text = "...\n" + text[-TRACEBACK_LIMIT:]
     return FailureRecord(

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import structlog
 
 from supervisor.config.model import LogFormat, LogLevel
+from supervisor.secrets import redact
 
 JOURNAL_PRIORITIES = {
     "debug": 7,
@@ -116,6 +117,29 @@ class _LineWriterFactory:
         return self._writer
 
 
+def _redact_secrets(
+    _logger: object, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """No secret a connector read, nor a URL's password, reaches a log line
+    (`supervisor.secrets`): values are searched through tables and lists."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = redact(value)
+        elif isinstance(value, dict | list | tuple):
+            event[key] = _redacted(value)
+    return event
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
+
+
 def configure_logging(
     log_format: LogFormat = "auto",
     level: LogLevel = "info",
@@ -142,6 +166,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -89,6 +89,27 @@ class Source(Protocol):
     # A source whose start depends on when it opens should define it: the attempt
     # checkpoints that position before the first read, so a retry or a restart
     # before the first checkpoint resumes there instead of starting afresh.
+    #
+    #     async def commit(self, offset: Offset) -> None:
+    #         """The snapshot holding `offset` is durable: acknowledge to the broker
+    #         everything read up to it."""
+    #
+    # Called after every checkpoint, never before its snapshot is written, so a broker
+    # forgets nothing the snapshot does not cover. A crash between the two leaves
+    # entries read but not acknowledged: the broker delivers them again (repeats within
+    # one checkpoint). An exception fails the attempt, as a read's would (retryable).
+    #
+    #     replayable: bool
+    #
+    # True when opening at the same offset again yields the same records in the same
+    # order (a file, a Redis stream read by ID, a JetStream stream read by sequence);
+    # not for a broker's consumer group, which hands out whatever is pending. A sink
+    # may then name its records after the source position (see `Sink.resume_from`).
+    #
+    #     def progress(self) -> Mapping[str, object] | None:
+    #         """Where the source stands and how far behind: e.g. ``{"position": ...,
+    #         "lag": 12}``, from values it keeps; `status` calls it, so it must not
+    #         block or await."""
 
 
 @runtime_checkable
@@ -115,3 +136,14 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Release resources without flushing. Called once, even after a failure."""
+
+    # Optional, not part of the checked protocol: a sink class may define
+    #
+    #     def resume_from(self, offset: Offset | None) -> None:
+    #         """The source is replayable and the attempt resumes after `offset`."""
+    #
+    # Called once per attempt, after the source opened and before the first write, and
+    # only when the source is `replayable`. The records written after `offset` (and up to
+    # the next `flush`) are then the same on every attempt that resumes there, so a sink
+    # can give each a stable identity (offset, index) that a broker's duplicate
+    # detection recognizes when a crash replays it.

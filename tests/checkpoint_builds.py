@@ -22,7 +22,7 @@ import anyio
 
 from supervisor import attempt, cli
 from supervisor.connectors.jsonl.sink import JsonlSink
-from supervisor.protocols import Offset, Sink
+from supervisor.protocols import Offset, Sink, Source
 
 SLOW_FLUSH = 0.3
 """Seconds every jsonl flush waits before writing: a slow disk."""
@@ -38,7 +38,9 @@ async def _slow_flush(self: JsonlSink, offset: Offset | None) -> None:
     await _flush(self, offset)
 
 
-async def _offset_before_flush(self: attempt.Attempt, sink: Sink, offset: Offset | None) -> None:
+async def _offset_before_flush(
+    self: attempt.Attempt, source: Source, sink: Sink, offset: Offset | None
+) -> None:
     snapshot = await self._ledger.write(offset=offset)  # the mutation: offset first
     await sink.flush(offset)
     self.checkpoints += 1

@@ -202,7 +202,29 @@ def _check_job(
         if key in raw:
             parts[key] = check_table(raw[key], fields, f"{key}.", origin, problems, partial=partial)
     _cross_checks(raw, parts, problems, partial=partial)
+    if not partial:
+        _connector_checks(raw, parts, problems, connectors)
     return parts
+
+
+def _connector_checks(
+    raw: dict[str, Any], parts: dict[str, Any], problems: list[Problem], connectors: Registry
+) -> None:
+    """What each connector says of its keys against the job's ``[checkpoint]`` policy;
+    only once both converted cleanly (a problem there is reported already)."""
+    if any(problem.key.startswith("checkpoint.") for problem in problems):
+        return
+    checkpoint = _policy(model.CheckpointPolicy, parts.get("checkpoint"), _DEFAULT_CHECKPOINT)
+    for role in _ROLES:
+        table, config = unwrap(raw.get(role)), parts.get(role)
+        if config is None or any(problem.key.startswith(f"{role}.") for problem in problems):
+            continue
+        kind = unwrap(table.get("type")) if isinstance(table, dict) else None
+        part = connectors.role(kind, role) if isinstance(kind, str) else None
+        if part is None or part.check_job is None:
+            continue
+        for key, message in part.check_job(config, checkpoint):
+            problems.append(Problem(f"{role}.{key}", message))
 
 
 def _typed_table(

@@ -20,17 +20,21 @@ from supervisor.config.schema import (
     path,
     text,
 )
+from supervisor.secrets import credential_name, environment_name, secret
 
 __all__ = [
     "Convert",
     "Invalid",
     "boolean",
     "choice",
+    "credential_name",
     "describe",
     "duration",
+    "environment_name",
     "exception_names",
     "integer",
     "number",
     "path",
+    "secret",
     "text",
 ]

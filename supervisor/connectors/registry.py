@@ -27,7 +27,7 @@ from supervisor.errors import PluginError
 from supervisor.plugins import load_reference
 
 if TYPE_CHECKING:
-    from supervisor.config.model import ConnectorConfig, JobConfig
+    from supervisor.config.model import CheckpointPolicy, ConnectorConfig, JobConfig
     from supervisor.protocols import Offset, Sink, Source
 
 GROUP = "stream_supervisor.connectors"
@@ -48,6 +48,10 @@ class _Part(Generic[C]):
     references: Callable[[C], Sequence[tuple[str, str]]] | None = None
     """``(key, "package.module:Name")`` pairs the config names: `supervisor check` imports
     each (and constructs nothing), as it does the ``class`` of a ``python`` connector."""
+    check_job: Callable[[C, CheckpointPolicy], Iterable[tuple[str, str]]] | None = None
+    """``(key, problem)`` pairs for keys that are each valid but do not fit the job's
+    ``[checkpoint]`` policy (a broker that would redeliver before a checkpoint is due,
+    say): `supervisor check` and every load report each at ``source.KEY``/``sink.KEY``."""
     settings: Settings = field(init=False)
     """The keys, read off `config`."""
 

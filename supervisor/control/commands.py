@@ -257,6 +257,7 @@ def job_view(owner: JobOwner, now: float, *, detail: bool = False) -> dict[str, 
         "cause": owner.cause,
         "persist_pending": owner.persist_pending,
         "final_checkpoint_error": owner.final_checkpoint_error,
+        "source": None if attempt is None else attempt.source_progress(),
     }
     if detail:
         snapshot = owner.ledger.snapshot

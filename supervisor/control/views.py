@@ -11,7 +11,7 @@ import json
 import unicodedata
 from typing import Any
 
-COLUMNS = ("JOB", "STATE", "SINCE", "OFFSET", "REC/S", "ATTEMPT", "NEXT RETRY", "LAST ERROR")
+COLUMNS = ("JOB", "STATE", "SINCE", "OFFSET", "REC/S", "LAG", "ATTEMPT", "NEXT RETRY", "LAST ERROR")
 
 
 def status_table(jobs: list[dict[str, Any]]) -> str:
@@ -25,6 +25,7 @@ def status_table(jobs: list[dict[str, Any]]) -> str:
             printable(job["since"].replace("+00:00", "Z")),
             short_offset(job["offset"]),
             "-" if job["records_per_s"] is None else f"{job['records_per_s']:g}",
+            _lag(job.get("source")),
             str(job["attempt"]),
             "-" if job["next_retry_in"] is None else f"in {job['next_retry_in']:g}s",
             _one_line(job["error"] or "-", 60),
@@ -55,6 +56,8 @@ def job_detail(job: dict[str, Any]) -> str:
     ]
     if job["records_per_s"] is not None:
         lines.append(f"records/s:   {job['records_per_s']:g}")
+    for key, value in (job.get("source") or {}).items():
+        lines.append(f"{printable(key) + ':':<12} {printable(json.dumps(value))}")
     if job["next_retry_in"] is not None:
         lines.append(f"next retry:  in {job['next_retry_in']:g}s")
     if job.get("final_checkpoint_error"):
@@ -73,6 +76,12 @@ def job_detail(job: dict[str, Any]) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def _lag(source: dict[str, Any] | None) -> str:
+    """Entries the source has not read yet, as a broker source reports them (`progress`)."""
+    lag = (source or {}).get("lag")
+    return str(lag) if type(lag) is int else "-"
 
 
 def short_offset(offset: Any) -> str:
