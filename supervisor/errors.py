@@ -12,7 +12,10 @@
     ├── PluginError              a "pkg.mod:Name" reference cannot be loaded
     ├── JobError                 raised by sources, sinks and processors to steer retries
     │   ├── TransientError       always retried
+    │   │   └── BrokerUnavailable  a broker is down or dropped us: back when it is
     │   └── FatalError           never retried
+    │       ├── BrokerRefused    wrong credentials; a stream, group or consumer missing
+    │       ├── SecretError      a password's variable, file or credential cannot be read
     │       ├── TooManyBadRecords
     │       └── UnsafeFile       a file to read or write is a symlink or not a regular file
     ├── CommandRefused           an operator command does not fit the job's state (exit 1)
@@ -95,6 +98,22 @@ class TransientError(JobError):
 
 class FatalError(JobError):
     """A failure that retrying cannot fix: the job fails (or is suspended) at once."""
+
+
+class BrokerUnavailable(TransientError):
+    """A broker cannot be reached or dropped the connection: retried with backoff, and
+    the job comes back by itself when the broker does."""
+
+
+class BrokerRefused(FatalError):
+    """A broker refused what retrying cannot change: wrong credentials, no permission,
+    a stream, group or consumer that does not exist or is configured otherwise than the
+    job needs. The message names the job's key and the server (never a secret)."""
+
+
+class SecretError(FatalError):
+    """A secret's variable, file or credential cannot be read (the message names the key,
+    never the value): retrying cannot fix it."""
 
 
 class TooManyBadRecords(FatalError):

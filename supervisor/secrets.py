@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.config.schema import Convert, Invalid, describe
-from supervisor.errors import FatalError
+from supervisor.errors import SecretError
 
 MASK = "***"
 
@@ -40,10 +40,6 @@ MAX_SECRET_BYTES = 64 * 1024
 _known: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 _lock = threading.Lock()  # `read` runs in worker threads
-
-
-class SecretError(FatalError):
-    """A secret cannot be read: retrying cannot fix it."""
 
 
 class Secret:

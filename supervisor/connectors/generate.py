@@ -37,6 +37,8 @@ _EPSILON = 1e-9
 class GenerateSource:
     """A counter. The offset is the next sequence number to emit."""
 
+    replayable = True
+
     def __init__(self, config: GenerateSourceConfig) -> None:
         self._count = config.count
         self._rate = config.rate

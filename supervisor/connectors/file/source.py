@@ -94,6 +94,9 @@ class _Step(NamedTuple):
 class FileSource:
     """Lines (or JSON documents, one a line) of a local file, optionally followed."""
 
+    replayable = True
+    """Reopened at an offset, it reads the same lines again (`supervisor.protocols`)."""
+
     def __init__(self, config: FileSourceConfig, *, chunk_bytes: int = READ_CHUNK_BYTES) -> None:
         self._path = config.path
         self._follow = config.follow
