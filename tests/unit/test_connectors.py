@@ -21,7 +21,7 @@ import pytest
 
 from supervisor.components import build_sink, build_source, check_source_offset
 from supervisor.config.loader import load_config
-from supervisor.config.model import Config, JobConfig
+from supervisor.config.model import CheckpointPolicy, Config, JobConfig
 from supervisor.connectors import Connector, SinkRole, SourceRole, kinds, other_keys, setting
 from supervisor.connectors.generate import GenerateSourceConfig
 from supervisor.connectors.registry import (
@@ -379,3 +379,53 @@ def test_a_connector_declares_a_valid_type_and_a_role() -> None:
         Connector(type="Bad Type", doc="", sink=TOY_SINK.sink)
     with pytest.raises(ValueError, match="neither a source nor a sink"):
         Connector(type="empty", doc="")
+
+
+# --- a connector's keys against the job's [checkpoint] ----------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatientConfig(ToyConfig):
+    """The toy's keys, for a connector of its own (each declares its own config class)."""
+
+
+def _toy_fits_checkpoint(
+    config: PatientConfig, checkpoint: CheckpointPolicy
+) -> list[tuple[str, str]]:
+    if config.count < checkpoint.every_records:
+        return []
+    return [("count", f"must be below checkpoint.every_records ({checkpoint.every_records})")]
+
+
+PATIENT = Connector(
+    type="patient",
+    doc="Counts, and says so if a checkpoint could not hold them.",
+    source=SourceRole(
+        config=PatientConfig,
+        build=lambda config, job: ToySource(config),
+        check_job=_toy_fits_checkpoint,
+    ),
+)
+
+
+def test_a_connector_checks_its_keys_against_the_checkpoint_policy(tmp_path: Path) -> None:
+    """A key valid alone but at odds with `[checkpoint]` (a broker that would redeliver
+    before a checkpoint is due) is a problem of the job file, at the connector's key."""
+    registry = _registry(_toy("patient", "tests.unit.test_connectors:PATIENT"))
+    job = """
+        [source]
+        type = "patient"
+        label = "x"
+        count = {count}
+        [sink]
+        type = "null"
+        [checkpoint]
+        every_records = 10
+    """
+    fits = _write(tmp_path / "fits", {"a": job.format(count=9)})
+    source = _load(fits, registry).jobs[0].source
+    assert isinstance(source, PatientConfig) and source.count == 9
+    odd = _write(tmp_path / "odd", {"a": job.format(count=10)})
+    (issue,) = _issues(odd, registry)
+    assert "a.toml" in issue
+    assert "source.count: must be below checkpoint.every_records (10)" in issue
