@@ -10,15 +10,14 @@ connector's client library (the extra to install).
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -317,18 +316,18 @@ class PostgresServer(ServerProcess):
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as connection:
-            connection.execute(statement, params)  # type: ignore[arg-type]
+            connection.execute(statement, params)
 
     def query(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """The rows of one query, as `USER`."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as connection:
-            return connection.execute(statement, params).fetchall()  # type: ignore[arg-type]
+            return connection.execute(statement, params).fetchall()
 
 
 def _postgres_binary(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    found = sorted(str(path) for path in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
     if not found:
         _missing(f"PostgreSQL's {name} is not installed: apt-get install postgresql")
     return found[-1]

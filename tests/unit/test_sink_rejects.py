@@ -13,7 +13,7 @@ from supervisor.attempt import Attempt, AttemptEnd
 from supervisor.config.model import RecordsPolicy
 from supervisor.errors import TooManyBadRecords
 from supervisor.ledger import JobLedger
-from supervisor.protocols import Offset, RejectRecords, Rejected
+from supervisor.protocols import Offset, Rejected, RejectRecords
 from supervisor.snapshot_store import SnapshotStore
 from supervisor.testing import RecordingSink, ScriptedSource, fixed_components
 from tests.helpers import make_job

@@ -77,7 +77,7 @@ def column_mapping() -> kinds.Convert:
             pairs = list(value.items())
         else:
             raise kinds.Invalid(
-                "expected an array of column names or a table of column = \"field\", "
+                'expected an array of column names or a table of column = "field", '
                 f"got {kinds.describe(value)}"
             )
         if not pairs:
@@ -85,7 +85,8 @@ def column_mapping() -> kinds.Convert:
         for column, record_field in pairs:
             if not isinstance(column, str) or not IDENTIFIER.fullmatch(column):
                 raise kinds.Invalid(
-                    f"expected column names (letters, digits, _ and $), got {kinds.describe(column)}"
+                    "expected column names (letters, digits, _ and $), "
+                    f"got {kinds.describe(column)}"
                 )
             if not isinstance(record_field, str) or not record_field:
                 raise kinds.Invalid(
@@ -103,7 +104,9 @@ def column_mapping() -> kinds.Convert:
 def column_names() -> kinds.Convert:
     def convert(value: Any, _base: Path) -> tuple[str, ...]:
         if not isinstance(value, list) or not value:
-            raise kinds.Invalid(f"expected a non-empty array of column names, got {kinds.describe(value)}")
+            raise kinds.Invalid(
+                f"expected a non-empty array of column names, got {kinds.describe(value)}"
+            )
         for item in value:
             if not isinstance(item, str) or not IDENTIFIER.fullmatch(item):
                 raise kinds.Invalid(f"expected column names, got {kinds.describe(item)}")
@@ -134,7 +137,8 @@ class PostgresConnectionConfig:
         metadata=setting(kinds.environment_name(), "The environment variable holding it."),
     )
     password_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "A file holding it (one trailing newline cut).")
+        default=None,
+        metadata=setting(kinds.path(), "A file holding it (one trailing newline cut)."),
     )
     password_credential: str | None = field(
         default=None,
