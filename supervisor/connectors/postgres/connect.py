@@ -14,6 +14,7 @@ to one record (a constraint violation, a value of the wrong type) from the rest.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -111,9 +112,16 @@ def translate(
         if isinstance(exc, psycopg.ProgrammingError) and connecting:
             # The URL or a libpq option libpq itself refuses.
             return BrokerRefused(f"{role}.url: {server}: {message}")
+        if connecting:
+            message = _connect_message(message)
         lowered = message.lower()
         if connecting and any(marker in lowered for marker in _REFUSED_MARKERS):
-            return BrokerRefused(f"{role}: {server} refused the connection: {message}")
+            key = "url"
+            if "password" in lowered or "authentication" in lowered:
+                key = "password"
+            elif "ssl" in lowered or "certificate" in lowered:
+                key = "sslmode"
+            return BrokerRefused(f"{role}.{key}: {server}: {message}")
         return BrokerUnavailable(f"{role}: {server} unavailable: {message}")
     if state.startswith(_TRANSIENT_CLASSES):
         return BrokerUnavailable(f"{role}: {server} unavailable: {message} (SQLSTATE {state})")
@@ -122,6 +130,18 @@ def translate(
     if state == "3D000":
         return BrokerRefused(f"{role}.url: {server}: {message}")
     return BrokerRefused(f"{role}: {server}: {message} (SQLSTATE {state})")
+
+
+_SERVER_AT = re.compile(
+    r'connection to server (?:at|on socket) "[^"]*"(?: \([^)]*\))?(?:, port \d+)? failed: '
+)
+
+
+def _connect_message(message: str) -> str:
+    """libpq's failure to connect without the address (the URL is shown already)."""
+    message = message.removeprefix("connection failed: ")
+    message = _SERVER_AT.sub("", message)
+    return re.sub(r"FATAL:\s+", "", message)
 
 
 def _message(exc: BaseException) -> str:
