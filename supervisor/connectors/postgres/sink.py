@@ -61,6 +61,7 @@ class PostgresSink:
         import psycopg
 
         self._connection = await connect(self._config, ROLE)
+        _send_json(self._connection)
         try:
             self._compose()
             await self._check_table()
@@ -106,31 +107,21 @@ class PostgresSink:
 
     def _rows(self, records: list[Record]) -> tuple[list[Row], list[Record], list[Rejected]]:
         """The rows of the records that are objects, those records, and the others."""
-        from psycopg.types.json import Jsonb
-
         fields = self._fields
+        if all(type(record) is dict for record in records):
+            return [tuple(map(record.get, fields)) for record in records], records, []
         rows: list[Row] = []
         kept: list[Record] = []
         refused: list[Rejected] = []
         for record in records:
-            if type(record) is not dict:
-                refused.append(
-                    Rejected(
-                        record,
-                        NotATable(
-                            f"a postgres sink takes records that are objects (dicts), "
-                            f"got {type(record).__name__}"
-                        ),
-                    )
+            if type(record) is dict:
+                rows.append(tuple(map(record.get, fields)))
+                kept.append(record)
+            else:
+                problem = NotATable(
+                    f"a postgres sink takes records that are objects, got {type(record).__name__}"
                 )
-                continue
-            row = tuple(record.get(name) for name in fields)
-            for value in row:
-                if type(value) is dict or type(value) is list:
-                    row = tuple(Jsonb(v) if type(v) in (dict, list) else v for v in row)
-                    break
-            rows.append(row)
-            kept.append(record)
+                refused.append(Rejected(record, problem))
         return rows, kept, refused
 
     async def _write_rows(self, connection: AsyncConnection[Any], rows: list[Row]) -> None:
@@ -298,6 +289,18 @@ class PostgresSink:
                 "updated_at timestamptz NOT NULL DEFAULT now())"
             ).format(_table(name))
         )
+
+
+def _send_json(connection: AsyncConnection[Any]) -> None:
+    """Send an object or an array value as JSON text, of no type: the column's type reads
+    it (json, jsonb, or text)."""
+    from psycopg.types.json import JsonDumper
+
+    class UntypedJsonDumper(JsonDumper):
+        oid = 0
+
+    connection.adapters.register_dumper(dict, UntypedJsonDumper)
+    connection.adapters.register_dumper(list, UntypedJsonDumper)
 
 
 def _table(name: str) -> Any:
