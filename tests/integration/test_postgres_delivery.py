@@ -187,3 +187,15 @@ def test_bad_input_gives_a_clear_error_and_never_shows_the_password(
             shown += path.read_text(errors="replace")
     assert password not in shown
     assert "not-" + password not in shown
+
+
+def test_a_malformed_url_is_refused_by_check_without_a_traceback(tmp_path: Path) -> None:
+    job = postgres_job("postgresql://u:Hunter2-secret@db.example.com:99999/x")
+    config = write_config(tmp_path, {"pg": job})
+    result = run_cli(config, "check")
+    assert result.returncode == 2
+    assert "sink.url: expected a postgresql:// URL, got 'postgresql://u:***@db.example" in (
+        result.stdout + result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert "Hunter2-secret" not in result.stdout + result.stderr

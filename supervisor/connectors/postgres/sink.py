@@ -93,7 +93,7 @@ class PostgresSink:
                 if not is_record_error(exc):
                     raise
                 # One record or more is refused: find them, and write the rest.
-                await self._commit_isolating(connection, rows, kept, [], offset)
+                await self._commit_isolating(connection, rows, kept, [], offset, failed=True)
         except psycopg.Error as exc:
             raise translate(exc, self._config, ROLE) from None
 
@@ -142,12 +142,20 @@ class PostgresSink:
         kept: list[Record],
         refused: list[Rejected],
         offset: Offset | None,
+        *,
+        failed: bool = False,
     ) -> None:
         """One transaction again: each half of the rows under a savepoint, halving what
         fails until the rows the table refuses stand alone; those go to the records
-        policy before the commit (which its error, under ``fail``, prevents)."""
+        policy before the commit (which its error, under ``fail``, prevents). `failed`:
+        the whole batch just failed, so it is split at once."""
         async with connection.transaction():
-            await self._isolate(connection, rows, kept, 0, len(rows), refused)
+            if failed and len(rows) > 1:
+                middle = len(rows) // 2
+                await self._isolate(connection, rows, kept, 0, middle, refused)
+                await self._isolate(connection, rows, kept, middle, len(rows), refused)
+            else:
+                await self._isolate(connection, rows, kept, 0, len(rows), refused)
             if refused:
                 if self._reject is None:
                     raise refused[0].error
