@@ -208,7 +208,9 @@ class PostgresServer(ServerProcess):
     PASSWORD_USER = "supervisor_pw"
     DATABASE = "postgres"
 
-    def __init__(self, port: int | None = None, *, password: str = "pg-Test-Secret-4711") -> None:
+    def __init__(
+        self, port: int | None = None, *, password: str = "pg-Test-Secret-4711", tls: bool = False
+    ) -> None:
         port = port or free_port()
         initdb = _postgres_binary("initdb")
         self.password = password
@@ -231,6 +233,14 @@ class PostgresServer(ServerProcess):
             "-c", "shared_buffers=32MB",
             "-c", "log_min_messages=warning",
         ]  # fmt: skip
+        self.ca_file: Path | None = None
+        """With `tls`: the CA that signed the server's certificate (for 127.0.0.1)."""
+        if tls:
+            self.ca_file, cert, key = make_certificates(directory / "tls", "127.0.0.1")
+            if system_user is not None:
+                shutil.chown(cert, system_user, system_user)
+                shutil.chown(key, system_user, system_user)
+            argv += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
         super().__init__("postgres", argv, port, directory)
         self.user = system_user
         subprocess.run(
@@ -324,6 +334,27 @@ class PostgresServer(ServerProcess):
 
         with psycopg.connect(self.url, autocommit=True) as connection:
             return connection.execute(statement, params).fetchall()
+
+
+def make_certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate it signed for `ip`: (ca, cert, key), made with
+    the ``openssl`` command (EC keys: fast)."""
+    openssl = require("openssl", "openssl")
+    directory.mkdir(mode=0o755)
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, request = directory / "server.crt", directory / "server.key", directory / "req"
+    extensions = directory / "ext"
+    extensions.write_text(f"subjectAltName=IP:{ip}\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for command in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test-ca"],
+        ["req", *ec, "-keyout", key, "-out", request, "-subj", f"/CN={ip}"],
+        ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", extensions],
+    ):  # fmt: skip
+        subprocess.run([openssl, *map(str, command)], check=True, capture_output=True)
+    key.chmod(0o600)
+    return ca, cert, key
 
 
 def _postgres_binary(name: str) -> str:
