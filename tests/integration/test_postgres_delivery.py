@@ -199,3 +199,31 @@ def test_a_malformed_url_is_refused_by_check_without_a_traceback(tmp_path: Path)
     )
     assert "Traceback" not in result.stderr
     assert "Hunter2-secret" not in result.stdout + result.stderr
+
+
+def test_a_run_with_a_password_shows_it_nowhere(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Connecting, writing, checkpointing, a clean stop, at debug level: the password in no
+    log line, status, events or state file."""
+    postgres_server.execute("CREATE TABLE seqs (seq bigint)")
+    postgres_server.execute(f"GRANT ALL ON seqs TO {postgres_server.PASSWORD_USER}")
+    password = postgres_server.password
+    job = postgres_job(
+        postgres_server.password_url, count=0, extra_sink='password_env = "PG_PASSWORD"'
+    )
+    config = write_config(tmp_path, {"pg": job})
+    daemon = DaemonProcess(config, env={"PG_PASSWORD": password})
+    try:
+        daemon.wait_for("job.checkpoint", count=3)
+        status = run_cli(config, "status", "--json").stdout
+        events = run_cli(config, "events", "pg").stdout
+    finally:
+        assert daemon.stop() == 0
+    assert json.loads(status)[0]["state"] == "running"
+    shown = status + events + json.dumps(daemon.events)
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            shown += path.read_text(errors="replace")
+    assert password not in shown
+    assert seq_counts(postgres_server)[0] > 0

@@ -215,3 +215,19 @@ async def test_a_server_killed_between_flushes_is_unavailable_and_the_offset_sur
     assert await again.open() == 1
     await again.close()
     assert postgres_server.query("SELECT id FROM orders") == [(1,)]
+
+
+async def test_a_terminated_backend_is_unavailable(postgres_server: PostgresServer) -> None:
+    """An administrator's pg_terminate_backend (or a failover) drops the sink's session:
+    retried, not fatal."""
+    postgres_server.execute(TABLE)
+    sink = PostgresSink(_config(postgres_server), "job")
+    await sink.open()
+    postgres_server.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'stream-supervisor'"
+    )
+    await sink.write([{"id": 1, "name": "a"}])
+    with pytest.raises(BrokerUnavailable, match=r"^sink: postgresql://.* unavailable: "):
+        await sink.flush(1)
+    await sink.close()
