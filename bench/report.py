@@ -106,6 +106,20 @@ TARGETS = [
         " s",
     ),
     Target(
+        "PostgreSQL sink, insert (COPY), daemon / plain psycopg loop",
+        ">= 0.9x",
+        _path("postgres", "ratio_insert"),
+        lambda v: v >= 0.9,
+        "x",
+    ),
+    Target(
+        "PostgreSQL sink, upsert, daemon / plain psycopg loop",
+        ">= 0.9x",
+        _path("postgres", "ratio_upsert"),
+        lambda v: v >= 0.9,
+        "x",
+    ),
+    Target(
         "failure storm (1,000 jobs), event-loop lag p99",
         "< 50 ms",
         _path("storm", "loop_lag_p99_ms"),
@@ -238,6 +252,15 @@ def markdown(results: dict[str, Any]) -> str:
         out += _scale_tables(results["scale"])
     if "storm" in results:
         out += _storm(results["storm"])
+    if "postgres" in results:
+        from bench.postgres_bench import markdown as postgres_markdown
+
+        section = results["postgres"]
+        out += (
+            [f"### PostgreSQL sink: {section['error']}", ""]
+            if "error" in section
+            else (postgres_markdown(section))
+        )
     return "\n".join(out) + "\n"
 
 

@@ -5,7 +5,8 @@ Usage: python bench/run.py [--quick] [--only NAME ...] [--out DIR] [--scratch DI
 Workloads (issue #6): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
-snapshots), storm (1,000 jobs failing at once, `bench/storm.py`).
+snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), postgres (the
+PostgreSQL sink against a plain psycopg loop, `bench/postgres_bench.py`).
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -43,7 +44,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "postgres")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,17 @@ class Sizes:
     scale_rounds: int
     storm_jobs: int
     storm_rounds: int
+    postgres_records: int = 1_000_000
+    postgres_rounds: int = 3
 
 
 FULL = Sizes(
     1_000_000, 5, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
 )
-QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1)
+QUICK = Sizes(
+    30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1,
+    postgres_records=50_000, postgres_rounds=1,
+)  # fmt: skip
 
 
 def main() -> None:
@@ -171,11 +177,29 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["storm"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _postgres(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    """The PostgreSQL sink against a plain psycopg loop (bench/postgres_bench.py); needs
+    PostgreSQL's binaries and the [postgres] extra, else the results say why not."""
+    try:
+        from bench.postgres_bench import compare as postgres_compare
+
+        results["postgres"] = postgres_compare(
+            records=sizes.postgres_records,
+            rounds=sizes.postgres_rounds,
+            every=10_000,
+            scratch=scratch,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the rest stand
+        traceback.print_exc()
+        results["postgres"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
+    "postgres": _postgres,
 }
 
 

@@ -141,6 +141,11 @@ class Attempt:
         try:
             source = self._source = self._components.source(self.job)
             processor = self._components.processor(self.job)
+            reject_with = getattr(sink, "reject_with", None)
+            if callable(reject_with):
+                # Records the sink cannot store go to the records policy, like a
+                # processor's errors, not fail the whole batch.
+                reject_with(processor.reject)
             with self._open_scope:
                 sink_offset = await sink.open()
                 if self._ledger.snapshot.offset_chosen and sink_offset != self._ledger.offset:

@@ -40,6 +40,10 @@ class Rejected:
     error: Exception
 
 
+RejectRecords: TypeAlias = Callable[[Sequence[Rejected]], Awaitable[None]]
+"""What a sink hands the records it cannot store to (see `Sink`'s ``reject_with``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Records read together, and the source position just after the last of them."""
@@ -147,3 +151,15 @@ class Sink(Protocol):
     # the next `flush`) are then the same on every attempt that resumes there, so a sink
     # can give each a stable identity (offset, index) that a broker's duplicate
     # detection recognizes when a crash replays it.
+    #
+    #     def reject_with(self, reject: RejectRecords) -> None:
+    #         """Hand the records this sink cannot store to `reject`."""
+    #
+    # Called once per attempt, before `open`, with the job's `[records]` policy. A sink
+    # that finds, in `flush`, records the target refuses one by one (a constraint
+    # violation, a value of the wrong type) while their neighbours are fine awaits
+    # ``reject([Rejected(record, error), ...])`` BEFORE it commits. The policy judges
+    # them as if the processor had raised: a durable dead-letter line, or a counted
+    # skip; or it raises (``on_error = "fail"``, or more than ``max_errors``), and the
+    # sink must then not commit (the error fails the attempt). A sink without the
+    # method fails its flush instead, and the attempt with it.

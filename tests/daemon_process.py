@@ -104,12 +104,16 @@ class DaemonProcess:
                 self._log_ended = True
                 self._logged.notify_all()
 
-    def wait_logged(self, name: str, timeout: float = 60, **fields: Any) -> dict[str, Any]:
+    def wait_logged(
+        self, name: str, timeout: float = 60, *, since: int = 0, **fields: Any
+    ) -> dict[str, Any]:
         """Once `keep_draining`: block until an event `name` with `fields` has been logged
-        (already, or from now on); fail if the daemon exits first, or after `timeout`."""
+        (already, or from now on); fail if the daemon exits first, or after `timeout`.
+        `since`: only events from that index of `events` on (``len(daemon.events)`` taken
+        before causing something waits for what happens after)."""
 
         def found() -> dict[str, Any] | None:
-            for event in list(self.events):
+            for event in self.events[since:]:
                 if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
                     return event
             return None

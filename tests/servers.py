@@ -16,9 +16,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +63,8 @@ class ServerProcess:
     start again on the same port and directory, as often as a test likes."""
 
     def __init__(self, name: str, argv: Sequence[str], port: int, directory: Path) -> None:
+        self.user: str | None = None
+        """Run as this system user (a server that refuses to run as root)."""
         self.name = name
         self.argv = list(argv)
         self.port = port
@@ -79,6 +83,9 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                user=self.user,
+                group=self.user,
+                extra_groups=[] if self.user is not None else None,
             )
         self.starts += 1
         self._wait_accepting()
@@ -185,6 +192,194 @@ class NatsServer(ServerProcess):
         return f"nats://127.0.0.1:{self.port}"
 
 
+class PostgresServer(ServerProcess):
+    """A PostgreSQL cluster of its own (``initdb`` in a fresh temporary directory), with
+    ``wal_level=logical``. `USER` logs in without a password (trust); `PASSWORD_USER`
+    over TCP only with `password` (scram-sha-256), for the authentication tests.
+
+    PostgreSQL refuses to run as root, so under root the cluster belongs to the
+    ``postgres`` system user (its directory is under /tmp, owned by that user: pytest's
+    own temporary directories are private to root). `kill` SIGKILLs the postmaster and
+    every backend at once (its process group), as the OOM killer or a power cut would;
+    `stop` is a fast shutdown (SIGINT).
+    """
+
+    USER = "supervisor_test"
+    PASSWORD_USER = "supervisor_pw"
+    DATABASE = "postgres"
+
+    def __init__(
+        self, port: int | None = None, *, password: str = "pg-Test-Secret-4711", tls: bool = False
+    ) -> None:
+        port = port or free_port()
+        initdb = _postgres_binary("initdb")
+        self.password = password
+        system_user = "postgres" if os.geteuid() == 0 else None
+        directory = Path(tempfile.mkdtemp(prefix="pg-test-"))
+        self.data = directory / "data"
+        self.sockets = directory / "sockets"
+        self.sockets.mkdir()
+        if system_user is not None:
+            for path in (directory, self.sockets):
+                shutil.chown(path, system_user, system_user)
+        argv = [
+            _postgres_binary("postgres"),
+            "-D", str(self.data),
+            "-p", str(port),
+            "-k", str(self.sockets),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "wal_level=logical",
+            "-c", "max_connections=50",
+            "-c", "shared_buffers=32MB",
+            "-c", "log_min_messages=warning",
+        ]  # fmt: skip
+        self.ca_file: Path | None = None
+        """With `tls`: the CA that signed the server's certificate (for 127.0.0.1)."""
+        if tls:
+            self.ca_file, cert, key = make_certificates(directory / "tls", "127.0.0.1")
+            if system_user is not None:
+                shutil.chown(cert, system_user, system_user)
+                shutil.chown(key, system_user, system_user)
+            argv += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
+        super().__init__("postgres", argv, port, directory)
+        self.user = system_user
+        subprocess.run(
+            [initdb, "-D", str(self.data), "-U", self.USER, "--auth=trust", "--no-sync",
+             "-E", "UTF8", "--locale=C"],
+            cwd=directory, user=system_user, group=system_user,
+            extra_groups=[] if system_user else None,
+            check=True, capture_output=True,
+        )  # fmt: skip
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all {self.PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n"
+            "host all all 127.0.0.1/32 trust\n"
+        )
+        self._role_created = False
+
+    def start(self) -> None:
+        # Right after a SIGKILL the old backends may still hold the shared memory for a
+        # moment; the postmaster then refuses to start ("pre-existing shared memory
+        # block is still in use"): try again.
+        for attempt in range(20):
+            try:
+                super().start()
+                break
+            except RuntimeError:
+                self.process = None
+                if attempt == 19:
+                    raise
+                time.sleep(0.1)
+        if not self._role_created:
+            # DDL takes no parameters: the password is quoted as a literal.
+            quoted = "'" + self.password.replace("'", "''") + "'"
+            self.execute(f"CREATE ROLE {self.PASSWORD_USER} LOGIN PASSWORD {quoted}")
+            self.execute(f"GRANT ALL ON SCHEMA public TO {self.PASSWORD_USER}")
+            self._role_created = True
+
+    def _wait_accepting(self) -> None:
+        # Accepting TCP is not enough: while it recovers from a kill the server answers
+        # "the database system is starting up". postmaster.pid says "ready" when it is.
+        super()._wait_accepting()
+        deadline = time.monotonic() + START_TIMEOUT
+        pid_file = self.data / "postmaster.pid"
+        assert self.process is not None
+        while True:
+            with contextlib.suppress(OSError):
+                lines = pid_file.read_text().splitlines()
+                if lines and lines[0] == str(self.process.pid) and lines[-1].strip() == "ready":
+                    return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.process.returncode}: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready in {START_TIMEOUT}s: {self.tail()}")
+            time.sleep(0.01)
+
+    def _end(self, sig: signal.Signals) -> None:
+        if self.process is None:
+            return
+        group = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            if sig == signal.SIGKILL:
+                os.killpg(group, signal.SIGKILL)
+            else:
+                self.process.send_signal(signal.SIGINT)  # fast shutdown
+        self.process.wait(timeout=60)
+        self.process = None
+        _wait_group_gone(group)
+
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.USER}@127.0.0.1:{self.port}/{self.DATABASE}"
+
+    @property
+    def password_url(self) -> str:
+        """`PASSWORD_USER`'s URL, without the password."""
+        return f"postgresql://{self.PASSWORD_USER}@127.0.0.1:{self.port}/{self.DATABASE}"
+
+    def execute(self, statement: str, params: Sequence[Any] | None = None) -> None:
+        """Run one statement as `USER` (autocommit)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(statement, params)
+
+    def query(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of one query, as `USER`."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            return connection.execute(statement, params).fetchall()
+
+
+def make_certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate it signed for `ip`: (ca, cert, key), made with
+    the ``openssl`` command (EC keys: fast)."""
+    openssl = require("openssl", "openssl")
+    directory.mkdir(mode=0o755)
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, request = directory / "server.crt", directory / "server.key", directory / "req"
+    extensions = directory / "ext"
+    extensions.write_text(f"subjectAltName=IP:{ip}\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for command in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test-ca"],
+        ["req", *ec, "-keyout", key, "-out", request, "-subj", f"/CN={ip}"],
+        ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", extensions],
+    ):  # fmt: skip
+        subprocess.run([openssl, *map(str, command)], check=True, capture_output=True)
+    key.chmod(0o600)
+    return ca, cert, key
+
+
+def _postgres_binary(name: str) -> str:
+    found = sorted(str(path) for path in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not found:
+        _missing(f"PostgreSQL's {name} is not installed: apt-get install postgresql")
+    return found[-1]
+
+
+def _wait_group_gone(group: int) -> None:
+    """Until no live process is left in process group `group` (zombies do not count)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z" and int(fields[2]) == group:
+                    alive = True
+                    break
+        if not alive:
+            return
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A fresh ``redis-server`` of this test's own, started."""
@@ -207,3 +402,15 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL cluster of this test's own, started."""
+    require_module("psycopg", "postgres")
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -316,7 +316,11 @@ def test_unknown_keys_suggest_the_closest(tmp_path: Path) -> None:
         ("processor.function", '"no_colon"', 'expected a reference like "package.module:Name"'),
         ("source.count", "-1", "expected an integer of at least 0"),
         ("source.rate", "-0.5", "expected a finite number of at least 0"),
-        ("sink.type", '"kafka"', 'expected one of "jsonl", "null", "python", "sqlite", "stdout"'),
+        (
+            "sink.type",
+            '"kafka"',
+            'expected one of "jsonl", "null", "postgres", "python", "sqlite", "stdout"',
+        ),
         ("source.type", "{ a = 1 }", 'expected one of "file", "generate", "python", got a table'),
     ],
 )
