@@ -47,11 +47,11 @@ def redis_url() -> kinds.Convert:
         shown = secrets.redact_url(value)
         try:
             parts = urlsplit(value)
+            if parts.password:
+                secrets.remember(parts.password)
             port = parts.port  # ValueError when not a number in range
         except ValueError as exc:
             raise kinds.Invalid(f"expected a redis:// URL, got {shown!r} ({exc})") from None
-        if parts.password:
-            secrets.remember(parts.password)
         if parts.scheme not in {"redis", "rediss"}:
             raise kinds.Invalid(f"expected a redis:// or rediss:// URL, got {shown!r}")
         if not parts.hostname:

@@ -12,6 +12,7 @@ URL without its password.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,11 @@ async def connect(
         "socket_connect_timeout": connect_timeout,
         "health_check_interval": 0,
     }
+    # No CLIENT SETINFO: building it reads the package metadata (blocking) per connection.
+    if importlib.util.find_spec("redis.driver_info") is not None:
+        options["driver_info"] = None
+    else:  # redis < 7
+        options["lib_name"] = options["lib_version"] = None
     if config.username is not None:
         options["username"] = config.username
     if password is not None:
