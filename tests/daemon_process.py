@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -123,6 +123,19 @@ class DaemonProcess:
                 f"({self.process.poll()}); last events: {self.events[-10:]}"
             )
         return event
+
+    def wait_until(self, done: Callable[[], bool], timeout: float = 120) -> None:
+        """Block until `done()` holds, checking it after each event logged (draining the log,
+        as `keep_draining`, from the first call on); fail if the daemon exits first."""
+        if self._drain is None:
+            self.keep_draining()
+        with self._logged:
+            self._logged.wait_for(lambda: done() or self._log_ended, timeout)
+        if not done():
+            raise AssertionError(
+                f"condition not met in {timeout} s or before the daemon exited "
+                f"({self.process.poll()}); last events: {self.events[-10:]}"
+            )
 
     def stop(self) -> int:
         """SIGTERM if still running; wait; release the pipe. Returns the exit code."""

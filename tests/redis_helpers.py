@@ -54,3 +54,43 @@ def rejects(batches: list[Batch]) -> list[Rejected]:
 
 def records(batches: list[Batch]) -> list[Record]:
     return [record for batch in batches for record in batch.records]
+
+
+# --- the daemon's side ----------------------------------------------------------------
+
+
+def job_toml(
+    url: str,
+    source: str = "",
+    *,
+    sink: str = 'type = "jsonl"\npath = "../out.jsonl"',
+    checkpoint: str = 'every_records = 1000\ninterval = "1s"',
+    extra: str = "",
+) -> str:
+    """A job reading stream ``s`` of `url`; `source` adds keys to its [source]."""
+    return (
+        f'suspend_on_failure = true\n{extra}\n[source]\ntype = "redis"\nurl = "{url}"\n'
+        f'stream = "s"\n{source}\n[sink]\n{sink}\n[checkpoint]\n{checkpoint}\n'
+        '[retry]\ninitial = "50ms"\nmax = "300ms"\nmax_attempts = 0\nreset_after = "1s"\n'
+    )
+
+
+def written(path: Any) -> list[int]:
+    """The ``n`` of every record in a jsonl sink's file, complete lines only."""
+    import json
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.exists():
+        return []
+    data = file.read_bytes()
+    lines = data[: data.rfind(b"\n") + 1].splitlines()
+    return [int(json.loads(line)["n"]) for line in lines]
+
+
+def snapshot_offset(root: Any, job: str) -> Any:
+    """The offset in a job's snapshot."""
+    import tomllib
+    from pathlib import Path
+
+    return tomllib.loads((Path(root) / "state" / f"{job}.snapshot.toml").read_text()).get("offset")
