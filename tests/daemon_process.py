@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
 
 DAEMON_TOML = """\
 [supervisor]
@@ -159,3 +162,22 @@ class DaemonProcess:
         self.process.kill()
         self.process.wait()
         self.finish()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., DaemonProcess]]:
+    """`DaemonProcess` for the test, each SIGKILLed at teardown if still running (a failed
+    test leaves no daemon behind)."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, *extra: str, **options: Any) -> DaemonProcess:
+        daemon = DaemonProcess(config, *extra, **options)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            with contextlib.suppress(Exception):
+                daemon.stop()

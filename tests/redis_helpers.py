@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from supervisor.connectors.redis.config import RedisSinkConfig, RedisSourceConfig
@@ -78,7 +79,6 @@ def job_toml(
 def written(path: Any) -> list[int]:
     """The ``n`` of every record in a jsonl sink's file, complete lines only."""
     import json
-    from pathlib import Path
 
     file = Path(path)
     if not file.exists():
@@ -91,6 +91,5 @@ def written(path: Any) -> list[int]:
 def snapshot_offset(root: Any, job: str) -> Any:
     """The offset in a job's snapshot."""
     import tomllib
-    from pathlib import Path
 
     return tomllib.loads((Path(root) / "state" / f"{job}.snapshot.toml").read_text()).get("offset")

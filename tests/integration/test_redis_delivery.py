@@ -26,25 +26,30 @@ def until(daemon: DaemonProcess, done: Callable[[], bool]) -> None:
     daemon.wait_until(done)
 
 
-def _kill_after_checkpoints(config: Path, checkpoints: int = 3) -> None:
-    daemon = DaemonProcess(config)
+def _kill_after_checkpoints(
+    daemons: Callable[..., DaemonProcess], config: Path, checkpoints: int = 3
+) -> None:
+    daemon = daemons(config)
     daemon.wait_for("job.checkpoint", count=checkpoints)
     daemon.kill()
 
 
 @pytest.mark.parametrize("group", [None, "g"], ids=["replay", "shared"])
 def test_sigkill_loses_nothing_and_repeats_only_after_the_checkpoint(
-    tmp_path: Path, redis_server: RedisServer, group: str | None
+    daemons: Callable[..., DaemonProcess],
+    tmp_path: Path,
+    redis_server: RedisServer,
+    group: str | None,
 ) -> None:
     """kill -9 mid-stream, restart: every entry written, repeats only uncheckpointed ones."""
     ids = add(redis_server.url, COUNT)
     source = f'group = "{group}"\nconsumer = "c"' if group else ""
     config = write_config(tmp_path, {"r": job_toml(redis_server.url, source)})
-    _kill_after_checkpoints(config)
+    _kill_after_checkpoints(daemons, config)
     committed = snapshot_offset(tmp_path, "r")
     before = len(written(tmp_path / "out.jsonl"))
 
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     until(daemon, lambda: set(written(tmp_path / "out.jsonl")) >= set(range(COUNT)))
     assert daemon.stop() == 0
 
@@ -62,19 +67,22 @@ def test_sigkill_loses_nothing_and_repeats_only_after_the_checkpoint(
 
 @pytest.mark.parametrize("group", [None, "g"], ids=["replay", "shared"])
 def test_sigterm_repeats_nothing(
-    tmp_path: Path, redis_server: RedisServer, group: str | None
+    daemons: Callable[..., DaemonProcess],
+    tmp_path: Path,
+    redis_server: RedisServer,
+    group: str | None,
 ) -> None:
     """A clean stop checkpoints and acks what it wrote: a restart repeats no entry."""
     add(redis_server.url, COUNT)
     source = f'group = "{group}"\nconsumer = "c"' if group else ""
     config = write_config(tmp_path, {"r": job_toml(redis_server.url, source)})
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     daemon.wait_for("job.checkpoint", count=3)
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.finish() == 0
     assert len(written(tmp_path / "out.jsonl")) < COUNT
 
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     until(daemon, lambda: len(written(tmp_path / "out.jsonl")) >= COUNT)
     assert daemon.stop() == 0
     out = written(tmp_path / "out.jsonl")
@@ -84,15 +92,15 @@ def test_sigterm_repeats_nothing(
 
 
 def test_replay_into_sqlite_is_exactly_once_across_a_sigkill(
-    tmp_path: Path, redis_server: RedisServer
+    daemons: Callable[..., DaemonProcess], tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """Replay mode with an offset-keeping sink: no entry lost or repeated after kill -9."""
     add(redis_server.url, COUNT)
     job = job_toml(redis_server.url, sink='type = "sqlite"\npath = "../out.db"')
     config = write_config(tmp_path, {"r": job})
-    _kill_after_checkpoints(config)
+    _kill_after_checkpoints(daemons, config)
 
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     until(daemon, lambda: len(table_rows(tmp_path / "out.db")) >= COUNT)
     assert daemon.stop() == 0
     rows = [int(json.loads(row)["n"]) for row in table_rows(tmp_path / "out.db")]
@@ -101,13 +109,16 @@ def test_replay_into_sqlite_is_exactly_once_across_a_sigkill(
 
 @pytest.mark.parametrize("group", [None, "g"], ids=["replay", "shared"])
 def test_the_broker_down_and_back_makes_the_job_retry_then_run(
-    tmp_path: Path, redis_server: RedisServer, group: str | None
+    daemons: Callable[..., DaemonProcess],
+    tmp_path: Path,
+    redis_server: RedisServer,
+    group: str | None,
 ) -> None:
     """redis-server killed: RETRYING naming the server; restarted: RUNNING, nothing lost."""
     add(redis_server.url, 5000)
     source = f'group = "{group}"\nconsumer = "c"' if group else ""
     config = write_config(tmp_path, {"r": job_toml(redis_server.url, source)})
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     daemon.wait_for("job.state_changed", to="running")
     daemon.wait_for("job.checkpoint")
     redis_server.kill()

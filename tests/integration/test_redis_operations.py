@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ class FailOn:
 
 
 def test_a_poison_entry_reaches_the_records_policy_after_max_deliveries(
-    tmp_path: Path, redis_server: RedisServer
+    daemons: Callable[..., DaemonProcess], tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """A sink failing on one entry: delivered max_deliveries times, then dead-lettered and
     acked; the job is RUNNING and the entries around it all written."""
@@ -62,7 +63,7 @@ def test_a_poison_entry_reaches_the_records_policy_after_max_deliveries(
         extra='[records]\non_error = "dead_letter"\ndead_letter = "../dead.jsonl"',
     )
     config = write_config(tmp_path, {"r": job})
-    daemon = DaemonProcess(config, env={"PYTHONPATH": str(tmp_path)})
+    daemon = daemons(config, env={"PYTHONPATH": str(tmp_path)})
     daemon.wait_for("job.state_changed", to="running")
     add(redis_server.url, 5)
     until(daemon, lambda: len(written(tmp_path / "out.jsonl")) == 5)
@@ -82,7 +83,7 @@ def test_a_poison_entry_reaches_the_records_policy_after_max_deliveries(
 
 
 def test_two_daemons_share_a_group_and_one_killed_repeatedly_loses_nothing(
-    tmp_path: Path, redis_server: RedisServer
+    daemons: Callable[..., DaemonProcess], tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """Daemon b is SIGKILLed again and again, then for good: a claims what b held, and
     every entry is written by one of them."""
@@ -97,11 +98,11 @@ def test_two_daemons_share_a_group_and_one_killed_repeatedly_loses_nothing(
             checkpoint='every_records = 500\ninterval = "200ms"',
         )
         configs[name] = write_config(tmp_path / name, {"r": job})
-    a = DaemonProcess(configs["a"])
+    a = daemons(configs["a"])
     a.keep_draining()
     a.wait_logged("job.state_changed", to="running")
     for round_ in range(rounds):
-        b = DaemonProcess(configs["b"])
+        b = daemons(configs["b"])
         b.keep_draining()
         b.wait_logged("job.state_changed", to="running")
         add(redis_server.url, chunk, start=round_ * chunk)
@@ -135,12 +136,12 @@ def test_two_daemons_share_a_group_and_one_killed_repeatedly_loses_nothing(
     ],
 )
 def test_an_unreachable_server_keeps_the_job_retrying_with_a_clear_error(
-    tmp_path: Path, url: str, expected: str
+    daemons: Callable[..., DaemonProcess], tmp_path: Path, url: str, expected: str
 ) -> None:
     """Nothing listening, or no such host: RETRYING, the cause names the server; no traceback
     in `status`."""
     config = write_config(tmp_path, {"r": job_toml(url, 'timeout = "1s"')})
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     retrying = daemon.wait_for("job.state_changed", to="retrying")
     assert expected in retrying["cause"]
     status = run_cli(config, "status")
@@ -153,7 +154,7 @@ SECRET = "correct-horse-battery-staple"
 
 
 def test_a_password_never_shows_and_wrong_ones_are_refused(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    daemons: Callable[..., DaemonProcess], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """With password_file the job runs and the secret appears in no log line, status,
     event, snapshot or error; a wrong password suspends its job with a clear cause."""
@@ -181,7 +182,7 @@ def test_a_password_never_shows_and_wrong_ones_are_refused(
             """),
         }
         config = write_config(tmp_path, jobs)
-        daemon = DaemonProcess(config)
+        daemon = daemons(config)
         daemon.keep_draining()
         bad = daemon.wait_logged("job.state_changed", job="bad", to="suspended")
         assert "BrokerRefused: source.password:" in bad["cause"]
@@ -207,7 +208,9 @@ def test_a_password_never_shows_and_wrong_ones_are_refused(
         server.kill()
 
 
-def test_non_utf8_and_huge_entries(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_non_utf8_and_huge_entries(
+    daemons: Callable[..., DaemonProcess], tmp_path: Path, redis_server: RedisServer
+) -> None:
     """A non-UTF-8 entry goes to the dead-letter file, a 4 MB one passes; nothing else lost."""
     import redis
 
@@ -221,7 +224,7 @@ def test_non_utf8_and_huge_entries(tmp_path: Path, redis_server: RedisServer) ->
         extra='[records]\non_error = "dead_letter"\ndead_letter = "../dead.jsonl"',
     )
     config = write_config(tmp_path, {"r": job})
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     until(daemon, lambda: len(written(tmp_path / "out.jsonl")) == 3)
     assert daemon.stop() == 0
     assert written(tmp_path / "out.jsonl") == [0, 2, 3]
@@ -230,13 +233,15 @@ def test_non_utf8_and_huge_entries(tmp_path: Path, redis_server: RedisServer) ->
     assert "is not UTF-8 text" in dead["error"]
 
 
-def test_status_shows_position_and_lag(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_status_shows_position_and_lag(
+    daemons: Callable[..., DaemonProcess], tmp_path: Path, redis_server: RedisServer
+) -> None:
     """`status --json` shows the source's mode, position and the group's lag."""
     add(redis_server.url, 10)
     config = write_config(
         tmp_path, {"r": job_toml(redis_server.url, 'group = "g"\nconsumer = "c"')}
     )
-    daemon = DaemonProcess(config)
+    daemon = daemons(config)
     until(daemon, lambda: len(written(tmp_path / "out.jsonl")) == 10)
     add(redis_server.url, 1, start=10)
     until(daemon, lambda: len(written(tmp_path / "out.jsonl")) == 11)
