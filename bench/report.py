@@ -238,6 +238,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += _scale_tables(results["scale"])
     if "storm" in results:
         out += _storm(results["storm"])
+    if "redis" in results:
+        out += _redis(results["redis"])
     return "\n".join(out) + "\n"
 
 
@@ -311,3 +313,11 @@ def _storm(storm: dict[str, Any]) -> list[str]:
         f"{_f(storm.get('recovery_s'), 2)} |",
         "",
     ]
+
+
+def _redis(section: dict[str, Any]) -> list[str]:
+    if "error" in section:
+        return ["### Redis Streams connector", "", f"Not measured: {section['error']}", ""]
+    from bench.redis_bench import markdown as redis_markdown
+
+    return redis_markdown(section)

@@ -2,10 +2,12 @@
 
 Usage: python bench/run.py [--quick] [--only NAME ...] [--out DIR] [--scratch DIR]
 
-Workloads (issue #6): throughput (JSON and pass-through, daemon vs plain loop
+Workloads (issue #6, and #17's redis): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
-snapshots), storm (1,000 jobs failing at once, `bench/storm.py`).
+snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), redis (the Redis
+Streams connector against plain redis-py loops, `bench/redis_bench.py`; needs
+redis-server and the [redis] extra).
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -43,7 +45,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +64,29 @@ class Sizes:
     scale_rounds: int
     storm_jobs: int
     storm_rounds: int
+    redis_records: int = 200_000
+    redis_rounds: int = 3
 
 
 FULL = Sizes(
     1_000_000, 5, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
 )
-QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1)
+QUICK = Sizes(
+    30_000,
+    3,
+    20_000,
+    1,
+    200,
+    [10, 100],
+    [100],
+    2,
+    5,
+    1,
+    100,
+    1,
+    redis_records=20_000,
+    redis_rounds=1,
+)
 
 
 def main() -> None:
@@ -171,11 +190,22 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["storm"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _redis(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    try:
+        from bench.redis_bench import redis_bench
+
+        results["redis"] = redis_bench(sizes.redis_records, sizes.redis_rounds, scratch)
+    except Exception as exc:  # noqa: BLE001 - e.g. no redis-server: the others stand
+        traceback.print_exc()
+        results["redis"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
+    "redis": _redis,
 }
 
 
