@@ -140,3 +140,47 @@ def test_keys_that_do_not_fit_together_are_reported(tmp_path: Path) -> None:
         "waiting for their checkpoint would be claimed by other consumers and processed "
         "twice; raise claim_idle",
     }
+
+
+def test_the_declaration_does_not_import_the_client_library() -> None:
+    """`supervisor check` works without the [redis] extra: redis is imported only to run."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['redis'] = None\n"  # as if not installed
+        "import supervisor.connectors.redis, supervisor.connectors.redis.config\n"
+        "print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.anyio
+async def test_a_key_that_is_not_a_stream_is_refused_at_flush(redis_server: RedisServer) -> None:
+    """WRONGTYPE from the pipeline: BrokerRefused naming sink.stream."""
+    from supervisor.errors import BrokerRefused
+
+    plain_client(redis_server.url).set("out", "a string")
+    sink = RedisSink(sink_config(redis_server.url))
+    await sink.open()
+    await sink.write([{"n": 1}])
+    with pytest.raises(BrokerRefused, match=r'sink\.stream: the key "out" on redis://.* is not'):
+        await sink.flush(None)
+    await sink.close()
+
+
+@pytest.mark.anyio
+async def test_a_server_killed_before_flush_is_broker_unavailable(
+    redis_server: RedisServer,
+) -> None:
+    """The connection lost: flush raises BrokerUnavailable (the checkpoint is not written)."""
+    sink = RedisSink(sink_config(redis_server.url))
+    await sink.open()
+    await sink.write([{"n": 1}])
+    redis_server.kill()
+    with pytest.raises(BrokerUnavailable, match=r"sink\.url: .* is unreachable"):
+        await sink.flush(None)
+    await sink.close()

@@ -21,7 +21,7 @@ import anyio
 
 from supervisor import secrets
 from supervisor.connectors.redis.config import RedisConnectionConfig
-from supervisor.errors import BrokerRefused, BrokerUnavailable, JobError
+from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -40,9 +40,15 @@ async def connect(
     connect_timeout: float,
 ) -> Redis:
     """A connected client (PINGed); `BrokerUnavailable` / `BrokerRefused` otherwise."""
-    import redis.asyncio
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+    try:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError as exc:
+        raise FatalError(
+            f"{role}.type: the redis connector needs the redis package ({exc}): "
+            "pip install 'stream-supervisor[redis]'"
+        ) from None
 
     ref = secrets.SecretRef.of(config, "password")
     password = await anyio.to_thread.run_sync(secrets.read, ref)
