@@ -261,6 +261,8 @@ def markdown(results: dict[str, Any]) -> str:
             if "error" in section
             else (postgres_markdown(section))
         )
+    if "redis" in results:
+        out += _redis(results["redis"])
     return "\n".join(out) + "\n"
 
 
@@ -334,3 +336,11 @@ def _storm(storm: dict[str, Any]) -> list[str]:
         f"{_f(storm.get('recovery_s'), 2)} |",
         "",
     ]
+
+
+def _redis(section: dict[str, Any]) -> list[str]:
+    if "error" in section:
+        return ["### Redis Streams connector", "", f"Not measured: {section['error']}", ""]
+    from bench.redis_bench import markdown as redis_markdown
+
+    return redis_markdown(section)

@@ -2,11 +2,13 @@
 
 Usage: python bench/run.py [--quick] [--only NAME ...] [--out DIR] [--scratch DIR]
 
-Workloads (issue #6): throughput (JSON and pass-through, daemon vs plain loop
+Workloads (issue #6, and the connectors'): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
-snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), postgres (the
-PostgreSQL sink against a plain psycopg loop, `bench/postgres_bench.py`).
+snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), and one workload per
+connector against a plain client loop: postgres (`bench/postgres_bench.py`), redis
+(`bench/redis_bench.py`). A connector workload needs its server and extra installed, else
+its results say why not.
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -44,7 +46,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "postgres")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "postgres", "redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class Sizes:
     storm_rounds: int
     postgres_records: int = 1_000_000
     postgres_rounds: int = 3
+    redis_records: int = 200_000
+    redis_rounds: int = 3
 
 
 FULL = Sizes(
@@ -73,6 +77,7 @@ FULL = Sizes(
 QUICK = Sizes(
     30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1,
     postgres_records=50_000, postgres_rounds=1,
+    redis_records=20_000, redis_rounds=1,
 )  # fmt: skip
 
 
@@ -194,12 +199,23 @@ def _postgres(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -
         results["postgres"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _redis(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    try:
+        from bench.redis_bench import redis_bench
+
+        results["redis"] = redis_bench(sizes.redis_records, sizes.redis_rounds, scratch)
+    except Exception as exc:  # noqa: BLE001 - e.g. no redis-server: the others stand
+        traceback.print_exc()
+        results["redis"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
     "postgres": _postgres,
+    "redis": _redis,
 }
 
 

@@ -14,9 +14,10 @@ from trio.testing import MockClock
 
 from supervisor.connectors.registry import installed
 from tests import blocking_guard
+from tests.daemon_process import daemons
 from tests.servers import nats_server, postgres_server, redis_server
 
-__all__ = ["nats_server", "postgres_server", "redis_server"]  # fixtures for every connector test
+__all__ = ["daemons", "nats_server", "postgres_server", "redis_server"]  # connector fixtures
 
 
 def virtual_time_backend() -> tuple[str, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,9 +10,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
 
 DAEMON_TOML = """\
 [supervisor]
@@ -128,6 +131,19 @@ class DaemonProcess:
             )
         return event
 
+    def wait_until(self, done: Callable[[], bool], timeout: float = 120) -> None:
+        """Block until `done()` holds, checking it after each event logged (draining the log,
+        as `keep_draining`, from the first call on); fail if the daemon exits first."""
+        if self._drain is None:
+            self.keep_draining()
+        with self._logged:
+            self._logged.wait_for(lambda: done() or self._log_ended, timeout)
+        if not done():
+            raise AssertionError(
+                f"condition not met in {timeout} s or before the daemon exited "
+                f"({self.process.poll()}); last events: {self.events[-10:]}"
+            )
+
     def stop(self) -> int:
         """SIGTERM if still running; wait; release the pipe. Returns the exit code."""
         if self.process.poll() is None:
@@ -150,3 +166,22 @@ class DaemonProcess:
         self.process.kill()
         self.process.wait()
         self.finish()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., DaemonProcess]]:
+    """`DaemonProcess` for the test, each SIGKILLed at teardown if still running (a failed
+    test leaves no daemon behind)."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, *extra: str, **options: Any) -> DaemonProcess:
+        daemon = DaemonProcess(config, *extra, **options)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            with contextlib.suppress(Exception):
+                daemon.stop()
