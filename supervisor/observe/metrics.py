@@ -1,0 +1,342 @@
+"""`/metrics`: the daemon's jobs as Prometheus metrics, read at scrape time.
+
+Nothing is registered per job and the hot path only adds to plain ints
+(`supervisor.observe.counters`). A scrape reads every job on the event loop
+(`read_jobs`: references and ints, cheap), then writes the exposition in a worker
+thread in the format the scraper negotiated (`prometheus_client`'s `choose_encoder`:
+Prometheus text 0.0.4 or OpenMetrics 1.0).
+
+Two writers give the same bytes. `JobsCollector` is a `prometheus_client` collector
+for its own encoders: the reference. `write_exposition` writes the same text with
+one string template per job and family: `prometheus_client`'s encoders format each
+sample on its own, which took 2.8 s (text) and 5.0 s (OpenMetrics) for 10,000 jobs,
+against a budget of 500 ms. A test holds the two equal, byte for byte, in both formats.
+
+Every name starts with ``stream_supervisor_``; per-job series have the label ``job``
+and none has a per-record label. `prometheus_client` is the ``[metrics]`` extra,
+imported only when a daemon with ``http_listen`` answers a scrape.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from supervisor import __version__
+from supervisor.observe.counters import DROP_REASONS, DURATION_BUCKETS, STAGES, JobCounters
+from supervisor.states import JobState
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from supervisor.job_owner import JobOwner
+
+PREFIX: Final = "stream_supervisor_"
+STATES: Final = tuple(state.value for state in JobState)
+OPENMETRICS: Final = "application/openmetrics-text"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family: its name without the prefix (and a counter's without
+    ``_total``), type, help, and the label after ``job`` (if any)."""
+
+    name: str
+    kind: str
+    help: str
+    label: str | None = None
+
+
+FAMILIES: Final = (
+    Family("records_read", "counter", "Records read from the source."),
+    Family("records_written", "counter", "Records handed to the sink, after the processor."),
+    Family("read_bytes", "counter", "Bytes read, for sources that count them (file)."),
+    Family("written_bytes", "counter", "Bytes written, for sinks that count them (jsonl)."),
+    Family(
+        "records_dropped",
+        "counter",
+        "Records read but not written: filtered by the processor, or skipped or "
+        "dead-lettered by the [records] policy.",
+        "reason",
+    ),
+    Family(
+        "errors",
+        "counter",
+        "Errors by the stage that raised them: those that ended an attempt, and bad "
+        "records the [records] policy handled.",
+        "stage",
+    ),
+    Family("attempts", "counter", "Attempts started."),
+    Family("restarts", "counter", "Attempts started again after a failed one."),
+    Family("checkpoints", "counter", "Checkpoints, by result (ok, failed).", "result"),
+    Family(
+        "checkpoint_duration_seconds",
+        "histogram",
+        "Duration of successful checkpoints: sink flush, durable snapshot, source commit.",
+    ),
+    Family(
+        "sink_flush_duration_seconds",
+        "histogram",
+        "Duration of the sink's flush in each successful checkpoint.",
+    ),
+    Family(
+        "last_checkpoint_timestamp_seconds",
+        "gauge",
+        "Unix time of the last durable checkpoint (at start: the snapshot's last write).",
+    ),
+    Family("job_state", "gauge", "1 for the job's current state, 0 for the others.", "state"),
+    Family("job_failed_attempts", "gauge", "Consecutive failed attempts (retry budget spent)."),
+    Family(
+        "source_lag",
+        "gauge",
+        "What the source has not delivered yet, where it can tell: a file's bytes behind "
+        "its end, a broker's entries not yet read. Sampled periodically, not on scrape.",
+    ),
+)
+EVENT_LOOP_LAG: Final = Family(
+    "event_loop_lag_seconds",
+    "gauge",
+    "How much later than asked the event loop woke a sleeping task: the largest lag "
+    "seen in the last sampling interval.",
+)
+JOBS: Final = Family("jobs", "gauge", "Jobs the daemon runs.")
+BUILD: Final = Family("build", "info", "The daemon's version and Python's.")
+
+
+@dataclass(frozen=True, slots=True)
+class JobReading:
+    """What a scrape shows of one job, as read on the event loop."""
+
+    name: str
+    state: str
+    failed_attempts: int
+    counters: JobCounters
+    live_bytes: tuple[int, int]
+    """Bytes read and written by the running attempt, not yet in `counters`."""
+
+
+def read_jobs(owners: Iterable[JobOwner]) -> list[JobReading]:
+    """The jobs as they are now; call it on the event loop."""
+    out = []
+    for owner in owners:
+        attempt = owner.attempt
+        live = attempt.bytes_moved() if attempt is not None else (0, 0)
+        out.append(JobReading(owner.name, owner.state.value, owner.attempts, owner.counters, live))
+    return out
+
+
+def _values(job: JobReading) -> Iterator[list[tuple[str | None, float | None]]]:
+    """Each family's samples of `job`, in `FAMILIES` order: (label value, value); a
+    histogram's are (le, cumulative count) with the sum last as (None, sum)."""
+    c = job.counters
+    yield [(None, c.records_read)]
+    yield [(None, c.records_written)]
+    yield [(None, c.bytes_read + job.live_bytes[0])]
+    yield [(None, c.bytes_written + job.live_bytes[1])]
+    yield list(zip(DROP_REASONS, c.dropped, strict=True))
+    yield list(zip(STAGES, c.errors, strict=True))
+    yield [(None, c.attempts)]
+    yield [(None, c.restarts)]
+    yield [("ok", c.checkpoints_ok), ("failed", c.checkpoints_failed)]
+    for histogram in (c.checkpoint_seconds, c.flush_seconds):
+        yield [*histogram.cumulative(), (None, histogram.sum)]
+    yield [] if c.last_checkpoint_at is None else [(None, c.last_checkpoint_at)]
+    yield [(state, 1.0 if state == job.state else 0.0) for state in STATES]
+    yield [(None, job.failed_attempts)]
+    yield [] if c.source_lag is None else [(None, c.source_lag)]
+
+
+class JobsCollector:
+    """The reference: a `prometheus_client` collector of the same families."""
+
+    def __init__(self, jobs: Sequence[JobReading], loop_lag: float | None) -> None:
+        self._jobs = jobs
+        self._loop_lag = loop_lag
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            InfoMetricFamily,
+        )
+
+        kinds = {
+            "counter": CounterMetricFamily,
+            "gauge": GaugeMetricFamily,
+            "histogram": HistogramMetricFamily,
+        }
+        metrics = [
+            kinds[family.kind](
+                PREFIX + family.name,
+                family.help,
+                labels=["job"] if family.label is None else ["job", family.label],
+            )
+            for family in FAMILIES
+        ]
+        for job in self._jobs:
+            for family, metric, samples in zip(FAMILIES, metrics, _values(job), strict=True):
+                if family.kind == "histogram":
+                    metric.add_metric([job.name], samples[:-1], samples[-1][1])  # type: ignore[attr-defined,unused-ignore]
+                    continue
+                for label, value in samples:
+                    labels = [job.name] if label is None else [job.name, label]
+                    metric.add_metric(labels, value)  # type: ignore[attr-defined,unused-ignore]
+        yield from metrics
+        loop = GaugeMetricFamily(PREFIX + EVENT_LOOP_LAG.name, EVENT_LOOP_LAG.help)
+        if self._loop_lag is not None:
+            loop.add_metric([], self._loop_lag)
+        yield loop
+        jobs = GaugeMetricFamily(PREFIX + JOBS.name, JOBS.help)
+        jobs.add_metric([], len(self._jobs))
+        yield jobs
+        build = InfoMetricFamily(PREFIX + BUILD.name, BUILD.help)
+        build.add_metric([], _build_labels())
+        yield build
+
+
+def _build_labels() -> dict[str, str]:
+    return {"python": platform.python_version(), "version": __version__}
+
+
+def negotiate(accept: str) -> tuple[bool, str]:
+    """(OpenMetrics?, content type) for an Accept header, as `prometheus_client` decides."""
+    from prometheus_client.exposition import choose_encoder
+
+    _, content_type = choose_encoder(accept)
+    return content_type.startswith(OPENMETRICS), content_type
+
+
+def render(jobs: Sequence[JobReading], loop_lag: float | None, accept: str) -> tuple[bytes, str]:
+    """The exposition in the format `accept` asks for, and its content type. Tens of
+    milliseconds for thousands of jobs: call it in a worker thread."""
+    openmetrics, content_type = negotiate(accept)
+    return write_exposition(jobs, loop_lag, openmetrics=openmetrics), content_type
+
+
+def write_exposition(
+    jobs: Sequence[JobReading], loop_lag: float | None, *, openmetrics: bool
+) -> bytes:
+    """What `prometheus_client`'s encoder writes for `JobsCollector(jobs, loop_lag)`.
+
+    One loop per family, one f-string per sample (a block per job for histograms and
+    states, from a template): 10,000 jobs in about a tenth of a second."""
+    n = _number
+    names = [_label_value(job.name) for job in jobs]
+    rows = list(zip(names, jobs, strict=True))
+    out: list[str] = []
+    add, extend = out.append, out.extend
+    simple: dict[str, Callable[[JobReading], float | None]] = {
+        "records_read": lambda r: r.counters.records_read,
+        "records_written": lambda r: r.counters.records_written,
+        "read_bytes": lambda r: r.counters.bytes_read + r.live_bytes[0],
+        "written_bytes": lambda r: r.counters.bytes_written + r.live_bytes[1],
+        "attempts": lambda r: r.counters.attempts,
+        "restarts": lambda r: r.counters.restarts,
+        "last_checkpoint_timestamp_seconds": lambda r: r.counters.last_checkpoint_at,
+        "job_failed_attempts": lambda r: r.failed_attempts,
+        "source_lag": lambda r: r.counters.source_lag,
+    }
+    for family in FAMILIES:
+        extend(_header(family, openmetrics))
+        name = PREFIX + family.name
+        sample = name + "_total" if family.kind == "counter" else name
+        if family.name in simple:
+            value_of = simple[family.name]
+            for job, reading in rows:
+                value = value_of(reading)
+                if value is not None:
+                    add(f'{sample}{{job="{job}"}} {n(value)}\n')
+        elif family.kind == "histogram":
+            _histogram_lines(out, name, rows, family.name == "sink_flush_duration_seconds")
+        elif family.name == "job_state":
+            blocks = {
+                state: "".join(
+                    f'{sample}{{{{job="{{0}}",state="{value}"}}}} '
+                    f"{'1.0' if value == state else '0.0'}\n"
+                    for value in STATES
+                )
+                for state in STATES
+            }
+            extend(blocks[reading.state].format(job) for job, reading in rows)
+        else:
+            label = family.label
+            for job, reading in rows:
+                c = reading.counters
+                pairs: Iterable[tuple[str, int]] = (
+                    zip(DROP_REASONS, c.dropped, strict=True)
+                    if family.name == "records_dropped"
+                    else zip(STAGES, c.errors, strict=True)
+                    if family.name == "errors"
+                    else (("ok", c.checkpoints_ok), ("failed", c.checkpoints_failed))
+                )
+                extend(
+                    f'{sample}{{job="{job}",{label}="{value}"}} {n(count)}\n'
+                    for value, count in pairs
+                )
+    extend(_header(EVENT_LOOP_LAG, openmetrics))
+    if loop_lag is not None:
+        add(f"{PREFIX}{EVENT_LOOP_LAG.name} {n(loop_lag)}\n")
+    extend(_header(JOBS, openmetrics))
+    add(f"{PREFIX}{JOBS.name} {n(len(jobs))}\n")
+    extend(_header(BUILD, openmetrics))
+    labels = ",".join(f'{key}="{_label_value(value)}"' for key, value in _build_labels().items())
+    add(f"{PREFIX}{BUILD.name}_info{{{labels}}} 1.0\n")
+    if openmetrics:
+        add("# EOF\n")
+    return "".join(out).encode()
+
+
+def _header(family: Family, openmetrics: bool) -> list[str]:
+    name = PREFIX + family.name
+    if openmetrics:
+        doc = family.help.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+        return [f"# HELP {name} {doc}\n", f"# TYPE {name} {family.kind}\n"]
+    kind = family.kind
+    if kind == "counter":
+        name += "_total"
+    elif kind == "info":
+        name, kind = name + "_info", "gauge"
+    doc = family.help.replace("\\", r"\\").replace("\n", r"\n")
+    return [f"# HELP {name} {doc}\n", f"# TYPE {name} {kind}\n"]
+
+
+def _histogram_template(name: str) -> str:
+    """A job's block of `name`'s samples: format it with the job and the values."""
+    lines = [
+        f'{name}_bucket{{{{job="{{0}}",le="{le}"}}}} {{{index}}}\n'
+        for index, le in enumerate((*map(repr, DURATION_BUCKETS), "+Inf"), start=1)
+    ]
+    count_index = len(DURATION_BUCKETS) + 1  # +Inf's cumulative count
+    lines.append(f'{name}_count{{{{job="{{0}}"}}}} {{{count_index}}}\n')
+    lines.append(f'{name}_sum{{{{job="{{0}}"}}}} {{{count_index + 1}}}\n')
+    return "".join(lines)
+
+
+def _histogram_lines(
+    out: list[str], name: str, rows: list[tuple[str, JobReading]], flush: bool
+) -> None:
+    template = _histogram_template(name)
+    empty = template.replace("{0}", "\0").format("", *["0.0"] * (len(DURATION_BUCKETS) + 2))
+    for job, reading in rows:
+        histogram = reading.counters.flush_seconds if flush else reading.counters.checkpoint_seconds
+        if not histogram.count:  # most jobs between checkpoints, or idle: one block for all
+            out.append(empty.replace("\0", job))
+            continue
+        values = [_number(count) for _, count in histogram.cumulative()]
+        out.append(template.format(job, *values, _number(histogram.sum)))
+
+
+def _number(value: object) -> str:
+    """A sample value as `prometheus_client.utils.floatToGoString` writes it."""
+    if type(value) is int and -1_000_000 < value < 1_000_000:
+        return f"{value}.0"
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
