@@ -43,7 +43,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +62,33 @@ class Sizes:
     scale_rounds: int
     storm_jobs: int
     storm_rounds: int
+    metrics_records: int
+    metrics_rounds: int
+    metrics_jobs: int
+    metrics_scrapes: int
+    metrics_idle_seconds: float
 
 
 FULL = Sizes(
-    1_000_000, 5, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
+    1_000_000,
+    5,
+    300_000,
+    3,
+    1000,
+    [10, 100, 1000, 10_000],
+    [1000, 10_000],
+    10,
+    20,
+    3,
+    1000,
+    3,
+    1_000_000,
+    5,
+    10_000,
+    10,
+    60,
 )
-QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1)
+QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1, 30_000, 2, 100, 3, 2)
 
 
 def main() -> None:
@@ -171,11 +192,27 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["storm"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _metrics(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    from bench.metrics_bench import metrics_on_off, scrape_at_scale
+
+    data = records_file(out / "data", sizes.metrics_records)
+    results["metrics"] = {
+        "throughput_json": metrics_on_off(data, rounds=sizes.metrics_rounds, scratch=scratch),
+        "scrape": scrape_at_scale(
+            sizes.metrics_jobs,
+            scrapes=sizes.metrics_scrapes,
+            idle_seconds=sizes.metrics_idle_seconds,
+            scratch=scratch,
+        ),
+    }
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
+    "metrics": _metrics,
 }
 
 
