@@ -22,7 +22,7 @@ DROP_REASONS: Final = ("filtered", "skipped", "dead_lettered")
 the processor returned None; the `[records]` policy skipped it; or dead-lettered it."""
 FILTERED, SKIPPED, DEAD_LETTERED = range(3)
 
-DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+DURATION_BUCKETS: Final = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0)
 """Upper bounds (seconds) of the checkpoint and flush duration histograms (+Inf implied)."""
 
 

@@ -34,7 +34,7 @@ HEAD_TIMEOUT = 10.0
 """Seconds a client has to send its whole request head."""
 SEND_TIMEOUT = 10.0
 """Seconds each slice of a response may take to send."""
-SEND_SLICE = 64 * 1024
+SEND_SLICE = 1024 * 1024
 MAX_CLIENTS = 64
 """Connections served at once (a scrape, a browser, a few `curl`s need far fewer)."""
 ACCEPT_BACKOFF = 0.1

@@ -20,9 +20,10 @@ imported only when a daemon with ``http_listen`` answers a scrape.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any, Final
 
 from supervisor import __version__
 from supervisor.observe.counters import DROP_REASONS, DURATION_BUCKETS, STAGES, JobCounters
@@ -221,36 +222,48 @@ def write_exposition(
 ) -> bytes:
     """What `prometheus_client`'s encoder writes for `JobsCollector(jobs, loop_lag)`.
 
-    One loop per family, one f-string per sample (a block per job for histograms and
-    states, from a template): 10,000 jobs in about a tenth of a second."""
-    n = _number
+    Column by column: each family's values of every job in one comprehension, then the
+    lines from one template by `map(str.format, ...)` (a block per job for histograms
+    and states): about 0.3 s for 10,000 jobs on a quiet core."""
     names = [_label_value(job.name) for job in jobs]
-    rows = list(zip(names, jobs, strict=True))
+    counters = [job.counters for job in jobs]
     out: list[str] = []
     add, extend = out.append, out.extend
-    simple: dict[str, Callable[[JobReading], float | None]] = {
-        "records_read": lambda r: r.counters.records_read,
-        "records_written": lambda r: r.counters.records_written,
-        "read_bytes": lambda r: r.counters.bytes_read + r.live_bytes[0],
-        "written_bytes": lambda r: r.counters.bytes_written + r.live_bytes[1],
-        "attempts": lambda r: r.counters.attempts,
-        "restarts": lambda r: r.counters.restarts,
-        "last_checkpoint_timestamp_seconds": lambda r: r.counters.last_checkpoint_at,
-        "job_failed_attempts": lambda r: r.failed_attempts,
-        "source_lag": lambda r: r.counters.source_lag,
+    columns: dict[str, list[Any]] = {
+        "records_read": [c.records_read for c in counters],
+        "records_written": [c.records_written for c in counters],
+        "read_bytes": [
+            c.bytes_read + job.live_bytes[0] for c, job in zip(counters, jobs, strict=True)
+        ],
+        "written_bytes": [
+            c.bytes_written + job.live_bytes[1] for c, job in zip(counters, jobs, strict=True)
+        ],
+        "attempts": [c.attempts for c in counters],
+        "restarts": [c.restarts for c in counters],
+        "last_checkpoint_timestamp_seconds": [c.last_checkpoint_at for c in counters],
+        "job_failed_attempts": [job.failed_attempts for job in jobs],
+        "source_lag": [c.source_lag for c in counters],
+    }
+    labelled: dict[str, list[Any]] = {
+        "records_dropped": [c.dropped for c in counters],
+        "errors": [c.errors for c in counters],
+        "checkpoints": [(c.checkpoints_ok, c.checkpoints_failed) for c in counters],
     }
     for family in FAMILIES:
         extend(_header(family, openmetrics))
         name = PREFIX + family.name
         sample = name + "_total" if family.kind == "counter" else name
-        if family.name in simple:
-            value_of = simple[family.name]
-            for job, reading in rows:
-                value = value_of(reading)
-                if value is not None:
-                    add(f'{sample}{{job="{job}"}} {n(value)}\n')
+        if family.name in columns:
+            template = f'{sample}{{{{job="{{}}"}}}} {{}}\n'
+            pairs = [
+                (job, v)
+                for job, v in zip(names, columns[family.name], strict=True)
+                if v is not None
+            ]
+            extend(map(template.format, [job for job, _ in pairs], _numbers(v for _, v in pairs)))
         elif family.kind == "histogram":
-            _histogram_lines(out, name, rows, family.name == "sink_flush_duration_seconds")
+            flush = family.name == "sink_flush_duration_seconds"
+            _histogram_lines(out, name, names, counters, flush)
         elif family.name == "job_state":
             blocks = {
                 state: "".join(
@@ -260,33 +273,38 @@ def write_exposition(
                 )
                 for state in STATES
             }
-            extend(blocks[reading.state].format(job) for job, reading in rows)
+            extend(map(str.format, [blocks[job.state] for job in jobs], names))
         else:
-            label = family.label
-            for job, reading in rows:
-                c = reading.counters
-                pairs: Iterable[tuple[str, int]] = (
-                    zip(DROP_REASONS, c.dropped, strict=True)
-                    if family.name == "records_dropped"
-                    else zip(STAGES, c.errors, strict=True)
-                    if family.name == "errors"
-                    else (("ok", c.checkpoints_ok), ("failed", c.checkpoints_failed))
-                )
-                extend(
-                    f'{sample}{{job="{job}",{label}="{value}"}} {n(count)}\n'
-                    for value, count in pairs
-                )
+            values = {"records_dropped": DROP_REASONS, "errors": STAGES}.get(
+                family.name, ("ok", "failed")
+            )
+            block = "".join(
+                f'{sample}{{{{job="{{0}}",{family.label}="{value}"}}}} {{{index}}}\n'
+                for index, value in enumerate(values, start=1)
+            )
+            extend(
+                block.format(job, *_numbers(counts))
+                for job, counts in zip(names, labelled[family.name], strict=True)
+            )
     extend(_header(EVENT_LOOP_LAG, openmetrics))
     if loop_lag is not None:
-        add(f"{PREFIX}{EVENT_LOOP_LAG.name} {n(loop_lag)}\n")
+        add(f"{PREFIX}{EVENT_LOOP_LAG.name} {_number(loop_lag)}\n")
     extend(_header(JOBS, openmetrics))
-    add(f"{PREFIX}{JOBS.name} {n(len(jobs))}\n")
+    add(f"{PREFIX}{JOBS.name} {_number(len(jobs))}\n")
     extend(_header(BUILD, openmetrics))
     labels = ",".join(f'{key}="{_label_value(value)}"' for key, value in _build_labels().items())
     add(f"{PREFIX}{BUILD.name}_info{{{labels}}} 1.0\n")
     if openmetrics:
         add("# EOF\n")
     return "".join(out).encode()
+
+
+def _numbers(values: Iterable[Any]) -> list[str]:
+    """`_number` of each; small ints (nearly all) without a call."""
+    return [
+        f"{value}.0" if type(value) is int and 0 <= value < 1_000_000 else _number(value)
+        for value in values
+    ]
 
 
 def _header(family: Family, openmetrics: bool) -> list[str]:
@@ -316,17 +334,17 @@ def _histogram_template(name: str) -> str:
 
 
 def _histogram_lines(
-    out: list[str], name: str, rows: list[tuple[str, JobReading]], flush: bool
+    out: list[str], name: str, names: list[str], counters: list[JobCounters], flush: bool
 ) -> None:
     template = _histogram_template(name)
     empty = template.replace("{0}", "\0").format("", *["0.0"] * (len(DURATION_BUCKETS) + 2))
-    for job, reading in rows:
-        histogram = reading.counters.flush_seconds if flush else reading.counters.checkpoint_seconds
-        if not histogram.count:  # most jobs between checkpoints, or idle: one block for all
+    for job, c in zip(names, counters, strict=True):
+        histogram = c.flush_seconds if flush else c.checkpoint_seconds
+        if not histogram.count:  # idle since the daemon started: one block for all
             out.append(empty.replace("\0", job))
             continue
-        values = [_number(count) for _, count in histogram.cumulative()]
-        out.append(template.format(job, *values, _number(histogram.sum)))
+        cumulative = list(accumulate(histogram.buckets))
+        out.append(template.format(job, *_numbers(cumulative), _number(histogram.sum)))
 
 
 def _number(value: object) -> str:
