@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon_process import DaemonProcess, write_config
 from tests.observed import HOSTILE_ERROR, Observed, observed, start_observed
 from tests.servers import require_module
 
@@ -207,11 +208,37 @@ def test_remote_address_needs_allow_remote(tmp_path: Path) -> None:
     assert _cli(daemon_file, "check").returncode == 0
 
 
-def test_no_listener_by_default(tmp_path: Path) -> None:
-    """Without http_listen the daemon listens on no TCP port."""
-    running = start_observed(tmp_path, {})  # with the listener: the fixture's own check
-    running.daemon.stop()
-    from supervisor.config.loader import load_daemon_config
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports process `pid` listens on (from /proc: its socket inodes in LISTEN state)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = str(fd.readlink())
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
-    (tmp_path / "plain.toml").write_text("[supervisor]\n")
-    assert load_daemon_config(tmp_path / "plain.toml").http_listen is None
+
+def test_no_listener_by_default(tmp_path: Path) -> None:
+    """Without http_listen the daemon listens on no TCP port; with it, on that one only."""
+    config = write_config(tmp_path / "plain", {})
+    plain = DaemonProcess(config)
+    try:
+        plain.wait_for("daemon.started")
+        plain.keep_draining()
+        assert _listening_ports(plain.process.pid) == set()
+    finally:
+        plain.stop()
+    assert not any(event.get("event") == "http.listening" for event in plain.events)
+    (tmp_path / "observed").mkdir()
+    running = start_observed(tmp_path / "observed", {})
+    try:
+        port = int(running.url.rsplit(":", 1)[1])
+        assert _listening_ports(running.daemon.process.pid) == {port}
+    finally:
+        running.daemon.stop()
