@@ -19,6 +19,7 @@ imported only when a daemon with ``http_listen`` answers a scrape.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,13 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Final
 
 from supervisor import __version__
-from supervisor.observe.counters import DROP_REASONS, DURATION_BUCKETS, STAGES, JobCounters
+from supervisor.observe.counters import (
+    DROP_REASONS,
+    DURATION_BUCKETS,
+    STAGES,
+    DurationHistogram,
+    JobCounters,
+)
 from supervisor.states import JobState
 
 if TYPE_CHECKING:
@@ -210,101 +217,20 @@ def negotiate(accept: str) -> tuple[bool, str]:
     return content_type.startswith(OPENMETRICS), content_type
 
 
-def render(jobs: Sequence[JobReading], loop_lag: float | None, accept: str) -> tuple[bytes, str]:
-    """The exposition in the format `accept` asks for, and its content type. Tens of
-    milliseconds for thousands of jobs: call it in a worker thread."""
+def render(
+    jobs: Sequence[JobReading], loop_lag: float | None, accept: str, writer: ExpositionWriter
+) -> tuple[bytes, str]:
+    """The exposition in the format `accept` asks for, and its content type. A good part of
+    a second for 10,000 jobs that all changed: call it in a worker thread."""
     openmetrics, content_type = negotiate(accept)
-    return write_exposition(jobs, loop_lag, openmetrics=openmetrics), content_type
+    return writer.write(jobs, loop_lag, openmetrics=openmetrics), content_type
 
 
 def write_exposition(
     jobs: Sequence[JobReading], loop_lag: float | None, *, openmetrics: bool
 ) -> bytes:
-    """What `prometheus_client`'s encoder writes for `JobsCollector(jobs, loop_lag)`.
-
-    Column by column: each family's values of every job in one comprehension, then the
-    lines from one template by `map(str.format, ...)` (a block per job for histograms
-    and states): about 0.3 s for 10,000 jobs on a quiet core."""
-    names = [_label_value(job.name) for job in jobs]
-    counters = [job.counters for job in jobs]
-    out: list[str] = []
-    add, extend = out.append, out.extend
-    columns: dict[str, list[Any]] = {
-        "records_read": [c.records_read for c in counters],
-        "records_written": [c.records_written for c in counters],
-        "read_bytes": [
-            c.bytes_read + job.live_bytes[0] for c, job in zip(counters, jobs, strict=True)
-        ],
-        "written_bytes": [
-            c.bytes_written + job.live_bytes[1] for c, job in zip(counters, jobs, strict=True)
-        ],
-        "attempts": [c.attempts for c in counters],
-        "restarts": [c.restarts for c in counters],
-        "last_checkpoint_timestamp_seconds": [c.last_checkpoint_at for c in counters],
-        "job_failed_attempts": [job.failed_attempts for job in jobs],
-        "source_lag": [c.source_lag for c in counters],
-    }
-    labelled: dict[str, list[Any]] = {
-        "records_dropped": [c.dropped for c in counters],
-        "errors": [c.errors for c in counters],
-        "checkpoints": [(c.checkpoints_ok, c.checkpoints_failed) for c in counters],
-    }
-    for family in FAMILIES:
-        extend(_header(family, openmetrics))
-        name = PREFIX + family.name
-        sample = name + "_total" if family.kind == "counter" else name
-        if family.name in columns:
-            template = f'{sample}{{{{job="{{}}"}}}} {{}}\n'
-            pairs = [
-                (job, v)
-                for job, v in zip(names, columns[family.name], strict=True)
-                if v is not None
-            ]
-            extend(map(template.format, [job for job, _ in pairs], _numbers(v for _, v in pairs)))
-        elif family.kind == "histogram":
-            flush = family.name == "sink_flush_duration_seconds"
-            _histogram_lines(out, name, names, counters, flush)
-        elif family.name == "job_state":
-            blocks = {
-                state: "".join(
-                    f'{sample}{{{{job="{{0}}",state="{value}"}}}} '
-                    f"{'1.0' if value == state else '0.0'}\n"
-                    for value in STATES
-                )
-                for state in STATES
-            }
-            extend(map(str.format, [blocks[job.state] for job in jobs], names))
-        else:
-            values = {"records_dropped": DROP_REASONS, "errors": STAGES}.get(
-                family.name, ("ok", "failed")
-            )
-            block = "".join(
-                f'{sample}{{{{job="{{0}}",{family.label}="{value}"}}}} {{{index}}}\n'
-                for index, value in enumerate(values, start=1)
-            )
-            extend(
-                block.format(job, *_numbers(counts))
-                for job, counts in zip(names, labelled[family.name], strict=True)
-            )
-    extend(_header(EVENT_LOOP_LAG, openmetrics))
-    if loop_lag is not None:
-        add(f"{PREFIX}{EVENT_LOOP_LAG.name} {_number(loop_lag)}\n")
-    extend(_header(JOBS, openmetrics))
-    add(f"{PREFIX}{JOBS.name} {_number(len(jobs))}\n")
-    extend(_header(BUILD, openmetrics))
-    labels = ",".join(f'{key}="{_label_value(value)}"' for key, value in _build_labels().items())
-    add(f"{PREFIX}{BUILD.name}_info{{{labels}}} 1.0\n")
-    if openmetrics:
-        add("# EOF\n")
-    return "".join(out).encode()
-
-
-def _numbers(values: Iterable[Any]) -> list[str]:
-    """`_number` of each; small ints (nearly all) without a call."""
-    return [
-        f"{value}.0" if type(value) is int and 0 <= value < 1_000_000 else _number(value)
-        for value in values
-    ]
+    """What `prometheus_client`'s encoder writes for `JobsCollector(jobs, loop_lag)`."""
+    return ExpositionWriter().write(jobs, loop_lag, openmetrics=openmetrics)
 
 
 def _header(family: Family, openmetrics: bool) -> list[str]:
@@ -321,32 +247,6 @@ def _header(family: Family, openmetrics: bool) -> list[str]:
     return [f"# HELP {name} {doc}\n", f"# TYPE {name} {kind}\n"]
 
 
-def _histogram_template(name: str) -> str:
-    """A job's block of `name`'s samples: format it with the job and the values."""
-    lines = [
-        f'{name}_bucket{{{{job="{{0}}",le="{le}"}}}} {{{index}}}\n'
-        for index, le in enumerate((*map(repr, DURATION_BUCKETS), "+Inf"), start=1)
-    ]
-    count_index = len(DURATION_BUCKETS) + 1  # +Inf's cumulative count
-    lines.append(f'{name}_count{{{{job="{{0}}"}}}} {{{count_index}}}\n')
-    lines.append(f'{name}_sum{{{{job="{{0}}"}}}} {{{count_index + 1}}}\n')
-    return "".join(lines)
-
-
-def _histogram_lines(
-    out: list[str], name: str, names: list[str], counters: list[JobCounters], flush: bool
-) -> None:
-    template = _histogram_template(name)
-    empty = template.replace("{0}", "\0").format("", *["0.0"] * (len(DURATION_BUCKETS) + 2))
-    for job, c in zip(names, counters, strict=True):
-        histogram = c.flush_seconds if flush else c.checkpoint_seconds
-        if not histogram.count:  # idle since the daemon started: one block for all
-            out.append(empty.replace("\0", job))
-            continue
-        cumulative = list(accumulate(histogram.buckets))
-        out.append(template.format(job, *_numbers(cumulative), _number(histogram.sum)))
-
-
 def _number(value: object) -> str:
     """A sample value as `prometheus_client.utils.floatToGoString` writes it."""
     if type(value) is int and -1_000_000 < value < 1_000_000:
@@ -358,3 +258,150 @@ def _number(value: object) -> str:
 
 def _label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class ExpositionWriter:
+    """Writes the exposition, keeping each job's lines while its values stay the same.
+
+    Each job's lines are made as one block per family (f-strings, a template for its
+    states and histograms), then the blocks are laid out family by family. A job whose
+    values are those of the last scrape (most of 10,000 jobs, most of the time) costs a
+    tuple comparison: 10,000 idle jobs in well under a tenth of a second, against about
+    a third of a second when every job changed. One writer per listener; `write` is
+    called by one thread at a time.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[tuple[Any, ...], tuple[str, ...]]] = {}
+
+    def write(
+        self, jobs: Sequence[JobReading], loop_lag: float | None, *, openmetrics: bool
+    ) -> bytes:
+        kept, fresh = self._kept, {}
+        rows = []
+        for job in jobs:
+            key = _key(job)
+            found = kept.get(job.name)
+            blocks = found[1] if found is not None and found[0] == key else _blocks(job)
+            fresh[job.name] = (key, blocks)
+            rows.append(blocks)
+        self._kept = fresh
+        out: list[str] = []
+        for index, family in enumerate(FAMILIES):
+            out.extend(_header(family, openmetrics))
+            out.extend([blocks[index] for blocks in rows])
+        out.extend(_header(EVENT_LOOP_LAG, openmetrics))
+        if loop_lag is not None:
+            out.append(f"{PREFIX}{EVENT_LOOP_LAG.name} {_number(loop_lag)}\n")
+        out.extend(_header(JOBS, openmetrics))
+        out.append(f"{PREFIX}{JOBS.name} {_number(len(jobs))}\n")
+        out.extend(_header(BUILD, openmetrics))
+        labels = ",".join(
+            f'{key}="{_label_value(value)}"' for key, value in _build_labels().items()
+        )
+        out.append(f"{PREFIX}{BUILD.name}_info{{{labels}}} 1.0\n")
+        if openmetrics:
+            out.append("# EOF\n")
+        return "".join(out).encode()
+
+
+def _key(job: JobReading) -> tuple[Any, ...]:
+    """Everything a job's lines show: equal keys, equal lines."""
+    c = job.counters
+    return (
+        job.state,
+        job.failed_attempts,
+        job.live_bytes,
+        c.records_read,
+        c.records_written,
+        c.bytes_read,
+        c.bytes_written,
+        *c.dropped,
+        *c.errors,
+        c.attempts,
+        c.restarts,
+        c.checkpoints_ok,
+        c.checkpoints_failed,
+        c.checkpoint_seconds.count,  # a histogram changes only with its count
+        c.flush_seconds.count,
+        c.last_checkpoint_at,
+        c.source_lag,
+    )
+
+
+def _blocks(job: JobReading) -> tuple[str, ...]:
+    """The job's lines of each family, in `FAMILIES` order."""
+    p, n, c = PREFIX, _number, job.counters
+    j = f'{{job="{_label_value(job.name)}"'
+    last = c.last_checkpoint_at
+    return (
+        f"{p}records_read_total{j}}} {n(c.records_read)}\n",
+        f"{p}records_written_total{j}}} {n(c.records_written)}\n",
+        f"{p}read_bytes_total{j}}} {n(c.bytes_read + job.live_bytes[0])}\n",
+        f"{p}written_bytes_total{j}}} {n(c.bytes_written + job.live_bytes[1])}\n",
+        _labelled("records_dropped_total", "reason", DROP_REASONS, j, c.dropped),
+        _labelled("errors_total", "stage", STAGES, j, c.errors),
+        f"{p}attempts_total{j}}} {n(c.attempts)}\n",
+        f"{p}restarts_total{j}}} {n(c.restarts)}\n",
+        _labelled(
+            "checkpoints_total",
+            "result",
+            ("ok", "failed"),
+            j,
+            (c.checkpoints_ok, c.checkpoints_failed),
+        ),
+        _histogram(f"{p}checkpoint_duration_seconds", j, c.checkpoint_seconds),
+        _histogram(f"{p}sink_flush_duration_seconds", j, c.flush_seconds),
+        "" if last is None else f"{p}last_checkpoint_timestamp_seconds{j}}} {n(last)}\n",
+        _STATE_BLOCKS[job.state].replace("\0", j),
+        f"{p}job_failed_attempts{j}}} {n(job.failed_attempts)}\n",
+        "" if c.source_lag is None else f"{p}source_lag{j}}} {n(c.source_lag)}\n",
+    )
+
+
+_STATE_BLOCKS: Final = {
+    current: "".join(
+        f'{PREFIX}job_state\0,state="{state}"}} {"1.0" if state == current else "0.0"}\n'
+        for state in STATES
+    )
+    for current in STATES
+}
+"""Each state's block of `job_state` lines, \\0 standing for the job's label."""
+
+
+def _labelled(name: str, label: str, values: Sequence[str], j: str, counts: Sequence[int]) -> str:
+    if not any(counts):  # the usual case: one block for every job
+        return _zeros(name, label, tuple(values)).replace("\0", j)
+    return "".join(
+        f'{PREFIX}{name}{j},{label}="{value}"}} {_number(count)}\n'
+        for value, count in zip(values, counts, strict=True)
+    )
+
+
+@functools.cache
+def _zeros(name: str, label: str, values: tuple[str, ...]) -> str:
+    return "".join(f'{PREFIX}{name}\0,{label}="{value}"}} 0.0\n' for value in values)
+
+
+_LE: Final = (*map(repr, DURATION_BUCKETS), "+Inf")
+
+
+def _histogram(name: str, j: str, histogram: DurationHistogram) -> str:
+    if not histogram.count:
+        return _empty_histogram(name).replace("\0", j)
+    counts = list(accumulate(histogram.buckets))
+    lines = [
+        f'{name}_bucket{j},le="{le}"}} {_number(count)}\n'
+        for le, count in zip(_LE, counts, strict=True)
+    ]
+    lines.append(f"{name}_count{j}}} {_number(counts[-1])}\n")
+    lines.append(f"{name}_sum{j}}} {_number(histogram.sum)}\n")
+    return "".join(lines)
+
+
+@functools.cache
+def _empty_histogram(name: str) -> str:
+    return "".join(
+        [f'{name}_bucket\0,le="{le}"}} 0.0\n' for le in _LE]
+        + [f"{name}_count\0}} 0.0\n", f"{name}_sum\0}} 0.0\n"]
+    )

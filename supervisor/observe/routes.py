@@ -25,7 +25,7 @@ from anyio.streams.stapled import MultiListener
 
 from supervisor.control.commands import Listing
 from supervisor.observe.http import Request, Response, serve_http
-from supervisor.observe.metrics import read_jobs, render
+from supervisor.observe.metrics import ExpositionWriter, read_jobs, render
 from supervisor.observe.page import CONTENT_SECURITY_POLICY, render_page
 from supervisor.observe.sampler import Sampler
 
@@ -62,6 +62,7 @@ class Routes:
     def __init__(self, daemon: Observed, sampler: Sampler) -> None:
         self._daemon = daemon
         self._sampler = sampler
+        self._writer = ExpositionWriter()
         self._busy = anyio.Lock()
         """One exposition, status or page at a time: a burst of them is queued, not
         multiplied (each is a good part of a second of CPU at 10,000 jobs)."""
@@ -87,7 +88,7 @@ class Routes:
         async with self._busy:
             jobs = read_jobs(self._daemon.owners.values())
             body, content_type = await anyio.to_thread.run_sync(
-                render, jobs, self._sampler.loop_lag, accept
+                render, jobs, self._sampler.loop_lag, accept, self._writer
             )
         return Response(200, body, content_type)
 

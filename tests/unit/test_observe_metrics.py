@@ -77,3 +77,21 @@ def test_promtool_lints_the_exposition_clean() -> None:
         [promtool, "check", "metrics"], input=body, capture_output=True, check=False, timeout=60
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+def test_writer_keeps_unchanged_jobs_and_redraws_changed_ones() -> None:
+    """A writer that kept the last scrape's lines writes what a fresh one writes after
+    counters, a state, a lag and a histogram changed, and after a job went away."""
+    from supervisor.observe.metrics import ExpositionWriter
+
+    jobs = _readings()
+    writer = ExpositionWriter()
+    writer.write(jobs, None, openmetrics=False)
+    jobs[0].counters.records_read += 1
+    jobs[1].counters.checkpoint_seconds.observe(0.2)
+    jobs[2].counters.source_lag = 7
+    jobs[3] = JobReading(jobs[3].name, "failed", 9, jobs[3].counters, (0, 0))
+    del jobs[4]
+    for openmetrics in (False, True):
+        fresh = write_exposition(jobs, None, openmetrics=openmetrics)
+        assert writer.write(jobs, None, openmetrics=openmetrics) == fresh
