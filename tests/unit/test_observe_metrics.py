@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
+from supervisor.observe.collector import JobsCollector
 from supervisor.observe.counters import JobCounters
-from supervisor.observe.metrics import JobReading, JobsCollector, negotiate, write_exposition
+from supervisor.observe.metrics import JobReading, negotiate, write_exposition
 from supervisor.states import JobState
 
 prometheus_client = pytest.importorskip("prometheus_client")
