@@ -65,7 +65,8 @@ def _scrape_until(port: int, done: threading.Event, every: float, seen: list[flo
             seen.append(scrape(port)[0])
 
 
-def _run_json(data: Path, work: Path, *, metrics: bool) -> float:
+def _run_json(data: Path, work: Path, *, metrics: bool) -> tuple[float, float]:
+    """(records/s over the job's own span, the daemon's CPU seconds)."""
     config = write_daemon(work, {"throughput": daemon_job(data, work, "json", 10_000)})
     scrapes: list[float] = []
     done = threading.Event()
@@ -76,7 +77,7 @@ def _run_json(data: Path, work: Path, *, metrics: bool) -> float:
         scraper = threading.Thread(target=_scrape_until, args=(port, done, SCRAPE_EVERY, scrapes))
         scraper.start()
     try:
-        run_until_idle(config, work / "daemon.log")
+        cost = run_until_idle(config, work / "daemon.log")
     finally:
         done.set()
         if scraper is not None:
@@ -84,18 +85,21 @@ def _run_json(data: Path, work: Path, *, metrics: bool) -> float:
     span = job_span(work / "daemon.log", "throughput")
     with data.open("rb") as lines:
         records = sum(1 for _ in lines)
-    return records / span.seconds
+    return records / span.seconds, cost.cpu_s
 
 
 def metrics_on_off(data: Path, *, rounds: int, scratch: Path) -> dict[str, Any]:
     """The JSON throughput workload without and with the listener, rounds interleaved."""
     off: list[float] = []
     on: list[float] = []
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(rounds):
         for metrics, samples in ((False, off), (True, on)):
             work = Path(tempfile.mkdtemp(prefix=f"metrics-{metrics}-", dir=scratch))
             try:
-                samples.append(_run_json(data, work, metrics=metrics))
+                rate, cpu_s = _run_json(data, work, metrics=metrics)
+                samples.append(rate)
+                cpu[metrics].append(cpu_s)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     paired = [a / b for a, b in zip(on, off, strict=True)]
@@ -106,6 +110,9 @@ def metrics_on_off(data: Path, *, rounds: int, scratch: Path) -> dict[str, Any]:
         "on_records_per_s": median(on),
         "ratio_on_to_off": median(paired),
         "ratio_per_round": paired,
+        "off_cpu_s": median(cpu[False]),
+        "on_cpu_s": median(cpu[True]),
+        "cpu_ratio_on_to_off": median([a / b for a, b in zip(cpu[True], cpu[False], strict=True)]),
         "load_average_1m": load_average()[0],
     }
 

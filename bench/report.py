@@ -270,7 +270,9 @@ def _metrics(section: dict[str, Any]) -> list[str]:
         f"{on_off['scrape_every_s']:g} s, {on_off['rounds']} alternating rounds: "
         f"{_f(on_off['off_records_per_s'], 0)} vs {_f(on_off['on_records_per_s'], 0)} "
         f"records/s, on / off {on_off['ratio_on_to_off']:.3f}x "
-        f"(each round: {_each_round(on_off['ratio_per_round'])}).",
+        f"(each round: {_each_round(on_off['ratio_per_round'])}); the daemon's CPU seconds "
+        f"{_f(on_off.get('off_cpu_s'), 2)} vs {_f(on_off.get('on_cpu_s'), 2)}, on / off "
+        f"{_f(on_off.get('cpu_ratio_on_to_off'), 3)}x.",
         "",
         f"{scrape['jobs']:,} idle jobs: a scrape (OpenMetrics, {_f(scrape.get('scrape_bytes'))} "
         f"bytes) takes {_f(scrape.get('scrape_ms_median'))} ms median, "

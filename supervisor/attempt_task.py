@@ -64,11 +64,11 @@ class AttemptTask:
     slots: StartSlots
     post: Callable[[AttemptTaskMessage], None]
     retry_at: float | None = None
+    """Event-loop time the backoff wait ends, while it is waiting."""
     counters: JobCounters = field(default_factory=JobCounters)
     """The job's counters, which the attempt adds to."""
     restart: bool = False
     """Started again after a failed attempt (counted as a restart once it runs)."""
-    """Event-loop time the backoff wait ends, while it is waiting."""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     attempt: Attempt | None = None
     """Set once a start slot is held and the attempt begins: from then on it counts."""

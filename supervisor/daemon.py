@@ -100,12 +100,12 @@ class Supervisor:
         self._status_changed = anyio.Event()
         self._reload_lock = anyio.Lock()
         self._ending: dict[str, tuple[JobOwner, anyio.Event]] = {}
+        """Owners of jobs a reload removed that have not ended yet (final checkpoint, close),
+        by job name, each with the event set once it has: a job added back waits for it."""
         self.ready = False
         """Every job launched and READY=1 sent (`/readyz`)."""
         self.control_listening: bool | None = None
         """The control socket accepts (`/readyz`); None without one."""
-        """Owners of jobs a reload removed that have not ended yet (final checkpoint, close),
-        by job name, each with the event set once it has: a job added back waits for it."""
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
