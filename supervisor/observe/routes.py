@@ -24,6 +24,7 @@ import structlog
 from anyio.streams.stapled import MultiListener
 
 from supervisor.control.commands import Listing
+from supervisor.observe.address import is_loopback
 from supervisor.observe.http import Request, Response, serve_http
 from supervisor.observe.metrics import ExpositionWriter, read_jobs, render
 from supervisor.observe.page import CONTENT_SECURITY_POLICY, render_page
@@ -68,6 +69,11 @@ class Routes:
         multiplied (each is a good part of a second of CPU at 10,000 jobs)."""
 
     async def __call__(self, request: Request) -> Response:
+        if not self._daemon.config.daemon.http_allow_remote and not _local_host(
+            request.headers.get("host", "")
+        ):
+            # A name of another site's, rebound to 127.0.0.1, must not read the jobs.
+            return Response(421, b"Host must be localhost or a loopback address\n")
         match request.path:
             case "/metrics":
                 return await self.metrics(request.headers.get("accept", ""))
@@ -164,6 +170,15 @@ def sorted_owners(owners: Mapping[str, JobOwner]) -> list[JobOwner]:
 def _json(views: list[dict[str, Any]]) -> bytes:
     # As `supervisor status --json` prints it.
     return (json.dumps(views, indent=2) + "\n").encode()
+
+
+def _local_host(host: str) -> bool:
+    """Whether a Host header names this machine by a loopback address or localhost (or is
+    missing, as HTTP/1.0 allows)."""
+    if not host:
+        return True
+    name = host.rpartition("]")[0].lstrip("[") if host.startswith("[") else host.partition(":")[0]
+    return is_loopback(name)
 
 
 def _usable(directory: Path) -> bool:

@@ -133,7 +133,8 @@ def _exchange(url: str, raw: bytes) -> bytes:
 
 
 def test_malformed_requests_get_a_status_not_a_crash(observed: Observed) -> None:
-    """Garbage, other methods, oversized heads, unknown paths and HEAD get their status."""
+    """Garbage, other methods, oversized heads, unknown paths, a Host naming another site
+    (DNS rebinding) and HEAD get their status."""
     cases = {
         b"garbage\r\n\r\n": b"HTTP/1.1 400 ",
         b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n": b"HTTP/1.1 405 ",
@@ -144,6 +145,11 @@ def test_malformed_requests_get_a_status_not_a_crash(observed: Observed) -> None
     }
     for raw, expected in cases.items():
         assert _exchange(observed.url, raw).startswith(expected), raw[:40]
+    rebound = b"GET /status HTTP/1.1\r\nHost: attacker.example:9321\r\n\r\n"
+    assert _exchange(observed.url, rebound).startswith(b"HTTP/1.1 421 ")
+    for host in (b"localhost:1", b"127.0.0.1", b"[::1]:9321"):
+        request = b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+        assert _exchange(observed.url, request).startswith(b"HTTP/1.1 200 "), host
     head = _exchange(observed.url, b"HEAD /healthz HTTP/1.1\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
     assert observed.get("/healthz")[0] == 200
