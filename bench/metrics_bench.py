@@ -93,8 +93,9 @@ def metrics_on_off(data: Path, *, rounds: int, scratch: Path) -> dict[str, Any]:
     off: list[float] = []
     on: list[float] = []
     cpu: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for metrics, samples in ((False, off), (True, on)):
+    for index in range(rounds):
+        pair = ((False, off), (True, on))
+        for metrics, samples in pair if index % 2 == 0 else pair[::-1]:  # neither always first
             work = Path(tempfile.mkdtemp(prefix=f"metrics-{metrics}-", dir=scratch))
             try:
                 rate, cpu_s = _run_json(data, work, metrics=metrics)
