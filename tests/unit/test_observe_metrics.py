@@ -11,8 +11,13 @@ from supervisor.observe.collector import JobsCollector
 from supervisor.observe.counters import JobCounters
 from supervisor.observe.metrics import JobReading, negotiate, write_exposition
 from supervisor.states import JobState
+from tests.servers import require_module
 
-prometheus_client = pytest.importorskip("prometheus_client")
+
+@pytest.fixture(autouse=True)
+def _prometheus_client() -> None:
+    """These tests need the extra: skipped without it, failed under CI."""
+    require_module("prometheus_client", "metrics")
 
 
 def _readings() -> list[JobReading]:
