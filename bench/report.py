@@ -262,6 +262,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _metrics(section: dict[str, Any]) -> list[str]:
+    if "error" in section:
+        return ["### Metrics (HTTP listener)", "", f"Not measured: {section['error']}", ""]
     on_off, scrape = section["throughput_json"], section["scrape"]
     return [
         "### Metrics (HTTP listener)",

@@ -12,6 +12,7 @@ snapshots), storm (1,000 jobs failing at once, `bench/storm.py`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -195,6 +196,9 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
 def _metrics(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
     from bench.metrics_bench import metrics_on_off, scrape_at_scale
 
+    if importlib.util.find_spec("prometheus_client") is None:
+        results["metrics"] = {"error": "not installed (pip install -e '.[metrics]')"}
+        return
     data = records_file(out / "data", sizes.metrics_records)
     results["metrics"] = {
         "throughput_json": metrics_on_off(data, rounds=sizes.metrics_rounds, scratch=scratch),
