@@ -105,3 +105,66 @@ def test_rate_history_keeps_the_last_samples_oldest_first() -> None:
     for rate in (1.0, 2.0, 3.0, 4.0):
         history.add(rate)
     assert history.rates() == [2.0, 3.0, 4.0]
+
+
+async def test_file_source_reports_bytes_behind_the_end_and_bytes_read(tmp_path: Path) -> None:
+    """The file source's lag is the bytes not yet delivered; its bytes read count up."""
+    from supervisor.connectors.file import FileSourceConfig
+    from supervisor.connectors.file.source import FileSource
+
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"line {index:04d}\n" for index in range(100)))  # 10 bytes each
+    source = FileSource(FileSourceConfig(path=path, follow=True), chunk_bytes=100)
+    await source.open(None)
+    try:
+        batch = await source.read(5, 1.0)
+        assert len(batch.records) == 5
+        assert source.progress() == {"lag": 1000 - 50}
+        assert source.bytes_read == 100  # one chunk
+        while (await source.read(1000, 0.0)).records:
+            pass
+        assert source.bytes_read == 1000
+        assert source.progress() == {"lag": 0}
+    finally:
+        await source.close()
+
+
+class _Attempt:
+    def __init__(self, progress: dict[str, object] | None) -> None:
+        self.progress = progress
+
+    def source_progress(self) -> dict[str, object] | None:
+        return self.progress
+
+
+class _Owner:
+    def __init__(self, name: str, progress: dict[str, object] | None, running: bool) -> None:
+        self.name = name
+        self.counters = JobCounters()
+        self.attempt = _Attempt(progress) if running else None
+
+
+async def test_sampler_keeps_rates_and_the_sources_lag() -> None:
+    """Each sample adds a job's records/s since the last one and stores its source's int
+    `lag`; no lag without an attempt or an int; a job gone is forgotten."""
+    from supervisor.observe.sampler import Sampler
+
+    owners = {
+        "file": _Owner("file", {"lag": 4096}, running=True),
+        "odd": _Owner("odd", {"lag": "a lot"}, running=True),
+        "paused": _Owner("paused", None, running=False),
+    }
+    sampler = Sampler(lambda: owners, 15.0)  # type: ignore[arg-type,return-value]
+    assert sampler.size == 60  # 15 minutes
+    await sampler.sample()
+    owners["file"].counters.records_read = 300
+    sampler._sampled_at = (sampler._sampled_at or 0) - 10  # as if 10 s went by, plus a bit
+    await sampler.sample()
+    rates = sampler.history["file"].rates()
+    assert len(rates) == 1 and 29 < rates[0] <= 30
+    assert owners["file"].counters.source_lag == 4096
+    assert owners["odd"].counters.source_lag is None
+    assert owners["paused"].counters.source_lag is None
+    del owners["odd"]
+    await sampler.sample()
+    assert set(sampler.history) == {"file", "paused"}
