@@ -36,6 +36,10 @@ COLOURS: Final = {
 }
 ORDER: Final = ("failed", "suspended", "retrying", "pending", "running", "paused", "stopped")
 """Jobs that need a look first; within a state, by name."""
+MAX_ROWS: Final = 1000
+"""Jobs shown at most (those that need a look first); the rest are counted, and all are in
+``/status`` and `supervisor top`. Past that a page is megabytes, refreshed every few
+seconds."""
 SPARK_WIDTH: Final = 120
 SPARK_HEIGHT: Final = 24
 
@@ -56,30 +60,53 @@ svg polyline{fill:none;stroke:#0969da;stroke-width:1.5}
 """
 
 
-def render_page(views: Sequence[Mapping[str, Any]], rates: Mapping[str, Sequence[float]]) -> bytes:
-    """The page for `views` (as `status --json` shows them) and each job's recent rates."""
+def attention_order(state: str, job: str) -> tuple[int, str]:
+    """Sort key: jobs that need a look first (`ORDER`), then by name."""
+    return (_RANK.get(state, len(ORDER)), job)
+
+
+_RANK: Final = {state: index for index, state in enumerate(ORDER)}
+
+
+def render_page(
+    views: Sequence[Mapping[str, Any]],
+    rates: Mapping[str, Sequence[float]],
+    counts: Mapping[str, int] | None = None,
+) -> bytes:
+    """The page for `views` (as `status --json` shows them; at most `MAX_ROWS` shown), each
+    job's recent rates, and the number of jobs in each state (default: of `views`)."""
     e = html.escape
-    rank = {state: index for index, state in enumerate(ORDER)}
-    ordered = sorted(views, key=lambda view: (rank.get(view["state"], len(ORDER)), view["job"]))
-    counts: dict[str, int] = {}
-    for view in views:
-        counts[view["state"]] = counts.get(view["state"], 0) + 1
+    rank = _RANK
+    ordered = sorted(views, key=lambda view: attention_order(view["state"], view["job"]))
+    if counts is None:
+        tally: dict[str, int] = {}
+        for view in views:
+            tally[view["state"]] = tally.get(view["state"], 0) + 1
+        counts = tally
+    total = sum(counts.values())
+    hidden = total - min(len(ordered), MAX_ROWS)
+    more = (
+        f'<p class="meta">{hidden:,} more job(s) not shown: every job is in '
+        '<a href="/status">/status</a> and <code>supervisor top</code>.</p>'
+        if hidden > 0
+        else ""
+    )
     summary = "".join(
         f'<span><span class="state" style="background:{COLOURS.get(state, "#57606a")}">'
         f"{e(state)}</span> {count}</span>"
         for state, count in sorted(counts.items(), key=lambda item: rank.get(item[0], 99))
     )
-    rows = "".join(_row(view, rates.get(view["job"], ())) for view in ordered)
+    rows = "".join(_row(view, rates.get(view["job"], ())) for view in ordered[:MAX_ROWS])
     generated = datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="seconds")
     document = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>stream-supervisor: {len(views)} job(s)</title>
+<title>stream-supervisor: {total} job(s)</title>
 <style>{_STYLE}</style></head>
 <body>
 <h1>stream-supervisor</h1>
-<div class="meta">{len(views)} job(s) &middot; {e(generated)} &middot; version {e(__version__)}
+<div class="meta">{total:,} job(s) &middot; {e(generated)} &middot; version {e(__version__)}
 &middot; refreshes every {REFRESH_SECONDS}s &middot; read-only</div>
 <div class="summary">{summary}</div>
 <table id="jobs">
@@ -87,6 +114,7 @@ def render_page(views: Sequence[Mapping[str, Any]], rates: Mapping[str, Sequence
 <th>Attempt</th><th>Offset</th><th>Last error</th></tr></thead>
 <tbody>
 {rows}</tbody></table>
+{more}
 </body></html>
 """
     return document.encode()

@@ -27,7 +27,12 @@ from supervisor.control.commands import Listing
 from supervisor.observe.address import is_loopback
 from supervisor.observe.http import Request, Response, serve_http
 from supervisor.observe.metrics import ExpositionWriter, read_jobs, render
-from supervisor.observe.page import CONTENT_SECURITY_POLICY, render_page
+from supervisor.observe.page import (
+    CONTENT_SECURITY_POLICY,
+    MAX_ROWS,
+    attention_order,
+    render_page,
+)
 from supervisor.observe.sampler import Sampler
 
 if TYPE_CHECKING:
@@ -122,9 +127,18 @@ class Routes:
 
     async def page(self) -> Response:
         async with self._busy:
-            views = await self._views()
-            rates = {name: history.rates() for name, history in self._sampler.history.items()}
-            body = await anyio.to_thread.run_sync(render_page, views, rates)
+            owners = list(self._daemon.owners.values())
+            counts: dict[str, int] = {}
+            for owner in owners:
+                counts[owner.state.value] = counts.get(owner.state.value, 0) + 1
+            owners.sort(key=lambda owner: attention_order(owner.state.value, owner.name))
+            shown = owners[:MAX_ROWS]
+            views = await Listing(shown, detail=False).collect()
+            history = self._sampler.history
+            rates = {
+                owner.name: history[owner.name].rates() for owner in shown if owner.name in history
+            }
+            body = await anyio.to_thread.run_sync(render_page, views, rates, counts)
         return Response(
             200,
             body,

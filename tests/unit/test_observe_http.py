@@ -122,3 +122,16 @@ def test_top_sorts() -> None:
     jobs = [_view("a", "running", records_per_s=1.0), _view("b", "running", records_per_s=9.0)]
     assert [job["job"] for job in sort_jobs(jobs, "rate", reverse=False)] == ["b", "a"]
     assert [job["job"] for job in sort_jobs(jobs, "rate", reverse=True)] == ["a", "b"]
+
+
+def test_page_shows_at_most_max_rows_failures_first() -> None:
+    """Past MAX_ROWS jobs the page shows those that need a look first and counts the rest."""
+    from supervisor.observe.page import MAX_ROWS
+
+    views = [_view(f"job-{i:05d}", "running") for i in range(MAX_ROWS + 5)]
+    views.append(_view("zz-broken", "suspended", error="boom"))
+    page = render_page(views, {}).decode()
+    assert page.count("<tr data-job=") == MAX_ROWS
+    assert 'data-job="zz-broken"' in page
+    assert "6 more job(s) not shown" in page
+    assert f"{MAX_ROWS + 6:,} job(s)" in page
