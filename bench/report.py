@@ -120,6 +120,24 @@ TARGETS = [
         "x",
     ),
     Target(
+        "JSON throughput, metrics on / off",
+        ">= 0.98x",
+        _path("metrics", "throughput_json", "ratio_on_to_off"),
+        lambda v: v >= 0.98,
+        "x",
+    ),
+    Target(
+        "`/metrics` scrape, 10,000 jobs (max)",
+        "< 500 ms",
+        lambda r: (
+            r.get("metrics", {}).get("scrape", {}).get("scrape_ms_max")
+            if r.get("metrics", {}).get("scrape", {}).get("jobs") == 10_000
+            else None
+        ),
+        lambda v: v < 500,
+        " ms",
+    ),
+    Target(
         "failure storm (1,000 jobs), event-loop lag p99",
         "< 50 ms",
         _path("storm", "loop_lag_p99_ms"),
@@ -263,7 +281,33 @@ def markdown(results: dict[str, Any]) -> str:
         )
     if "redis" in results:
         out += _redis(results["redis"])
+    if "metrics" in results:
+        out += _metrics(results["metrics"])
     return "\n".join(out) + "\n"
+
+
+def _metrics(section: dict[str, Any]) -> list[str]:
+    if "error" in section:
+        return ["### Metrics (HTTP listener)", "", f"Not measured: {section['error']}", ""]
+    on_off, scrape = section["throughput_json"], section["scrape"]
+    return [
+        "### Metrics (HTTP listener)",
+        "",
+        f"JSON throughput without and with `http_listen` and a scrape every "
+        f"{on_off['scrape_every_s']:g} s, {on_off['rounds']} alternating rounds: "
+        f"{_f(on_off['off_records_per_s'], 0)} vs {_f(on_off['on_records_per_s'], 0)} "
+        f"records/s, on / off {on_off['ratio_on_to_off']:.3f}x "
+        f"(each round: {_each_round(on_off['ratio_per_round'])}); the daemon's CPU seconds "
+        f"{_f(on_off.get('off_cpu_s'), 2)} vs {_f(on_off.get('on_cpu_s'), 2)}, on / off "
+        f"{_f(on_off.get('cpu_ratio_on_to_off'), 3)}x.",
+        "",
+        f"{scrape['jobs']:,} idle jobs: a scrape (OpenMetrics, {_f(scrape.get('scrape_bytes'))} "
+        f"bytes) takes {_f(scrape.get('scrape_ms_median'))} ms median, "
+        f"{_f(scrape.get('scrape_ms_max'))} ms max; idle CPU over {scrape['idle_seconds']:g} s "
+        f"with a scrape every 15 s {_f(scrape.get('idle_cpu_percent_with_scrapes'), 2)}% of a "
+        f"core, without the listener {_f(scrape.get('idle_cpu_percent_off'), 2)}%.",
+        "",
+    ]
 
 
 def _scale_tables(scale: dict[str, Any]) -> list[str]:

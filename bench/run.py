@@ -15,6 +15,7 @@ its results say why not.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -46,7 +47,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "postgres", "redis")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "metrics", "postgres", "redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,12 @@ class Sizes:
     scale_rounds: int
     storm_jobs: int
     storm_rounds: int
+    metrics_records: int = 1_000_000
+    metrics_rounds: int = 5
+    metrics_jobs: int = 10_000
+    metrics_scrapes: int = 10
+    metrics_idle_seconds: float = 60
+    # One workload per connector: keyword sizes, the full run's by default.
     postgres_records: int = 1_000_000
     postgres_rounds: int = 3
     redis_records: int = 200_000
@@ -72,10 +79,23 @@ class Sizes:
 
 
 FULL = Sizes(
-    1_000_000, 5, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
+    1_000_000,
+    5,
+    300_000,
+    3,
+    1000,
+    [10, 100, 1000, 10_000],
+    [1000, 10_000],
+    10,
+    20,
+    3,
+    1000,
+    3,
 )
 QUICK = Sizes(
     30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1,
+    metrics_records=30_000, metrics_rounds=2, metrics_jobs=100, metrics_scrapes=3,
+    metrics_idle_seconds=2,
     postgres_records=50_000, postgres_rounds=1,
     redis_records=20_000, redis_rounds=1,
 )  # fmt: skip
@@ -182,6 +202,24 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["storm"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _metrics(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    from bench.metrics_bench import metrics_on_off, scrape_at_scale
+
+    if importlib.util.find_spec("prometheus_client") is None:
+        results["metrics"] = {"error": "not installed (pip install -e '.[metrics]')"}
+        return
+    data = records_file(out / "data", sizes.metrics_records)
+    results["metrics"] = {
+        "throughput_json": metrics_on_off(data, rounds=sizes.metrics_rounds, scratch=scratch),
+        "scrape": scrape_at_scale(
+            sizes.metrics_jobs,
+            scrapes=sizes.metrics_scrapes,
+            idle_seconds=sizes.metrics_idle_seconds,
+            scratch=scratch,
+        ),
+    }
+
+
 def _postgres(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
     """The PostgreSQL sink against a plain psycopg loop (bench/postgres_bench.py); needs
     PostgreSQL's binaries and the [postgres] extra, else the results say why not."""
@@ -214,6 +252,7 @@ RUNNERS = {
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
+    "metrics": _metrics,
     "postgres": _postgres,
     "redis": _redis,
 }

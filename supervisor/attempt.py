@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from typing import Protocol, cast
 
 import anyio
@@ -24,6 +25,8 @@ from supervisor.components import DEFAULT_COMPONENTS, Components
 from supervisor.config.model import JobConfig
 from supervisor.failures import describe_error
 from supervisor.ledger import JobLedger
+from supervisor.observe import counters as counted
+from supervisor.observe.counters import JobCounters
 from supervisor.processing import BatchProcessor
 from supervisor.protocols import Offset, Sink, Source
 
@@ -77,6 +80,7 @@ class Attempt:
         number: int,
         components: Components = DEFAULT_COMPONENTS,
         listener: AttemptListener | None = None,
+        counters: JobCounters | None = None,
     ) -> None:
         self.job = job
         self._components = components
@@ -98,6 +102,12 @@ class Attempt:
         self._healthy_at = math.inf
         """Event-loop time health may be reported; inf once it has been (or before opening)."""
         self._source: Source | None = None
+        self._sink: Sink | None = None
+        self.counters = counters if counters is not None else JobCounters()
+        """The job's counters (`supervisor.observe.counters`), added to once per batch."""
+        self._stage = counted.SOURCE
+        """The stage running now: an error that ends the attempt is counted against it."""
+        self._bytes_counted = False
 
     def stop_requested(self) -> bool:
         # A call, so type checkers do not assume it is unchanged across awaits.
@@ -128,6 +138,16 @@ class Attempt:
             return {"error": describe_error(exc)}
         return dict(view) if view else None
 
+    def bytes_moved(self) -> tuple[int, int]:
+        """Bytes read and written by this attempt's source and sink so far, for those that
+        count them (an int `bytes_read` / `bytes_written`); (0, 0) once added to the job's
+        counters, when the attempt closed."""
+        if self._bytes_counted:
+            return 0, 0
+        read = getattr(self._source, "bytes_read", 0)
+        written = getattr(self._sink, "bytes_written", 0)
+        return (read if type(read) is int else 0), (written if type(written) is int else 0)
+
     def abandon(self) -> None:
         """The daemon's shutdown timeout is up: cut the closing short too (it is shielded
         from the cancellation that ends everything else, and a close may hang)."""
@@ -136,16 +156,21 @@ class Attempt:
             self._close_scope.cancel()
 
     async def run(self) -> AttemptEnd:
-        sink = self._components.sink(self.job)
+        self._stage = counted.SINK
+        sink = self._sink = self._components.sink(self.job)
         source: Source | None = None
         try:
+            self._stage = counted.SOURCE
             source = self._source = self._components.source(self.job)
+            self._stage = counted.PROCESSOR
             processor = self._components.processor(self.job)
+            processor.counters = self.counters
             reject_with = getattr(sink, "reject_with", None)
             if callable(reject_with):
                 # Records the sink cannot store go to the records policy, like a
                 # processor's errors, not fail the whole batch.
                 reject_with(processor.reject)
+            self._stage = counted.SINK
             with self._open_scope:
                 sink_offset = await sink.open()
                 if self._ledger.snapshot.offset_chosen and sink_offset != self._ledger.offset:
@@ -166,6 +191,7 @@ class Attempt:
                         offset=sink_offset,
                         snapshot_offset=self._ledger.offset,
                     )
+                self._stage = counted.SOURCE
                 await source.open(offset)
             if self.stop_requested():
                 return AttemptEnd.STOPPED  # stopped while opening: nothing read
@@ -180,11 +206,18 @@ class Attempt:
                 if callable(resume_from):
                     resume_from(offset)
             return await self._pump(source, sink, processor, offset)
+        except Exception:
+            self.counters.errors[self._stage] += 1
+            raise
         finally:
             with anyio.CancelScope(shield=True) as self._close_scope:
                 if self._abandoned:
                     self._close_scope.cancel()
                 await _close_quietly(self.job.name, source, sink)
+            read, written = self.bytes_moved()
+            self.counters.bytes_read += read
+            self.counters.bytes_written += written
+            self._bytes_counted = True
 
     async def _pin_start(self, source: Source, sink: Sink) -> Offset | None:
         """Checkpoint where a source with nothing to resume from began, before it reads.
@@ -215,18 +248,25 @@ class Attempt:
             wait = IDLE_WAIT if caught_up else max(next_checkpoint_at - now, 0.0)
             if proved:  # wake when health is due, even with nothing to read
                 wait = min(wait, max(self._healthy_at - now, 0.0))
+            self._stage = counted.SOURCE
             with anyio.CancelScope() as self._read_scope:
                 batch = await source.read(min(MAX_BATCH, policy.every_records - uncommitted), wait)
             self._read_scope = None
             if self.stop_requested():
                 break
             if batch.rejects:
+                self._stage = counted.SOURCE  # records it could not decode
                 await processor.reject(batch.rejects)
                 uncommitted += len(batch.rejects)
             if batch.records:
-                await sink.write(await processor.process(batch.records))
+                self._stage = counted.PROCESSOR
+                out = await processor.process(batch.records)
+                self._stage = counted.SINK
+                await sink.write(out)
                 uncommitted += len(batch.records)
                 self.records_read += len(batch.records)
+                self.counters.records_read += len(batch.records)
+                self.counters.records_written += len(out)
             if batch.offset is not None:
                 offset = batch.offset
             if batch.end:
@@ -263,15 +303,30 @@ class Attempt:
             self._listener.healthy()
 
     async def _checkpoint(self, source: Source, sink: Sink, offset: Offset | None) -> None:
-        await sink.flush(offset)
-        snapshot = await self._ledger.write(offset=offset)
-        self.checkpoints += 1
-        commit = getattr(source, "commit", None)
-        if callable(commit) and offset is not None:
-            # Only now may a broker forget what this checkpoint covers: the snapshot that
-            # resumes past it is durable. A failure here fails the attempt (retryable);
-            # what was not acknowledged comes back, within one checkpoint.
-            await commit(offset)
+        counters = self.counters
+        started = time.perf_counter()
+        try:
+            self._stage = counted.SINK
+            await sink.flush(offset)
+            flushed = time.perf_counter()
+            self._stage = counted.CHECKPOINT
+            snapshot = await self._ledger.write(offset=offset)
+            self.checkpoints += 1
+            commit = getattr(source, "commit", None)
+            if callable(commit) and offset is not None:
+                # Only now may a broker forget what this checkpoint covers: the snapshot that
+                # resumes past it is durable. A failure here fails the attempt (retryable);
+                # what was not acknowledged comes back, within one checkpoint.
+                self._stage = counted.SOURCE
+                await commit(offset)
+        except BaseException:
+            counters.checkpoints_failed += 1
+            raise
+        done = time.perf_counter()
+        counters.checkpoints_ok += 1
+        counters.flush_seconds.observe(flushed - started)
+        counters.checkpoint_seconds.observe(done - started)
+        counters.last_checkpoint_at = time.time()
         log.debug(
             "job.checkpoint", job=self.job.name, offset=offset, generation=snapshot.generation
         )

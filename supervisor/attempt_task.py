@@ -19,6 +19,7 @@ from supervisor.attempt import Attempt, AttemptEnd
 from supervisor.components import Components
 from supervisor.config.model import JobConfig
 from supervisor.ledger import JobLedger
+from supervisor.observe.counters import JobCounters
 from supervisor.start_slots import StartSlots
 
 
@@ -64,6 +65,10 @@ class AttemptTask:
     post: Callable[[AttemptTaskMessage], None]
     retry_at: float | None = None
     """Event-loop time the backoff wait ends, while it is waiting."""
+    counters: JobCounters = field(default_factory=JobCounters)
+    """The job's counters, which the attempt adds to."""
+    restart: bool = False
+    """Started again after a failed attempt (counted as a restart once it runs)."""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     attempt: Attempt | None = None
     """Set once a start slot is held and the attempt begins: from then on it counts."""
@@ -107,7 +112,11 @@ class AttemptTask:
         await self.slots.take()
         self._holds_slot = True
         try:
-            self.attempt = Attempt(self.job, self.ledger, self.number, self.components, self)
+            self.attempt = Attempt(
+                self.job, self.ledger, self.number, self.components, self, self.counters
+            )
+            self.counters.attempts += 1
+            self.counters.restarts += self.restart
             return await self.attempt.run()
         finally:
             self._give_back_slot()

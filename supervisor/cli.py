@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from supervisor import __version__
-from supervisor.config.loader import load_config, load_daemon_config
+from supervisor.config.loader import load_config, load_daemon_config, parse_duration
 from supervisor.control.client import call, follow
 from supervisor.control.protocol import (
     Events,
@@ -154,6 +154,21 @@ def _status(args: argparse.Namespace) -> int:
         print(status_table(jobs))
     failed = any(job["state"] in ("suspended", "failed") for job in jobs)
     return EXIT_JOB_FAILED if failed else EXIT_OK
+
+
+def _top(args: argparse.Namespace) -> int:
+    from supervisor.observe import top
+
+    def fetch() -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = _call(args, Status(()))
+        return jobs
+
+    interval = parse_duration(args.interval)
+    if sys.stdout.isatty() and args.iterations is None:
+        top.run_curses(fetch, interval, args.sort)
+    else:
+        top.run_plain(fetch, sys.stdout, interval, args.iterations, args.sort)
+    return EXIT_OK
 
 
 def _job_command(args: argparse.Namespace) -> int:
@@ -306,6 +321,20 @@ def _build_parser() -> argparse.ArgumentParser:
     status = add(Status.verb, _status, "show jobs: state, offset, attempts, last error")
     status.add_argument("jobs", nargs="*", metavar="JOB")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    top = add("top", _top, "a live view of every job: state, rate, lag, attempt, error")
+    top.add_argument("--interval", default="1s", help="time between refreshes (default 1s)")
+    top.add_argument(
+        "--sort",
+        default="name",
+        choices=["name", "state", "rate", "lag", "attempt"],
+        help="initial sort (keys n/s/r/l/a change it)",
+    )
+    top.add_argument(
+        "--iterations",
+        type=int,
+        metavar="N",
+        help="print the table N times, then exit (as when stdout is not a terminal)",
+    )
     for verb in JobVerb:
         # retry: one job at a time, as an operator looks at one backoff at a time.
         jobs = 1 if verb is JobVerb.RETRY else "+"

@@ -37,6 +37,8 @@ from supervisor.job_owner import JobOwner
 from supervisor.ledger import JobLedger
 from supervisor.loop_lag import probe_wanted, report_loop_lag
 from supervisor.notify import SystemdNotifier, status_line
+from supervisor.observe.http import bind_http
+from supervisor.observe.routes import serve_observer
 from supervisor.reload import ReloadPlan, plan_reload
 from supervisor.snapshot import Snapshot
 from supervisor.snapshot_store import SnapshotStorage, SnapshotStore
@@ -100,6 +102,10 @@ class Supervisor:
         self._ending: dict[str, tuple[JobOwner, anyio.Event]] = {}
         """Owners of jobs a reload removed that have not ended yet (final checkpoint, close),
         by job name, each with the event set once it has: a job added back waits for it."""
+        self.ready = False
+        """Every job launched and READY=1 sent (`/readyz`)."""
+        self.control_listening: bool | None = None
+        """The control socket accepts (`/readyz`); None without one."""
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -121,6 +127,9 @@ class Supervisor:
         loaded = await self.store.load_many([job.name for job in self.config.jobs])
         for job in self.config.jobs:
             self.owners[job.name] = self._owner_for(job, loaded[job.name])
+        listen = self.config.daemon.http_listen
+        # Before the control socket: if the address is taken, no socket file is left behind.
+        http = None if listen is None else await bind_http(listen, self.config.daemon.path)
         socket_path = self.config.daemon.control_socket
         control = (
             # In a thread: it checks the directory, and probes and removes a stale socket.
@@ -139,6 +148,9 @@ class Supervisor:
                 await daemon_tasks.start(self._handle_signals)
             if control is not None:
                 await daemon_tasks.start(serve_control, control, functools.partial(dispatch, self))
+                self.control_listening = True
+            if http is not None:
+                await daemon_tasks.start(serve_observer, self, http)
             if self.notifier.enabled:
                 daemon_tasks.start_soon(self._report_status)
             if self.notifier.watchdog_interval:
@@ -157,6 +169,7 @@ class Supervisor:
                     for owner in self.owners.values():
                         self._launch(owner)
                     task_status.started()
+                    self.ready = True
                     # Config read, state directory and control socket ready: tell systemd.
                     self.notifier.send("READY=1", f"STATUS={self._summary()}")
             daemon_tasks.cancel_scope.cancel()

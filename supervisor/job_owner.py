@@ -41,6 +41,7 @@ from supervisor.errors import CommandRefused, FinalCheckpointFailed, SnapshotErr
 from supervisor.failures import describe_error, describe_failure, release_traceback
 from supervisor.inbox import Inbox
 from supervisor.ledger import JobLedger
+from supervisor.observe.counters import JobCounters
 from supervisor.owner_commands import (
     Command,
     OwnerCommand,
@@ -143,6 +144,10 @@ class JobOwner:
         self._persisting = False
         """A task is retrying a refused state write (spawned only then: most jobs never are)."""
         self._persist_scope: anyio.CancelScope | None = None
+        self.counters = JobCounters(
+            snapshot.written_at.timestamp() if snapshot.generation else None
+        )
+        """What this daemon counted of the job (`supervisor.observe`), across its attempts."""
 
     @property
     def name(self) -> str:
@@ -295,6 +300,8 @@ class JobOwner:
             slots=self._slots,
             post=self._post,
             retry_at=anyio.current_time() + delay if delay else None,
+            counters=self.counters,
+            restart=self.state is JobState.RETRYING and self.attempts > 0,
         )
         self._tasks.start_soon(self._attempt_task.run, name=f"attempt_task {self.name}")
 

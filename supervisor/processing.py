@@ -26,6 +26,8 @@ from supervisor.config.model import RecordsPolicy
 from supervisor.durable import write_all
 from supervisor.errors import TooManyBadRecords
 from supervisor.failures import error_message
+from supervisor.observe import counters as counted
+from supervisor.observe.counters import JobCounters
 from supervisor.plugins import load_callable
 from supervisor.protocols import Processor, Record, Rejected
 from supervisor.safe_open import create_or_open
@@ -49,6 +51,8 @@ class BatchProcessor:
         self._policy = policy
         self.rejected = 0
         """Bad records seen in this attempt."""
+        self.counters = JobCounters()
+        """The job's counters; the attempt gives the processor its job's own."""
 
     async def process(self, records: Sequence[Record]) -> Sequence[Record]:
         function = self._function
@@ -57,6 +61,7 @@ class BatchProcessor:
         out: list[Record] = []
         dead: list[tuple[Record, BaseException]] = []
         append, extend = out.append, out.extend
+        filtered = 0
         for record in records:
             try:
                 result = function(record)
@@ -66,11 +71,14 @@ class BatchProcessor:
                 self._reject(record, exc, dead)
                 continue
             if result is None:
+                filtered += 1
                 continue
             if type(result) is list:
                 extend(result)
             else:
                 append(result)
+        if filtered:
+            self.counters.dropped[counted.FILTERED] += filtered
         if dead:
             await self._write_dead_letters(dead)
         return out
@@ -79,15 +87,25 @@ class BatchProcessor:
         """Judge records the source could not decode, as if the processor had raised."""
         dead: list[tuple[Record, BaseException]] = []
         for rejected in rejects:
-            self._reject(rejected.raw, rejected.error, dead)
+            self._reject(rejected.raw, rejected.error, dead, stage=counted.SOURCE)
         if dead:
             await self._write_dead_letters(dead)
 
     def _reject(
-        self, record: Record, error: Exception, dead: list[tuple[Record, BaseException]]
+        self,
+        record: Record,
+        error: Exception,
+        dead: list[tuple[Record, BaseException]],
+        *,
+        stage: int = counted.PROCESSOR,
     ) -> None:
         if self._policy.on_error == "fail":
-            raise error
+            raise error  # the attempt counts it, against its stage
+        self.counters.errors[stage] += 1
+        dropped = (
+            counted.DEAD_LETTERED if self._policy.on_error == "dead_letter" else counted.SKIPPED
+        )
+        self.counters.dropped[dropped] += 1
         self.rejected += 1
         log.warning(
             "job.record_rejected",

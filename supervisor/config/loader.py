@@ -23,6 +23,7 @@ from supervisor.config.schema import (
     Field,
     Origin,
     Problem,
+    boolean,
     check_table,
     choice,
     duration,
@@ -36,6 +37,7 @@ from supervisor.config.schema import (
 )
 from supervisor.connectors.registry import Registry, installed
 from supervisor.errors import ConfigError, ConfigIssue
+from supervisor.observe.address import is_loopback, listen_address
 
 __all__ = ["JOB_NAME_PATTERN", "load_config", "load_daemon_config", "parse_duration"]
 
@@ -49,6 +51,9 @@ _SUPERVISOR = {
     "shutdown_timeout": Field(duration(positive=True)),
     "log_format": Field(choice("auto", "console", "json")),
     "log_level": Field(choice("debug", "info", "warning", "error")),
+    "http_listen": Field(listen_address()),
+    "http_allow_remote": Field(boolean()),
+    "sample_interval": Field(duration(positive=True)),
 }
 _SOCKET_PATH_MAX = 107
 """Bytes in a Unix socket address on Linux (108 with the NUL); longer fails only at bind."""
@@ -212,6 +217,16 @@ def _daemon(
                 "supervisor.control_socket",
                 f"expected a socket path of at most {_SOCKET_PATH_MAX} bytes, got "
                 f"{socket_bytes} bytes: {settings['control_socket']}",
+            )
+        )
+    listen = settings.get("http_listen")
+    if listen is not None and not is_loopback(listen[0]) and not settings.get("http_allow_remote"):
+        problems.append(
+            Problem(
+                "supervisor.http_listen",
+                f"{listen[0]} is not a loopback address: the HTTP listener shows job names, "
+                "offsets and errors to whoever reaches it; set http_allow_remote = true to "
+                "listen there anyway",
             )
         )
     issues.extend(ConfigIssue(str(file), problem.key, problem.message) for problem in problems)

@@ -99,6 +99,11 @@ class DaemonConfig:
     shutdown_timeout: float = 20.0
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
+    http_listen: tuple[str, int] | None = None
+    """(host, port) of the HTTP listener (`supervisor.observe`); None: no listener."""
+    http_allow_remote: bool = False
+    sample_interval: float = 15.0
+    """Seconds between two samples of each job's records/s and source lag (HTTP listener)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,6 +34,7 @@ only as regular files, never blocking on a FIFO; a symlink is never a rotated co
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ from supervisor.safe_open import open_regular, open_through_link, writable_by_ot
 
 READ_CHUNK_BYTES = 1 << 20
 """The most bytes one `read` takes from the file: bounds the time and memory of a hop."""
+SIZE_INTERVAL = 1.0
+"""Seconds between two looks at the file's size, for the lag `progress` shows."""
 
 _SYMLINK_HINT = (
     ", or set source.follow_symlinks = true to read through a link owned by its target's owner"
@@ -109,6 +112,11 @@ class FileSource:
         self._buffer = LineBuffer(jsonl=config.format == "jsonl")
         self._drained_since: float | None = None
         """When a rotated file was first seen at its end with a new file at the path."""
+        self.bytes_read = 0
+        """Bytes read from files (shown as `stream_supervisor_bytes_read_total`)."""
+        self._size = 0
+        self._sized_at = -math.inf
+        """The size of the file being read, as last looked at (at most once a second)."""
 
     @staticmethod
     def check_offset(offset: Offset) -> None:
@@ -126,6 +134,14 @@ class FileSource:
         if self._file is None:
             return self._offset_without_file
         return FilePosition(self._file.identity, self._file.pos).to_offset()
+
+    def progress(self) -> dict[str, object] | None:
+        """`lag`: bytes of the file being read that were not delivered yet (its size as
+        of the last read, at most a second old)."""
+        file = self._file
+        if file is None:
+            return None
+        return {"lag": max(self._size - file.pos, 0)}
 
     async def read(self, max_records: int, wait: float) -> Batch:
         if max_records < 1:
@@ -190,6 +206,8 @@ class FileSource:
             end = self._refill(now)
         records, rejects = self._take(max_records)
         end = end and not self._buffer.has_lines
+        if self._file is not None and now - self._sized_at >= SIZE_INTERVAL:
+            self._size, self._sized_at = os.fstat(self._file.fd).st_size, now
         return _Step(records, rejects, end, self._progress_mark() != before)
 
     def _refill(self, now: float) -> bool:
@@ -345,6 +363,7 @@ class FileSource:
 
     def _add_data(self, file: _OpenFile, data: bytes) -> None:
         file.read_pos += len(data)
+        self.bytes_read += len(data)
         self._drained_since = None
         if file.identity.fingerprint_len < FINGERPRINT_BYTES:
             file.identity = read_identity(file.fd)

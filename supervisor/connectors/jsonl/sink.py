@@ -35,6 +35,8 @@ class JsonlSink:
         self._path = config.path
         self._fd: int | None = None
         self._pending = bytearray()
+        self.bytes_written = 0
+        """Bytes appended to the file (shown as `stream_supervisor_bytes_written_total`)."""
 
     async def open(self) -> Offset | None:
         self._fd = await anyio.to_thread.run_sync(_open_for_append, self._path)
@@ -61,6 +63,7 @@ class JsonlSink:
         data = bytes(self._pending)
         self._pending.clear()
         await anyio.to_thread.run_sync(_write_all, fd, data, sync)
+        self.bytes_written += len(data)
 
 
 def _open_for_append(path: Path) -> int:
