@@ -1,0 +1,244 @@
+"""The ``exec`` source: a program that writes records on stdout, one JSON line each.
+
+Singer protocol (the default): ``{"type": "RECORD", "record": ...}`` is a record,
+``{"type": "STATE", "value": ...}`` is the position after the records before it, and
+SCHEMA, ACTIVATE_VERSION and BATCH messages are passed over. The offset is the last
+STATE's value as JSON text; on the next start the program gets it in a file (the
+`state_argument`, ``--state FILE`` by default, and/or the variable `state_env`).
+
+Records are handed on only up to the last STATE the program wrote: a batch ends at a
+STATE, so a stop checkpoints exactly what the sink got and the program resumes from
+there with nothing repeated. Records after the last STATE are held until the next one,
+but never more than a batch's worth (then they go on uncovered: at-least-once) and not
+past the program's successful exit.
+
+Plain protocol: each line is a record (parsed as JSON, or kept as text); the program
+has no position, the offset stays unset, and a restart starts it afresh.
+
+A line that is not what the protocol expects is a bad record (`Rejected`) whose error
+names the line's start; the job's ``[records]`` policy decides. The program exiting 0
+ends the job (FINISHED); any other exit fails the attempt (retried with backoff, or at
+once fatal for `fatal_exit_codes`).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from supervisor.connectors.exec.config import ExecSourceConfig
+from supervisor.connectors.exec.program import LongLine, Program, shown
+from supervisor.protocols import Batch, Offset, Record, Rejected
+
+_IGNORED = frozenset({"SCHEMA", "ACTIVATE_VERSION", "BATCH"})
+"""Singer messages that say nothing a job needs."""
+
+
+class BadLine(ValueError):
+    """A line from the program that the protocol does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    offset: str
+
+
+_Item = Record | Rejected | _State
+
+
+class ExecSource:
+    """Runs the program on `open`, reads its stdout on `read`, stops it on `close`."""
+
+    replayable = False
+    """A program need not repeat itself when restarted at a state."""
+
+    def __init__(self, config: ExecSourceConfig, job: str) -> None:
+        self._config = config
+        self._singer = config.protocol == "singer"
+        self._program = Program(config, job, "source")
+        self._offset: str | None = None
+        self._ready: collections.deque[_Item] = collections.deque()
+        """Lines parsed and ready to go, up to (and with) the last STATE."""
+        self._held: list[Record | Rejected] = []
+        """Records after the last STATE, waiting for the next one."""
+        self._ended: Exception | bool = False
+        """False while stdout is open; then True (exited 0) or the exit's failure."""
+        self._state_dir: Path | None = None
+        self._lines = 0
+
+    @staticmethod
+    def check_offset(offset: Offset, protocol: str = "singer") -> None:
+        if protocol != "singer":
+            raise ValueError(
+                "a plain exec source has no position (its offset stays unset); "
+                'use protocol = "singer" for a program that has one'
+            )
+        if not isinstance(offset, str):
+            raise ValueError(  # noqa: TRY004 (what `offset --set` reports)
+                f"an exec source's offset is the program's last STATE as JSON text, got {offset!r}"
+            )
+        try:
+            json.loads(offset)
+        except ValueError as exc:
+            raise ValueError(f"an exec source's offset must be JSON text: {exc}") from None
+
+    async def open(self, offset: Offset | None) -> None:
+        arguments: list[str] = []
+        environment: dict[str, str] = {}
+        if offset is not None:
+            self.check_offset(offset, self._config.protocol)
+            assert isinstance(offset, str)
+            self._offset = offset
+            self._state_dir = await anyio.to_thread.run_sync(
+                _write_state, offset, self._config.user
+            )
+            state_file = str(self._state_dir / "state.json")
+            argument = self._config.state_argument
+            if argument.endswith("="):
+                arguments = [argument + state_file]
+            elif argument:
+                arguments = [argument, state_file]
+            if self._config.state_env:
+                environment[self._config.state_env] = state_file
+        await self._program.start(arguments, environment)
+
+    async def read(self, max_records: int, wait: float) -> Batch:
+        return await self._program.attended(lambda: self._read(max_records, wait))
+
+    async def _read(self, max_records: int, wait: float) -> Batch:
+        with anyio.move_on_after(wait):
+            while not self._ready:
+                if self._ended is not False:
+                    break
+                chunk = await self._program.receive()
+                if chunk:
+                    self._add(self._program.stdout.feed(chunk))
+                    if len(self._held) >= max_records or not self._singer:
+                        self._release()
+                else:
+                    await self._end()
+        if self._ready:
+            return self._take(max_records)
+        if isinstance(self._ended, Exception):
+            raise self._ended
+        return Batch((), self._offset, end=self._ended is True)
+
+    async def close(self) -> None:
+        try:
+            await self._program.close()
+        finally:
+            if self._state_dir is not None:
+                await anyio.to_thread.run_sync(shutil.rmtree, self._state_dir, True)
+
+    def progress(self) -> Mapping[str, object] | None:
+        return {"pid": self._program.pid, "lines": self._lines, "held": len(self._held)}
+
+    async def _end(self) -> None:
+        """Stdout closed: the program's exit code decides what the held records become."""
+        rest = self._program.stdout.rest()
+        if rest is not None:
+            self._add([rest])
+        code = await self._program.wait()
+        if code == 0:
+            self._release()
+            self._ended = True
+        else:
+            # Uncovered records of a failed run: its next run, from the last STATE,
+            # writes them again.
+            self._held.clear()
+            self._ended = self._program.failure(code, "closed its stdout")
+
+    def _release(self) -> None:
+        self._ready.extend(self._held)
+        self._held.clear()
+
+    def _add(self, lines: list[bytes | LongLine]) -> None:
+        self._lines += len(lines)
+        held = self._held
+        for line in lines:
+            if isinstance(line, LongLine):
+                limit = self._config.max_line_bytes
+                held.append(self._bad(line.start, f"a line longer than {limit} bytes"))
+                continue
+            try:
+                value = json.loads(line) if self._singer or self._config.format == "jsonl" else None
+            except ValueError as exc:  # UnicodeDecodeError too
+                held.append(self._bad(line, f"not JSON ({exc})"))
+                continue
+            if not self._singer:
+                if self._config.format == "lines":
+                    try:
+                        value = line.decode().rstrip("\r")
+                    except UnicodeDecodeError as exc:
+                        held.append(self._bad(line, f"not UTF-8 ({exc.reason})"))
+                        continue
+                held.append(value)
+                continue
+            if not isinstance(value, dict):
+                held.append(self._bad(line, "not a Singer message (a JSON object)"))
+                continue
+            kind = value.get("type")
+            if kind == "RECORD" and "record" in value:
+                held.append(value["record"])
+            elif kind == "STATE" and "value" in value:
+                self._ready.extend(held)
+                held.clear()
+                self._ready.append(_State(json.dumps(value["value"], separators=(",", ":"))))
+            elif kind not in _IGNORED:
+                held.append(self._bad(line, "not a Singer RECORD or STATE message"))
+
+    def _bad(self, line: bytes, what: str) -> Rejected:
+        return Rejected(
+            line.decode("utf-8", "replace"),
+            BadLine(f"source.command: {self._program.name} wrote {what}: {shown(line)}"),
+        )
+
+    def _take(self, max_records: int) -> Batch:
+        """Up to `max_records` ready records, ending at a STATE when one is in reach."""
+        ready = self._ready
+        count = 0
+        end_at = len(ready)
+        marker_at: int | None = None
+        for index, item in enumerate(ready):
+            if isinstance(item, _State):
+                marker_at = index + 1
+            elif not isinstance(item, Rejected):
+                if count == max_records:
+                    end_at = index
+                    break
+                count += 1
+        if end_at < len(ready) and marker_at is not None:
+            end_at = marker_at
+        records: list[Record] = []
+        rejects: list[Rejected] = []
+        for _ in range(end_at):
+            item = ready.popleft()
+            if isinstance(item, _State):
+                self._offset = item.offset
+            elif isinstance(item, Rejected):
+                rejects.append(item)
+            else:
+                records.append(item)
+        done = not ready and self._ended is True
+        return Batch(records, self._offset, end=done, rejects=rejects)
+
+
+def _write_state(offset: str, user: str | None) -> Path:
+    """A private directory holding ``state.json`` for the program (blocking)."""
+    directory = Path(tempfile.mkdtemp(prefix="supervisor-exec-"))
+    path = directory / "state.json"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(offset + "\n")
+    if user is not None:
+        shutil.chown(directory, user)
+        shutil.chown(path, user)
+    return directory
