@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 SourceProtocol: TypeAlias = Literal["singer", "plain"]
 PlainFormat: TypeAlias = Literal["jsonl", "lines"]
+Confirm: TypeAlias = Literal["echo", "exit"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?|[0-9]{1,10}", re.ASCII)
@@ -191,12 +192,21 @@ class ExecSinkConfig(ProgramConfig):
             "The Singer stream the RECORD and SCHEMA messages name (default: the job's name).",
         ),
     )
+    confirm: Confirm = field(
+        default="echo",
+        metadata=setting(
+            kinds.choice(*get_args(Confirm)),
+            '"echo": a flush waits for the program to echo the STATE it was sent; "exit": a '
+            "flush sends the STATE, closes stdin and waits for exit 0 (one run per checkpoint, "
+            "for Singer targets that write their state only at the end).",
+        ),
+    )
     flush_timeout: float = field(
         default=60.0,
         metadata=setting(
             kinds.duration(positive=True),
-            "How long a flush waits for the program to echo its STATE; then the attempt "
-            "fails (retried).",
+            "How long a flush waits for the program's confirmation; then the attempt fails "
+            "(retried).",
         ),
     )
 

@@ -17,13 +17,13 @@ the attempt (retried, or fatal for `fatal_exit_codes`).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import anyio
 
 from supervisor.connectors.exec.config import ExecSinkConfig
-from supervisor.connectors.exec.program import LongLine, Program, ProgramFailed
+from supervisor.connectors.exec.lines import LongLine
+from supervisor.connectors.exec.program import Program, ProgramFailed, alongside
 from supervisor.protocols import Offset, Record
 
 _SEND_BYTES = 1 << 20
@@ -35,26 +35,26 @@ class ExecSink:
 
     def __init__(self, config: ExecSinkConfig, job: str) -> None:
         self._config = config
-        self._program = Program(config, job, "sink")
+        self._job = job
+        self._program: Program | None = None
         stream = config.stream or job
         self._stream = json.dumps(stream)
         self._prefix = f'{{"type":"RECORD","stream":{self._stream},"record":'
         self._flushes = 0
         self._confirmed = 0
         self._stdout_ended = False
+        self._unflushed = False
 
     async def open(self) -> Offset | None:
-        await self._program.start()
-        schema = {
-            "type": "SCHEMA",
-            "stream": json.loads(self._stream),
-            "schema": {},
-            "key_properties": [],
-        }
-        await self._program.attended(lambda: self._talk(json.dumps(schema).encode() + b"\n"))
+        await self._start()
         return None
 
     async def write(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        if self._program is None:
+            await self._start()
+        self._unflushed = True
         prefix, dumps = self._prefix, json.dumps
         pieces: list[str] = []
         size = 0
@@ -69,39 +69,79 @@ class ExecSink:
             await self._send("".join(pieces).encode())
 
     async def flush(self, offset: Offset | None) -> None:
+        program = self._program
+        if program is None:
+            return  # "exit" mode, nothing written since the last run ended
         self._flushes += 1
         number = self._flushes
         line = f'{{"type":"STATE","value":{{"flush":{number}}}}}\n'.encode()
-        await self._program.attended(lambda: self._flush(line, number))
+        if self._config.confirm == "exit":
+            if self._unflushed:
+                await self._end_run(program, line)
+            return
+        await program.attended(lambda: self._flush(program, line, number))
+        self._unflushed = False
 
     async def close(self) -> None:
-        await self._program.close()
+        program, self._program = self._program, None
+        if program is not None:
+            await program.close()
+
+    async def _start(self) -> None:
+        self._program = program = Program(self._config, self._job, "sink")
+        self._stdout_ended = False
+        await program.start()
+        schema = {
+            "type": "SCHEMA",
+            "stream": json.loads(self._stream),
+            "schema": {},
+            "key_properties": [],
+        }
+        await self._send(json.dumps(schema).encode() + b"\n")
+
+    async def _end_run(self, program: Program, line: bytes) -> None:
+        """`confirm = "exit"`: the STATE, stdin closed, and an exit 0 within the timeout."""
+        await self._send(line)
+        program.close_stdin()
+        with anyio.move_on_after(self._config.flush_timeout):
+            await program.attended(lambda: alongside(self._read_stdout, program.wait))
+        code = program.returncode
+        if code != 0:
+            raise program.failure(
+                code,
+                f"did not exit 0 within {self._config.flush_timeout:g} s "
+                "(flush_timeout) after its stdin was closed to flush",
+            )
+        self._program = None
+        self._unflushed = False
+        await program.close()
 
     async def _send(self, data: bytes) -> None:
-        await self._program.attended(lambda: self._talk(data))
-
-    async def _talk(self, data: bytes) -> None:
         """Send `data` while reading (and judging) what the program writes back."""
-        await _while_running(self._program.send(data), self._read_stdout)
+        program = self._running()
+        await program.attended(lambda: alongside(self._read_stdout, lambda: program.send(data)))
 
-    async def _flush(self, line: bytes, number: int) -> None:
+    def _running(self) -> Program:
+        if self._program is None:
+            raise RuntimeError("the sink is used before open()")
+        return self._program
+
+    async def _flush(self, program: Program, line: bytes, number: int) -> None:
         async def confirmed() -> None:
             with anyio.fail_after(self._config.flush_timeout):
                 while self._confirmed < number:
                     if self._stdout_ended:
-                        raise await self._program.exit_failure(
+                        raise await program.exit_failure(
                             f"closed its stdout before confirming flush {number}"
                         )
                     await self._read_stdout_once()
 
         try:
-            async with anyio.create_task_group() as group:
-                # Sent alongside: a program blocked on a full stdout reads no stdin.
-                group.start_soon(self._program.send, line)
-                await confirmed()
+            # Sent alongside: a program blocked on a full stdout reads no stdin.
+            await alongside(lambda: program.send(line), confirmed)
         except TimeoutError:
             raise ProgramFailed(
-                f"sink.command: {self._program.name} did not echo the STATE of flush {number} "
+                f"sink.command: {program.name} did not echo the STATE of flush {number} "
                 f"within {self._config.flush_timeout:g} s (flush_timeout): does it write "
                 "each STATE it gets to stdout once what came before it is durable?"
             ) from None
@@ -111,7 +151,7 @@ class ExecSink:
             await self._read_stdout_once()
 
     async def _read_stdout_once(self) -> None:
-        program = self._program
+        program = self._running()
         chunk = await program.receive()
         if not chunk:
             self._stdout_ended = True
@@ -133,13 +173,3 @@ class ExecSink:
             number = value.get("flush")
             if isinstance(number, int) and not isinstance(number, bool):
                 self._confirmed = max(self._confirmed, min(number, self._flushes))
-
-
-async def _while_running(
-    main: Awaitable[None], background: Callable[[], Coroutine[Any, Any, None]]
-) -> None:
-    """`main`, with `background` running alongside until it is done."""
-    async with anyio.create_task_group() as group:
-        group.start_soon(background)
-        await main
-        group.cancel_scope.cancel()

@@ -35,7 +35,8 @@ from pathlib import Path
 import anyio
 
 from supervisor.connectors.exec.config import ExecSourceConfig
-from supervisor.connectors.exec.program import LongLine, Program, shown
+from supervisor.connectors.exec.lines import LongLine, shown
+from supervisor.connectors.exec.program import Program
 from supervisor.protocols import Batch, Offset, Record, Rejected
 
 _IGNORED = frozenset({"SCHEMA", "ACTIVATE_VERSION", "BATCH"})
