@@ -80,7 +80,7 @@ async def test_shell_tap_gets_its_state_through_the_environment() -> None:
 
 async def test_plain_protocol_lines_and_jsonl(tmp_path: Path) -> None:
     """Plain mode: each line a record (JSON or text), no offset."""
-    jsonl = source("/bin/sh", "-c", 'echo \'{"a": 1}\'; echo 2', protocol="plain")
+    jsonl = source("/bin/sh", "-c", "echo '{\"a\": 1}'; echo 2", protocol="plain")
     text = source("/bin/sh", "-c", "echo hello; echo world", protocol="plain", format="lines")
     for tap, expected in ((jsonl, [{"a": 1}, 2]), (text, ["hello", "world"])):
         await tap.open(None)
@@ -157,7 +157,7 @@ async def test_records_before_a_kill_are_delivered_and_the_kill_fails_the_attemp
 
 async def test_a_flood_is_read_with_bounded_memory() -> None:
     """A program writing as fast as it can: each read takes a bounded amount; close stops it."""
-    tap = source("/bin/sh", "-c", "yes '{\"type\": \"RECORD\", \"record\": 1}'")
+    tap = source("/bin/sh", "-c", 'yes \'{"type": "RECORD", "record": 1}\'')
     await tap.open(None)
     try:
         for _ in range(20):
@@ -235,3 +235,34 @@ def test_check_offset_wants_json_text() -> None:
         ExecSource.check_offset("{nope")
     with pytest.raises(ValueError, match="no position"):
         ExecSource.check_offset('{"n": 1}', "plain")
+
+
+async def test_tap_jsonl_from_pypi(tmp_path: Path) -> None:
+    """tap-jsonl (Meltano SDK, reads a local file): its records, its STATE as the offset,
+    and the state handed back to it with `--state FILE` on the next run."""
+    import shutil
+
+    program = shutil.which("tap-jsonl", path=os.environ.get("SINGER_BIN") or None)
+    if program is None:
+        pytest.skip("tap-jsonl not installed (pip install tap-jsonl; set SINGER_BIN to its bin)")
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(f'{{"id": {i}}}\n' for i in range(25)))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"path": str(data)}))
+    tap = source(program, "--config", str(config))
+    await tap.open(None)
+    try:
+        records, rejects, batches = await read_all(tap)
+    finally:
+        await tap.close()
+    assert [record["id"] for record in records] == list(range(25))
+    assert rejects == []
+    state = batches[-1].offset
+    assert isinstance(state, str) and "bookmarks" in json.loads(state)
+    again = source(program, "--config", str(config))
+    await again.open(state)
+    try:
+        _, rejects, batches = await read_all(again)
+    finally:
+        await again.close()
+    assert rejects == [] and batches[-1].end
