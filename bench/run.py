@@ -5,7 +5,8 @@ Usage: python bench/run.py [--quick] [--only NAME ...] [--out DIR] [--scratch DI
 Workloads (issue #6): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
-snapshots), storm (1,000 jobs failing at once, `bench/storm.py`).
+snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), exec (`cat` through an
+exec source against the same pipe read by a plain loop, `bench/exec_bench.py`).
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -30,6 +31,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `supervisor` 
 from bench.checkpoint_cost import snapshot_write_cost
 from bench.daemon_run import PRODUCT_ENV
 from bench.dataset import records_file
+from bench.exec_bench import exec_compare
+from bench.exec_bench import summary as exec_summary
 from bench.measure import machine
 from bench.report import markdown
 from bench.scale import scale
@@ -43,7 +46,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "exec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,25 @@ class Sizes:
     scale_rounds: int
     storm_jobs: int
     storm_rounds: int
+    exec_records: int
 
 
 FULL = Sizes(
-    1_000_000, 5, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
+    1_000_000,
+    5,
+    300_000,
+    3,
+    1000,
+    [10, 100, 1000, 10_000],
+    [1000, 10_000],
+    10,
+    20,
+    3,
+    1000,
+    3,
+    1_000_000,
 )
-QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1)
+QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1, 30_000)
 
 
 def main() -> None:
@@ -111,6 +127,8 @@ def main() -> None:
     results["duration_s"] = time.perf_counter() - started
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
+    if "exec" in results:
+        table += "\n" + "\n".join(exec_summary(results["exec"]))
     (args.out / "results.md").write_text(table)
     print(table)
     print(f"written: {args.out / 'results.md'}, {args.out / 'results.json'}")
@@ -171,11 +189,16 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["storm"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _exec(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    results["exec"] = exec_compare(sizes.exec_records, sizes.rounds, out / "data", scratch)
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
+    "exec": _exec,
 }
 
 
