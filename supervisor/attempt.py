@@ -138,10 +138,12 @@ class Attempt:
     async def run(self) -> AttemptEnd:
         sink = self._components.sink(self.job)
         source: Source | None = None
+        processor: BatchProcessor | None = None
         try:
             source = self._source = self._components.source(self.job)
             processor = self._components.processor(self.job)
             with self._open_scope:
+                await processor.open()
                 sink_offset = await sink.open()
                 if self._ledger.snapshot.offset_chosen and sink_offset != self._ledger.offset:
                     # The operator chose where to begin (`offset --set`, or a FAILED job's
@@ -179,7 +181,7 @@ class Attempt:
             with anyio.CancelScope(shield=True) as self._close_scope:
                 if self._abandoned:
                     self._close_scope.cancel()
-                await _close_quietly(self.job.name, source, sink)
+                await _close_quietly(self.job.name, source, sink, processor)
 
     async def _pin_start(self, source: Source, sink: Sink) -> Offset | None:
         """Checkpoint where a source with nothing to resume from began, before it reads.
@@ -272,8 +274,10 @@ class Attempt:
         )
 
 
-async def _close_quietly(job: str, source: Source | None, sink: Sink) -> None:
-    for name, component in (("source", source), ("sink", sink)):
+async def _close_quietly(
+    job: str, source: Source | None, sink: Sink, processor: BatchProcessor | None
+) -> None:
+    for name, component in (("source", source), ("sink", sink), ("processor", processor)):
         if component is None:
             continue  # never built
         try:

@@ -198,8 +198,13 @@ def _check_job(
             )
         elif not partial:
             problems.append(Problem(role, f"required table [{role}] is missing"))
+    if "processor" in raw and _typed(raw["processor"]):
+        typed = _typed_table(
+            raw["processor"], "processor", connectors, origin, problems, partial=partial
+        )
+        parts["processor"] = {"connector": typed}
     for key, fields in _POLICIES.items():
-        if key in raw:
+        if key in raw and key not in parts:
             parts[key] = check_table(raw[key], fields, f"{key}.", origin, problems, partial=partial)
     _cross_checks(raw, parts, problems, partial=partial)
     if not partial:
@@ -271,6 +276,12 @@ def _typed_table(
     if len(problems) > before or partial:
         return None
     return settings.build(values)
+
+
+def _typed(raw: Any) -> bool:
+    """A ``[processor]`` table that names a ``type``: a connector's, not a function."""
+    table = unwrap(raw)
+    return isinstance(table, dict) and "type" in table
 
 
 def _unknown_type(kind: Any, role: Role, connectors: Registry) -> str:

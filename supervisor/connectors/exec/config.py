@@ -211,6 +211,20 @@ class ExecSinkConfig(ProgramConfig):
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecProcessorConfig(ProgramConfig):
+    """``[processor] type = "exec"``: co-processes answering each record on stdin with
+    result lines and an empty line."""
+
+    workers: int = field(
+        default=1,
+        metadata=setting(
+            kinds.integer(1),
+            "Co-processes run side by side; a batch is split between them in order.",
+        ),
+    )
+
+
 def check_program(config: ProgramConfig, _: CheckpointPolicy) -> Iterable[tuple[str, str]]:
     """`supervisor check`: the program can be found and run; the directory exists."""
     program = config.command[0]

@@ -3,9 +3,9 @@
 What the source and the sink share. The program runs in a process group (a session) of
 its own, with ``PR_SET_PDEATHSIG`` set to SIGKILL before it execs, so it dies with the
 daemon even when the daemon is SIGKILLed (no orphan; init reaps it then). A stop is
-SIGTERM to the whole group, then SIGKILL after `stop_timeout`; a sink's program first
-gets its stdin closed and `stop_timeout` to finish by itself. After the program exits,
-what is left of its group is SIGKILLed, and the program is reaped (no zombie).
+SIGTERM to the whole group, then SIGKILL after `stop_timeout`; a sink's program (and a
+co-process) first gets its stdin closed and `stop_timeout` to finish by itself. After
+the program exits, what is left of its group is SIGKILLed, and it is reaped (no zombie).
 
 Its pipes are read and written without blocking, a chunk at a time, only when the
 connector asks: the kernel's pipe buffer is the only buffer, so a program that floods
@@ -136,7 +136,7 @@ class Program:
     ) -> None:
         config = self._config
         env = {**os.environ, **config.environment, **(environment or {})}
-        stdin = subprocess.PIPE if self._role == "sink" else subprocess.DEVNULL
+        stdin = subprocess.DEVNULL if self._role == "source" else subprocess.PIPE
         try:
             popen = self._popen = _spawn(config, arguments, env, stdin)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
