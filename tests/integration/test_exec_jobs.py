@@ -100,7 +100,7 @@ def test_garbage_and_the_records_policy(tmp_path: Path) -> None:
         "#!/bin/sh\n"
         "echo 'this is not json'\n"
         'echo \'{"type": "RECORD", "record": {"n": 0}}\'\n'
-        "echo '{\"type\": \"STATE\", \"value\": 1}'\n"
+        'echo \'{"type": "STATE", "value": 1}\'\n'
     )
     script.chmod(0o755)
     config = write_config(
@@ -176,3 +176,41 @@ def test_check_reports_a_missing_program(tmp_path: Path) -> None:
     assert "source.command" in result.stderr + result.stdout
     assert "no-such-program is not an executable file" in result.stderr + result.stdout
     assert "sink.command" in result.stderr + result.stdout
+
+
+def test_exec_processor_in_the_daemon_with_the_records_policy(tmp_path: Path) -> None:
+    """Two shell co-processes: results in order, `!` answers dead-lettered with the reason."""
+    coprocess = tmp_path / "no-threes.sh"
+    coprocess.write_text(
+        "#!/bin/sh\n"
+        "while read -r line; do\n"
+        "  case $line in *3*) echo '!has a three';; *) echo \"$line\";; esac\n"
+        "  echo\n"
+        "done\n"
+    )
+    coprocess.chmod(0o755)
+    config = write_config(
+        tmp_path,
+        {
+            "filtered": f"""
+                [source]
+                type = "exec"
+                command = ["{PYTHON}", "{TAP}", "100", "10"]
+                [processor]
+                type = "exec"
+                command = ["{coprocess}"]
+                workers = 2
+                [sink]
+                type = "jsonl"
+                path = "../out.jsonl"
+                [records]
+                on_error = "dead_letter"
+                dead_letter = "../rejects.jsonl"
+            """
+        },
+    )
+    assert DaemonProcess(config, "--exit-when-idle").finish() == 0
+    assert numbers(tmp_path / "out.jsonl") == [n for n in range(100) if "3" not in str(n)]
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == len([n for n in range(100) if "3" in str(n)])
+    assert "has a three" in rejects[0]["error"]

@@ -21,7 +21,7 @@ import anyio
 
 from supervisor.connectors.exec.config import ExecProcessorConfig
 from supervisor.connectors.exec.lines import LongLine, shown
-from supervisor.connectors.exec.program import Program, ProgramFailed, alongside
+from supervisor.connectors.exec.program import Program, ProgramFailed, alongside, first_error
 from supervisor.protocols import Record
 
 _SEND_BYTES = 1 << 20
@@ -57,10 +57,7 @@ class ExecProcessor:
                 for index in range(len(slices)):
                     group.start_soon(one, index)
         except BaseExceptionGroup as errors:
-            first = errors.exceptions[0]
-            if not isinstance(first, Exception):
-                raise
-            failure = first
+            failure = first_error(errors)
         if failure is not None:
             raise failure
         return [answer for part in answers for answer in part]

@@ -335,7 +335,8 @@ async def alongside(
     background: Callable[[], Coroutine[Any, Any, None]], work: Callable[[], Awaitable[T]]
 ) -> T:
     """`work()` with `background()` running until it is done; an error of either is
-    raised as itself, not in an exception group."""
+    raised as itself, not in an exception group (when both fail, at once, as both ends
+    of a pipe to a program that died do, the first)."""
     failure: BaseException | None = None
     try:
         async with anyio.create_task_group() as group:
@@ -343,9 +344,18 @@ async def alongside(
             result = await work()
             group.cancel_scope.cancel()
     except BaseExceptionGroup as errors:
-        if len(errors.exceptions) != 1 or not isinstance(errors.exceptions[0], Exception):
-            raise
-        failure = errors.exceptions[0]
+        failure = first_error(errors)
     if failure is not None:
         raise failure
     return result
+
+
+def first_error(errors: BaseExceptionGroup[BaseException]) -> Exception:
+    """The first plain error of a task group's; re-raise the group if it holds anything
+    else (a KeyboardInterrupt, say)."""
+    for error in errors.exceptions:
+        if not isinstance(error, Exception):
+            raise errors
+    first = errors.exceptions[0]
+    assert isinstance(first, Exception)
+    return first
