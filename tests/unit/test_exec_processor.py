@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def processor(*command: str, **keys: object) -> ExecProcessor:
     return ExecProcessor(ExecProcessorConfig(command=command, **keys), "test")  # type: ignore[arg-type]
 
 
-async def run(proc: ExecProcessor, records: list[object]) -> list[object]:
+async def run(proc: ExecProcessor, records: Sequence[object]) -> list[object]:
     await proc.open()
     try:
         return list(await proc.process(records))

@@ -68,7 +68,7 @@ async def test_a_target_that_never_confirms_fails_the_flush(tmp_path: Path) -> N
     )
     await target.open()
     await target.write([{"n": 1}])
-    with pytest.raises(TransientError, match="did not echo the STATE of flush 1 within 0.5 s"):
+    with pytest.raises(TransientError, match=r"did not echo the STATE of flush 1 within 0\.5 s"):
         await target.flush(None)
     await target.close()
 
