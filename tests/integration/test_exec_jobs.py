@@ -213,3 +213,70 @@ def test_exec_processor_in_the_daemon_with_the_records_policy(tmp_path: Path) ->
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == len([n for n in range(100) if "3" in str(n)])
     assert "has a three" in rejects[0]["error"]
+
+
+PROGRAMS = REPO / "configs/examples/programs"
+
+
+def test_the_example_programs_run_as_documented(tmp_path: Path) -> None:
+    """docs/exec.md's programs in the daemon: shell tap -> Python co-processes -> shell
+    target, and Python tap -> shell co-process -> Python target."""
+    events = tmp_path / "events.log"
+    events.write_text("".join(f"line {i}\n" for i in range(30)))
+    config = write_config(
+        tmp_path,
+        {
+            "squares": f"""
+                [source]
+                type = "exec"
+                command = ["{PROGRAMS}/counter-tap.sh", "250"]
+                state_argument = ""
+                state_env = "TAP_STATE"
+                [processor]
+                type = "exec"
+                command = ["{PROGRAMS}/enrich.py"]
+                workers = 2
+                [sink]
+                type = "exec"
+                command = ["{PROGRAMS}/file-target.sh", "{tmp_path / "squares.jsonl"}"]
+            """,
+            "doubled": f"""
+                [source]
+                type = "exec"
+                command = ["{PROGRAMS}/file-tap.py", "{events}"]
+                [processor]
+                type = "exec"
+                command = ["{PROGRAMS}/double.sh"]
+                [sink]
+                type = "exec"
+                command = ["{PROGRAMS}/jsonl-target.py", "{tmp_path / "doubled.jsonl"}"]
+                [checkpoint]
+                interval = "200ms"
+            """,
+        },
+    )
+    daemon = DaemonProcess(config, "--exit-when-idle")
+    daemon.keep_draining()
+    daemon.wait_logged("job.state_changed", job="squares", to="finished")
+    squares = [json.loads(line) for line in (tmp_path / "squares.jsonl").read_text().splitlines()]
+    assert squares == [{"n": n, "square": n * n} for n in range(250) if n % 7]
+    doubled = tmp_path / "doubled.jsonl"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        not doubled.exists() or doubled.read_text().count("\n") < 60
+    ):
+        time.sleep(0.05)
+    assert daemon.stop() == 0
+    lines = [json.loads(line)["line"] for line in doubled.read_text().splitlines()]
+    assert lines == [f"line {i}" for i in range(30) for _ in range(2)]
+
+
+def test_the_page_shows_the_example_programs_as_they_are() -> None:
+    """Each code block docs/exec.md marks with ``<!-- file: PATH -->`` is that file, whole."""
+    import re
+
+    page = (REPO / "docs" / "exec.md").read_text()
+    shown = re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```\n", page, re.DOTALL)
+    assert len(shown) >= 6
+    for path, text in shown:
+        assert text == (REPO / path).read_text(), path
