@@ -29,7 +29,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -47,14 +46,6 @@ class BadLine(ValueError):
     """A line from the program that the protocol does not allow."""
 
 
-@dataclass(frozen=True, slots=True)
-class _State:
-    offset: str
-
-
-_Item = Record | Rejected | _State
-
-
 class ExecSource:
     """Runs the program on `open`, reads its stdout on `read`, stops it on `close`."""
 
@@ -66,9 +57,15 @@ class ExecSource:
         self._singer = config.protocol == "singer"
         self._program = Program(config, job, "source")
         self._offset: str | None = None
-        self._ready: collections.deque[_Item] = collections.deque()
-        """Lines parsed and ready to go, up to (and with) the last STATE."""
-        self._held: list[Record | Rejected] = []
+        self._ready: list[Record] = []
+        """Records ready to go: up to the last STATE (or released without one)."""
+        self._ready_total = 0
+        """Records ever made ready: the position just after ``_ready[-1]``."""
+        self._states: collections.deque[tuple[int, str]] = collections.deque()
+        """The STATEs not yet handed on: (position among the ready records, offset)."""
+        self._rejects: list[Rejected] = []
+        """Bad lines, handed on with the next batch."""
+        self._held: list[Record] = []
         """Records after the last STATE, waiting for the next one."""
         self._ended: Exception | bool = False
         """False while stdout is open; then True (exited 0) or the exit's failure."""
@@ -116,7 +113,7 @@ class ExecSource:
 
     async def _read(self, max_records: int, wait: float) -> Batch:
         with anyio.move_on_after(wait):
-            while not self._ready:
+            while not (self._ready or self._states or self._rejects):
                 if self._ended is not False:
                     break
                 chunk = await self._program.receive()
@@ -126,7 +123,7 @@ class ExecSource:
                         self._release()
                 else:
                     await self._end()
-        if self._ready:
+        if self._ready or self._states or self._rejects:
             return self._take(max_records)
         if isinstance(self._ended, Exception):
             raise self._ended
@@ -158,43 +155,58 @@ class ExecSource:
             self._ended = self._program.failure(code, "closed its stdout")
 
     def _release(self) -> None:
-        self._ready.extend(self._held)
+        self._ready += self._held
+        self._ready_total += len(self._held)
         self._held.clear()
 
     def _add(self, lines: list[bytes | LongLine]) -> None:
         self._lines += len(lines)
-        held = self._held
+        if not self._singer:
+            self._add_plain(lines)
+            return
+        held, loads = self._held, json.loads
         for line in lines:
-            if isinstance(line, LongLine):
-                limit = self._config.max_line_bytes
-                held.append(self._bad(line.start, f"a line longer than {limit} bytes"))
+            if type(line) is not bytes:
+                self._too_long(line)
                 continue
             try:
-                value = json.loads(line) if self._singer or self._config.format == "jsonl" else None
+                value = loads(line)
             except ValueError as exc:  # UnicodeDecodeError too
-                held.append(self._bad(line, f"not JSON ({exc})"))
+                self._rejects.append(self._bad(line, f"not JSON ({exc})"))
                 continue
-            if not self._singer:
-                if self._config.format == "lines":
-                    try:
-                        value = line.decode().rstrip("\r")
-                    except UnicodeDecodeError as exc:
-                        held.append(self._bad(line, f"not UTF-8 ({exc.reason})"))
-                        continue
-                held.append(value)
-                continue
-            if not isinstance(value, dict):
-                held.append(self._bad(line, "not a Singer message (a JSON object)"))
+            if type(value) is not dict:
+                self._rejects.append(self._bad(line, "not a Singer message (a JSON object)"))
                 continue
             kind = value.get("type")
             if kind == "RECORD" and "record" in value:
                 held.append(value["record"])
             elif kind == "STATE" and "value" in value:
-                self._ready.extend(held)
-                held.clear()
-                self._ready.append(_State(json.dumps(value["value"], separators=(",", ":"))))
+                self._release()
+                state = json.dumps(value["value"], separators=(",", ":"))
+                self._states.append((self._ready_total, state))
             elif kind not in _IGNORED:
-                held.append(self._bad(line, "not a Singer RECORD or STATE message"))
+                self._rejects.append(self._bad(line, "not a Singer RECORD or STATE message"))
+
+    def _add_plain(self, lines: list[bytes | LongLine]) -> None:
+        ready = self._ready
+        before = len(ready)
+        text = self._config.format == "lines"
+        for line in lines:
+            if type(line) is not bytes:
+                self._too_long(line)
+                continue
+            try:
+                ready.append(line.decode().rstrip("\r") if text else json.loads(line))
+            except UnicodeDecodeError as exc:
+                self._rejects.append(self._bad(line, f"not UTF-8 ({exc.reason})"))
+            except ValueError as exc:
+                self._rejects.append(self._bad(line, f"not JSON ({exc})"))
+        self._ready_total += len(ready) - before
+
+    def _too_long(self, line: bytes | LongLine) -> None:
+        start = line.start if isinstance(line, LongLine) else line
+        limit = self._config.max_line_bytes
+        self._rejects.append(self._bad(start, f"a line longer than {limit} bytes"))
 
     def _bad(self, line: bytes, what: str) -> Rejected:
         return Rejected(
@@ -204,31 +216,20 @@ class ExecSource:
 
     def _take(self, max_records: int) -> Batch:
         """Up to `max_records` ready records, ending at a STATE when one is in reach."""
-        ready = self._ready
-        count = 0
-        end_at = len(ready)
-        marker_at: int | None = None
-        for index, item in enumerate(ready):
-            if isinstance(item, _State):
-                marker_at = index + 1
-            elif not isinstance(item, Rejected):
-                if count == max_records:
-                    end_at = index
-                    break
-                count += 1
-        if end_at < len(ready) and marker_at is not None:
-            end_at = marker_at
-        records: list[Record] = []
-        rejects: list[Rejected] = []
-        for _ in range(end_at):
-            item = ready.popleft()
-            if isinstance(item, _State):
-                self._offset = item.offset
-            elif isinstance(item, Rejected):
-                rejects.append(item)
-            else:
-                records.append(item)
-        done = not ready and self._ended is True
+        ready, states = self._ready, self._states
+        count = min(len(ready), max_records)
+        start = self._ready_total - len(ready)
+        last = None
+        while states and states[0][0] <= start + count:
+            last = states.popleft()
+        if last is not None:
+            self._offset = last[1]
+            if count < len(ready):
+                count = last[0] - start  # cut short: end the batch at its last STATE
+        records = ready[:count]
+        del ready[:count]
+        rejects, self._rejects = self._rejects, []
+        done = not ready and not states and self._ended is True
         return Batch(records, self._offset, end=done, rejects=rejects)
 
 
