@@ -6,6 +6,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import pytest
 
 from supervisor.config.loader import load_config
@@ -77,11 +78,25 @@ async def test_a_coprocess_that_exits_fails_the_attempt() -> None:
         await run(processor("/bin/sh", "-c", script), [1, 2, 3])
 
 
-async def test_too_many_answers_is_a_protocol_error() -> None:
-    """Two markers for one record: refused rather than shifted onto the next record."""
-    script = "read -r line; echo 1; echo; echo; sleep 5"
+async def test_too_many_answers_is_a_protocol_error(tmp_path: Path) -> None:
+    """Two markers for one record: refused, in the batch or before the next one, rather
+    than shifted onto the next record."""
+    together = "read -r line; printf '1\\n\\n\\n'; sleep 5"
     with pytest.raises(TransientError, match="answered more records than it was sent"):
-        await run(processor("/bin/sh", "-c", script, stop_timeout=0.2), [1])
+        await run(processor("/bin/sh", "-c", together, stop_timeout=0.2), [1])
+    written = tmp_path / "written"
+    later = f"read -r line; printf '1\\n\\n'; echo; touch {written}; sleep 5"
+    proc = processor("/bin/sh", "-c", later, stop_timeout=0.2)
+    await proc.open()
+    try:
+        with pytest.raises(TransientError, match="more records than|before it was sent"):
+            assert await proc.process([1]) == [[1]]
+            with anyio.fail_after(10):
+                while not written.exists():  # the stray marker is in the pipe by then
+                    await anyio.sleep(0.01)
+            await proc.process([2])
+    finally:
+        await proc.close()
 
 
 def test_a_processor_table_with_a_type_is_the_connector_s(tmp_path: Path) -> None:

@@ -70,6 +70,14 @@ class ExecProcessor:
 async def _exchange(worker: Program, records: Sequence[Record]) -> list[Answer]:
     """Feed `records` to one co-process while reading its framed answers."""
     answers: list[Answer] = []
+    early = worker.receive_nowait()
+    if early:
+        # Answers to records it was never sent (one marker too many, say): they would
+        # be taken for the answers of this batch's records.
+        raise ProgramFailed(
+            f"processor.command: {worker.name} wrote before it was sent a record (the "
+            f"end-of-record marker is one empty line): {shown(early)}"
+        )
 
     async def send() -> None:
         pieces: list[str] = []

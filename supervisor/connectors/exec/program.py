@@ -168,6 +168,15 @@ class Program:
             except BlockingIOError:
                 await anyio.wait_readable(fd)
 
+    def receive_nowait(self) -> bytes | None:
+        """What stdout holds now, without waiting: None when it holds nothing yet."""
+        if self._stdout is None:
+            return b""
+        try:
+            return os.read(self._stdout, CHUNK)
+        except BlockingIOError:
+            return None
+
     async def send(self, data: bytes) -> None:
         """Write to the program's stdin, waiting while its pipe is full."""
         fd = self._stdin
