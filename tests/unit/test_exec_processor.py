@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,15 +86,15 @@ async def test_too_many_answers_is_a_protocol_error(tmp_path: Path) -> None:
     with pytest.raises(TransientError, match="answered more records than it was sent"):
         await run(processor("/bin/sh", "-c", together, stop_timeout=0.2), [1])
     written = tmp_path / "written"
-    later = f"read -r line; printf '1\\n\\n'; echo; touch {written}; sleep 5"
+    os.mkfifo(written)
+    later = f"read -r line; printf '1\\n\\n'; echo; echo > {written}; sleep 5"
     proc = processor("/bin/sh", "-c", later, stop_timeout=0.2)
     await proc.open()
     try:
-        with pytest.raises(TransientError, match="more records than|before it was sent"):
+        with pytest.raises(TransientError, match=r"more records than|before it was sent"):
             assert await proc.process([1]) == [[1]]
-            with anyio.fail_after(10):
-                while not written.exists():  # the stray marker is in the pipe by then
-                    await anyio.sleep(0.01)
+            # The program wrote the stray marker before it opened the FIFO.
+            await anyio.to_thread.run_sync(written.read_text)
             await proc.process([2])
     finally:
         await proc.close()
