@@ -93,7 +93,7 @@ def test_check_knows_the_installed_type_and_checks_its_keys(tmp_path: Path, site
         "got an array ([])",
         f'{jobs}/unknown.toml: source.type: expected one of "exec", "file", "generate", "python", '
         "\"words\", got a string ('word')",
-        f'{jobs}/unknown.toml: sink.type: expected one of "jsonl", "null", "python", '
+        f'{jobs}/unknown.toml: sink.type: expected one of "exec", "jsonl", "null", "python", '
         '"sqlite", "stdout", got a string (\'words\')',
     ):
         assert line in result.stderr
