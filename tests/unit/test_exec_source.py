@@ -266,3 +266,19 @@ async def test_tap_jsonl_from_pypi(tmp_path: Path) -> None:
     finally:
         await again.close()
     assert rejects == [] and batches[-1].end
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_the_program_runs_as_user_and_can_read_its_state() -> None:
+    """`user`: the program runs as that user, and the state file it is given is its own."""
+    from tests.helpers import throwaway_user
+
+    script = 'echo "{\\"type\\":\\"RECORD\\",\\"record\\":\\"$(id -un) $(wc -c < "$2")\\"}"'
+    with throwaway_user(f"exec-{os.getpid() % 100_000}") as name:
+        tap = source("/bin/sh", "-c", script, "tap", user=name)
+        await tap.open('"resume"')
+        try:
+            records, _, _ = await read_all(tap)
+        finally:
+            await tap.close()
+    assert records == [f"{name} 9"]  # '"resume"' and a newline
