@@ -5,10 +5,27 @@ A line longer than the limit is not kept whole: only its start, to show in an er
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 SHOWN = 80
 """Characters of a bad line shown in its error."""
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def parse_json_line(line: bytes) -> Any:
+    """`json.loads(line)`, faster for the common line (no leading blanks): ValueError
+    (UnicodeDecodeError included) for what is not one JSON document in UTF-8."""
+    text = line.decode()
+    try:
+        value, end = _raw_decode(text)
+    except ValueError:
+        return json.loads(text)  # leading blanks, or the error as json.loads words it
+    if end != len(text) and not text[end:].isspace():
+        return json.loads(text)  # raises "Extra data"
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import anyio
 
 from supervisor.connectors.exec.config import ExecProcessorConfig
-from supervisor.connectors.exec.lines import LongLine, shown
+from supervisor.connectors.exec.lines import LongLine, parse_json_line, shown
 from supervisor.connectors.exec.program import Program, ProgramFailed, alongside, first_error
 from supervisor.protocols import Record
 
@@ -118,7 +118,7 @@ async def _exchange(worker: Program, records: Sequence[Record]) -> list[Answer]:
                     error = RecordFailed(f"{worker.name}: {reason}")
                 else:
                     try:
-                        results.append(json.loads(line))
+                        results.append(parse_json_line(line))
                     except ValueError as exc:
                         error = error or RecordFailed(
                             f"{worker.name} answered with a line that is not JSON ({exc}): "

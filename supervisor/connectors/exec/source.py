@@ -34,7 +34,7 @@ from pathlib import Path
 import anyio
 
 from supervisor.connectors.exec.config import ExecSourceConfig
-from supervisor.connectors.exec.lines import LongLine, shown
+from supervisor.connectors.exec.lines import LongLine, parse_json_line, shown
 from supervisor.connectors.exec.program import Program
 from supervisor.protocols import Batch, Offset, Record, Rejected
 
@@ -164,7 +164,7 @@ class ExecSource:
         if not self._singer:
             self._add_plain(lines)
             return
-        held, loads = self._held, json.loads
+        held, loads = self._held, parse_json_line
         for line in lines:
             if type(line) is not bytes:
                 self._too_long(line)
@@ -196,7 +196,7 @@ class ExecSource:
                 self._too_long(line)
                 continue
             try:
-                ready.append(line.decode().rstrip("\r") if text else json.loads(line))
+                ready.append(line.decode().rstrip("\r") if text else parse_json_line(line))
             except UnicodeDecodeError as exc:
                 self._rejects.append(self._bad(line, f"not UTF-8 ({exc.reason})"))
             except ValueError as exc:
