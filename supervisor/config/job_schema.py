@@ -220,8 +220,10 @@ def _connector_checks(
     if any(problem.key.startswith("checkpoint.") for problem in problems):
         return
     checkpoint = _policy(model.CheckpointPolicy, parts.get("checkpoint"), _DEFAULT_CHECKPOINT)
-    for role in _ROLES:
-        table, config = unwrap(raw.get(role)), parts.get(role)
+    processor = parts.get("processor", {}).get("connector")
+    for role in (*_ROLES, "processor"):
+        table = unwrap(raw.get(role))
+        config = processor if role == "processor" else parts.get(role)
         if config is None or any(problem.key.startswith(f"{role}.") for problem in problems):
             continue
         kind = unwrap(table.get("type")) if isinstance(table, dict) else None

@@ -164,6 +164,9 @@ def test_check_reports_a_missing_program(tmp_path: Path) -> None:
                 [source]
                 type = "exec"
                 command = ["./no-such-program"]
+                [processor]
+                type = "exec"
+                command = ["/no/such/coprocess"]
                 [sink]
                 type = "exec"
                 command = ["no-such-program-on-path"]
@@ -175,6 +178,7 @@ def test_check_reports_a_missing_program(tmp_path: Path) -> None:
     assert "source.command" in result.stderr + result.stdout
     assert "no-such-program is not an executable file" in result.stderr + result.stdout
     assert "sink.command" in result.stderr + result.stdout
+    assert "processor.command: /no/such/coprocess is not an executable file" in result.stderr
 
 
 def test_exec_processor_in_the_daemon_with_the_records_policy(tmp_path: Path) -> None:
