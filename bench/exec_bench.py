@@ -4,7 +4,8 @@ without the daemon.
 Both sides start `cat INPUT` and read its stdout through a pipe. The daemon runs it as a
 ``[source] type = "exec"`` job into the jsonl sink, checkpointing every `every` records;
 the baseline is a plain Python loop (`--baseline`) doing the same work at the same
-cadence: split the pipe into lines, parse each (a Singer message, or plain JSON), encode
+cadence: split the pipe into lines, parse each with the daemon's own line parser (a
+Singer message, or plain JSON), encode
 the record as the jsonl sink does, and every `every` records write, fsync, then write the
 offset durably (bench/baseline.py's cycle). Two protocols: "plain" (each line a JSON
 record) and "singer" (RECORD messages, a STATE every 100). Rounds alternate; figures are
@@ -33,6 +34,7 @@ from bench.baseline import durable_offset_write
 from bench.daemon_run import job_span, run_until_idle, write_daemon
 from bench.dataset import records_file
 from bench.throughput import PipelineRun, _count_lines, _run_script, compare
+from supervisor.connectors.exec.lines import parse_json_line
 
 EVERY = 10_000
 STATE_EVERY = 100
@@ -81,7 +83,7 @@ def run_baseline(source: Path, work: Path, protocol: str, every: int) -> Pipelin
 def baseline(source: Path, target: Path, state: Path, *, protocol: str, every: int) -> int:
     """The plain loop: `cat` through a pipe, parsed and written as the daemon does."""
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-    loads = json.loads
+    loads = parse_json_line  # the daemon's own line parser: the same work on both sides
     singer = protocol == "singer"
     count = 0
     offset: object = None
