@@ -284,3 +284,24 @@ def test_the_page_shows_the_example_programs_as_they_are() -> None:
     assert len(shown) >= 6
     for path, text in shown:
         assert text == (REPO / path).read_text(), path
+
+
+def test_offset_set_moves_a_singer_source(tmp_path: Path) -> None:
+    """`offset --set STATE --text` on a stopped job: the tap restarts from that state;
+    what is not JSON text is refused."""
+    sink = 'type = "jsonl"\npath = "../out.jsonl"'
+    config = write_config(tmp_path, {"tap": job(1000, sink, pause=0.05)})
+    daemon = DaemonProcess(config)
+    daemon.keep_draining()
+    daemon.wait_logged("job.checkpoint")
+    assert run_cli(config, "stop", "tap").returncode == 0
+    refused = run_cli(config, "offset", "tap", "--set", "{nope", "--text")
+    assert refused.returncode != 0 and "JSON text" in refused.stderr + refused.stdout
+    moved = run_cli(config, "offset", "tap", "--set", '{"n": 990}', "--text")
+    assert moved.returncode == 0, moved.stderr
+    assert run_cli(config, "start", "tap").returncode == 0
+    daemon.wait_logged("job.state_changed", job="tap", to="finished")
+    assert daemon.stop() == 0
+    seen = numbers(tmp_path / "out.jsonl")
+    assert seen[-10:] == list(range(990, 1000))
+    assert 500 not in seen
