@@ -100,6 +100,19 @@ async def test_too_many_answers_is_a_protocol_error(tmp_path: Path) -> None:
         await proc.close()
 
 
+async def test_a_coprocess_that_keeps_its_answers_times_out() -> None:
+    """Answers held in a buffer: after answer_timeout, a retryable error that says why."""
+    hoarder = (
+        "import os, sys\n"
+        "out = os.fdopen(1, 'w', buffering=65536)\n"
+        "for line in sys.stdin:\n"
+        "    out.write(line + '\\n')\n"
+    )
+    proc = processor(PYTHON, "-c", hoarder, answer_timeout=0.5, stop_timeout=0.5)
+    with pytest.raises(TransientError, match=r"wrote nothing for 0\.5 s with 3 records"):
+        await run(proc, [1, 2, 3])
+
+
 def test_a_processor_table_with_a_type_is_the_connector_s(tmp_path: Path) -> None:
     """`[processor] type = "exec"` is checked with the exec keys; `function` still works."""
     (tmp_path / "jobs").mkdir()

@@ -223,6 +223,14 @@ class ExecProcessorConfig(ProgramConfig):
             "Co-processes run side by side; a batch is split between them in order.",
         ),
     )
+    answer_timeout: float = field(
+        default=60.0,
+        metadata=setting(
+            kinds.duration(positive=True),
+            "Longest a co-process may write nothing while records wait for its answers; "
+            "then the attempt fails (retried).",
+        ),
+    )
 
 
 def check_program(config: ProgramConfig, _: CheckpointPolicy) -> Iterable[tuple[str, str]]:

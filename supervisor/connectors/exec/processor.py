@@ -37,6 +37,7 @@ class ExecProcessor:
 
     def __init__(self, config: ExecProcessorConfig, job: str) -> None:
         self._workers = [Program(config, job, "processor") for _ in range(config.workers)]
+        self._timeout = config.answer_timeout
 
     async def open(self) -> None:
         for worker in self._workers:
@@ -49,7 +50,9 @@ class ExecProcessor:
 
         async def one(index: int) -> None:
             worker = self._workers[index]
-            answers[index] = await worker.attended(lambda: _exchange(worker, slices[index]))
+            answers[index] = await worker.attended(
+                lambda: _exchange(worker, slices[index], self._timeout)
+            )
 
         failure: Exception | None = None
         try:
@@ -67,7 +70,7 @@ class ExecProcessor:
             await worker.close()
 
 
-async def _exchange(worker: Program, records: Sequence[Record]) -> list[Answer]:
+async def _exchange(worker: Program, records: Sequence[Record], silence: float) -> list[Answer]:
     """Feed `records` to one co-process while reading its framed answers."""
     answers: list[Answer] = []
     early = worker.receive_nowait()
@@ -96,7 +99,15 @@ async def _exchange(worker: Program, records: Sequence[Record]) -> list[Answer]:
         results: list[Record] = []
         error: Exception | None = None
         while len(answers) < len(records):
-            chunk = await worker.receive()
+            chunk: bytes | None = None
+            with anyio.move_on_after(silence):
+                chunk = await worker.receive()
+            if chunk is None:
+                raise ProgramFailed(
+                    f"processor.command: {worker.name} wrote nothing for {silence:g} s with "
+                    f"{len(records) - len(answers)} records unanswered (answer_timeout): does "
+                    "it flush its output after each empty line?"
+                )
             if not chunk:
                 unanswered = len(records) - len(answers)
                 raise await worker.exit_failure(
