@@ -17,6 +17,7 @@ from tests.helpers import run_cli
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent.parent
+PROGRAMS = REPO / "configs/examples/programs"
 
 
 def job(count: int, sink: str, pause: float = 0.002) -> str:
@@ -76,19 +77,24 @@ def test_exec_sink_sigterm_then_restart_repeats_nothing(tmp_path: Path) -> None:
 
 
 def test_daemon_sigkill_leaves_no_program_running(tmp_path: Path) -> None:
-    """kill -9 of the daemon: its source and sink programs die with it (no orphan)."""
-    sink = f'type = "exec"\ncommand = ["{PYTHON}", "{TARGET}", "{tmp_path / "out.jsonl"}"]'
+    """kill -9 of the daemon: its source, co-process and sink programs die with it."""
+    sink = (
+        f'type = "exec"\ncommand = ["{PYTHON}", "{TARGET}", "{tmp_path / "out.jsonl"}"]\n'
+        f'[processor]\ntype = "exec"\ncommand = ["{PROGRAMS}/double.sh"]'
+    )
     config = write_config(tmp_path, {"tap": job(10**9, sink, pause=0.01)})
     daemon = DaemonProcess(config)
     daemon.keep_draining()
     source = daemon.wait_logged("exec.started", role="source")["pid"]
     target = daemon.wait_logged("exec.started", role="sink")["pid"]
+    coprocess = daemon.wait_logged("exec.started", role="processor")["pid"]
     daemon.wait_logged("job.checkpoint")
-    assert process_state(source) not in (None, "Z")
+    for pid in (source, target, coprocess):
+        assert process_state(pid) not in (None, "Z")
     daemon.process.kill()
     daemon.process.wait()
-    assert wait_dead(source) in (None, "Z", "X")
-    assert wait_dead(target) in (None, "Z", "X")
+    for pid in (source, target, coprocess):
+        assert wait_dead(pid) in (None, "Z", "X"), pid
     daemon.stop()
 
 
@@ -217,9 +223,6 @@ def test_exec_processor_in_the_daemon_with_the_records_policy(tmp_path: Path) ->
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == len([n for n in range(100) if "3" in str(n)])
     assert "has a three" in rejects[0]["error"]
-
-
-PROGRAMS = REPO / "configs/examples/programs"
 
 
 def test_the_example_programs_run_as_documented(tmp_path: Path) -> None:
