@@ -2,6 +2,7 @@
 at each STATE it fsyncs FILE and then echoes the STATE's value on stdout.
 
 Usage: file_target.py FILE. $TARGET_NO_ECHO=1: never echo (a target that cannot confirm).
+A torn last line (left by a kill) is cut off at the start: it was never confirmed.
 """
 
 import json
@@ -10,7 +11,13 @@ import sys
 from pathlib import Path
 
 no_echo = os.environ.get("TARGET_NO_ECHO") == "1"
-with Path(sys.argv[1]).open("a") as out:
+path = Path(sys.argv[1])
+if path.exists():
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as torn:
+            torn.truncate(data.rfind(b"\n") + 1)
+with path.open("a") as out:
     for line in sys.stdin:
         message = json.loads(line)
         if message["type"] == "RECORD":

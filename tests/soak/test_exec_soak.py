@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_process import DaemonProcess, write_config
-from tests.exec_helpers import PYTHON, TAP, process_state
+from tests.exec_helpers import PYTHON, TAP, TARGET, process_state
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,10 @@ EVERY = 200
 """Records per checkpoint: the most a kill may repeat."""
 
 
-def job(pause: float) -> str:
+JSONL_SINK = 'type = "jsonl"\npath = "../out.jsonl"'
+
+
+def job(pause: float, sink: str = JSONL_SINK) -> str:
     return f"""
         [source]
         type = "exec"
@@ -40,8 +43,7 @@ def job(pause: float) -> str:
         stop_timeout = "2s"
 
         [sink]
-        type = "jsonl"
-        path = "../out.jsonl"
+        {sink}
 
         [checkpoint]
         every_records = {EVERY}
@@ -97,9 +99,14 @@ def test_tap_sigkilled_twenty_times_loses_nothing(tmp_path: Path) -> None:
     print(f"tap kills: {TAP_KILLS}, repeats: {sum(seen.values()) - COUNT}")
 
 
-def test_daemon_sigkilled_repeatedly_loses_nothing_and_leaves_no_program(tmp_path: Path) -> None:
-    """The daemon SIGKILLed mid-stream: its tap dies with it; the next daemon resumes."""
-    config = write_config(tmp_path, {"tap": job(0.0005)})
+@pytest.mark.parametrize("sink", ["jsonl", "exec"])
+def test_daemon_sigkilled_repeatedly_loses_nothing_and_leaves_no_program(
+    tmp_path: Path, sink: str
+) -> None:
+    """The daemon SIGKILLed mid-stream: its programs die with it; the next daemon resumes
+    (into the jsonl sink, or into an exec sink: a Python target confirming each flush)."""
+    target = f'type = "exec"\ncommand = ["{PYTHON}", "{TARGET}", "{tmp_path / "out.jsonl"}"]'
+    config = write_config(tmp_path, {"tap": job(0.0005, JSONL_SINK if sink == "jsonl" else target)})
     rng = random.Random(17)
     for _ in range(DAEMON_KILLS):
         daemon = DaemonProcess(config)
@@ -113,7 +120,7 @@ def test_daemon_sigkilled_repeatedly_loses_nothing_and_leaves_no_program(tmp_pat
         assert _gone(pid), f"tap {pid} outlived the daemon: {process_state(pid)}"
     assert DaemonProcess(config, "--exit-when-idle").finish() == 0
     seen = check_output(tmp_path / "out.jsonl", DAEMON_KILLS)
-    print(f"daemon kills: {DAEMON_KILLS}, repeats: {sum(seen.values()) - COUNT}")
+    print(f"daemon kills ({sink} sink): {DAEMON_KILLS}, repeats: {sum(seen.values()) - COUNT}")
 
 
 def _gone(pid: int) -> bool:
