@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 from pathlib import Path
 
@@ -281,4 +282,12 @@ async def test_the_program_runs_as_user_and_can_read_its_state() -> None:
             records, _, _ = await read_all(tap)
         finally:
             await tap.close()
+        uid = str(pwd.getpwnam(name).pw_uid)
+        by_id = source("/bin/sh", "-c", script, "tap", user=uid)
+        await by_id.open('"resume"')
+        try:
+            by_id_records, _, _ = await read_all(by_id)
+        finally:
+            await by_id.close()
     assert records == [f"{name} 9"]  # '"resume"' and a newline
+    assert by_id_records == records

@@ -83,7 +83,7 @@ def _spawn(
         stderr=subprocess.PIPE,
         cwd=config.working_directory,
         env=env,
-        user=config.user,
+        user=None if config.user is None else user_id(config.user),
         start_new_session=True,
         preexec_fn=_die_with_parent(os.getpid()),
     )
@@ -368,3 +368,8 @@ def first_error(errors: BaseExceptionGroup[BaseException]) -> Exception:
     first = errors.exceptions[0]
     assert isinstance(first, Exception)
     return first
+
+
+def user_id(user: str) -> str | int:
+    """`user` as Popen and chown take it: a number is a uid, not a name."""
+    return int(user) if user.isdigit() else user

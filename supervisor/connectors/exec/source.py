@@ -35,7 +35,7 @@ import anyio
 
 from supervisor.connectors.exec.config import ExecSourceConfig
 from supervisor.connectors.exec.lines import LongLine, parse_json_line, shown
-from supervisor.connectors.exec.program import Program
+from supervisor.connectors.exec.program import Program, user_id
 from supervisor.protocols import Batch, Offset, Record, Rejected
 
 _IGNORED = frozenset({"SCHEMA", "ACTIVATE_VERSION", "BATCH"})
@@ -241,6 +241,6 @@ def _write_state(offset: str, user: str | None) -> Path:
     with os.fdopen(descriptor, "w") as file:
         file.write(offset + "\n")
     if user is not None:
-        shutil.chown(directory, user)
-        shutil.chown(path, user)
+        shutil.chown(directory, user_id(user))
+        shutil.chown(path, user_id(user))
     return directory
