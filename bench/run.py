@@ -5,10 +5,10 @@ Usage: python bench/run.py [--quick] [--only NAME ...] [--out DIR] [--scratch DI
 Workloads (issue #6, and the connectors'): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
-snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), and one workload per
-connector against a plain client loop: postgres (`bench/postgres_bench.py`), redis
-(`bench/redis_bench.py`). A connector workload needs its server and extra installed, else
-its results say why not.
+snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), metrics (issue #19), and one
+workload per connector against a plain client loop: exec (`bench/exec_bench.py`), postgres
+(`bench/postgres_bench.py`), redis (`bench/redis_bench.py`). A connector workload needs its
+server and extra installed, else its results say why not.
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -34,6 +34,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `supervisor` 
 from bench.checkpoint_cost import snapshot_write_cost
 from bench.daemon_run import PRODUCT_ENV
 from bench.dataset import records_file
+from bench.exec_bench import exec_compare
+from bench.exec_bench import summary as exec_summary
 from bench.measure import machine
 from bench.report import markdown
 from bench.scale import scale
@@ -47,7 +49,9 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "metrics", "postgres", "redis")
+WORKLOADS = (
+    "throughput", "checkpoint", "scale", "storm", "metrics", "exec", "postgres", "redis"
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,7 @@ class Sizes:
     postgres_rounds: int = 3
     redis_records: int = 200_000
     redis_rounds: int = 3
+    exec_records: int = 1_000_000
 
 
 FULL = Sizes(
@@ -98,6 +103,7 @@ QUICK = Sizes(
     metrics_idle_seconds=2,
     postgres_records=50_000, postgres_rounds=1,
     redis_records=20_000, redis_rounds=1,
+    exec_records=30_000,
 )  # fmt: skip
 
 
@@ -142,6 +148,8 @@ def main() -> None:
     results["duration_s"] = time.perf_counter() - started
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
+    if "exec" in results:
+        table += "\n" + "\n".join(exec_summary(results["exec"]))
     (args.out / "results.md").write_text(table)
     print(table)
     print(f"written: {args.out / 'results.md'}, {args.out / 'results.json'}")
@@ -247,6 +255,11 @@ def _redis(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["redis"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _exec(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    """`cat` through an exec source against the same pipe read by a plain loop."""
+    results["exec"] = exec_compare(sizes.exec_records, sizes.rounds, out / "data", scratch)
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
@@ -255,6 +268,7 @@ RUNNERS = {
     "metrics": _metrics,
     "postgres": _postgres,
     "redis": _redis,
+    "exec": _exec,
 }
 
 

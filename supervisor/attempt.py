@@ -159,6 +159,7 @@ class Attempt:
         self._stage = counted.SINK
         sink = self._sink = self._components.sink(self.job)
         source: Source | None = None
+        processor: BatchProcessor | None = None
         try:
             self._stage = counted.SOURCE
             source = self._source = self._components.source(self.job)
@@ -172,6 +173,7 @@ class Attempt:
                 reject_with(processor.reject)
             self._stage = counted.SINK
             with self._open_scope:
+                await processor.open()
                 sink_offset = await sink.open()
                 if self._ledger.snapshot.offset_chosen and sink_offset != self._ledger.offset:
                     # The operator chose where to begin (`offset --set`, or a FAILED job's
@@ -213,7 +215,7 @@ class Attempt:
             with anyio.CancelScope(shield=True) as self._close_scope:
                 if self._abandoned:
                     self._close_scope.cancel()
-                await _close_quietly(self.job.name, source, sink)
+                await _close_quietly(self.job.name, source, sink, processor)
             read, written = self.bytes_moved()
             self.counters.bytes_read += read
             self.counters.bytes_written += written
@@ -332,8 +334,10 @@ class Attempt:
         )
 
 
-async def _close_quietly(job: str, source: Source | None, sink: Sink) -> None:
-    for name, component in (("source", source), ("sink", sink)):
+async def _close_quietly(
+    job: str, source: Source | None, sink: Sink, processor: BatchProcessor | None
+) -> None:
+    for name, component in (("source", source), ("sink", sink), ("processor", processor)):
         if component is None:
             continue  # never built
         try:

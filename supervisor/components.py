@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.config.model import JobConfig
-from supervisor.connectors.registry import sink_role, source_role
+from supervisor.connectors.registry import processor_role, sink_role, source_role
 from supervisor.processing import BatchProcessor, load_processor
 from supervisor.protocols import Offset, Sink, Source
 
@@ -38,7 +38,11 @@ def build_sink(job: JobConfig) -> Sink:
 
 def build_processor(job: JobConfig) -> BatchProcessor:
     """The records pipeline for one attempt: processor (if any) and records policy."""
-    function = load_processor(job.processor.function) if job.processor else None
+    processor = job.processor
+    if processor is not None and processor.connector is not None:
+        batch = processor_role(processor.connector).build(processor.connector, job)
+        return BatchProcessor(job.name, None, job.records, batch=batch)
+    function = load_processor(processor.function) if processor and processor.function else None
     return BatchProcessor(job.name, function, job.records)
 
 

@@ -29,7 +29,7 @@ from supervisor.failures import error_message
 from supervisor.observe import counters as counted
 from supervisor.observe.counters import JobCounters
 from supervisor.plugins import load_callable
-from supervisor.protocols import Processor, Record, Rejected
+from supervisor.protocols import BatchFunction, Processor, Record, Rejected
 from supervisor.safe_open import create_or_open
 
 log = structlog.get_logger("supervisor.processing")
@@ -44,9 +44,17 @@ def load_processor(reference: str) -> Processor:
 class BatchProcessor:
     """Runs one attempt's records through the processor under the records policy."""
 
-    def __init__(self, job: str, function: Processor | None, policy: RecordsPolicy) -> None:
+    def __init__(
+        self,
+        job: str,
+        function: Processor | None,
+        policy: RecordsPolicy,
+        *,
+        batch: BatchFunction | None = None,
+    ) -> None:
         self._job = job
         self._function = function
+        self._batch = batch
         self._is_async = function is not None and inspect.iscoroutinefunction(function)
         self._policy = policy
         self.rejected = 0
@@ -54,7 +62,17 @@ class BatchProcessor:
         self.counters = JobCounters()
         """The job's counters; the attempt gives the processor its job's own."""
 
+    async def open(self) -> None:
+        if self._batch is not None:
+            await self._batch.open()
+
+    async def close(self) -> None:
+        if self._batch is not None:
+            await self._batch.close()
+
     async def process(self, records: Sequence[Record]) -> Sequence[Record]:
+        if self._batch is not None:
+            return await self._process_batch(records, self._batch)
         function = self._function
         if function is None:
             return records
@@ -79,6 +97,20 @@ class BatchProcessor:
                 append(result)
         if filtered:
             self.counters.dropped[counted.FILTERED] += filtered
+        if dead:
+            await self._write_dead_letters(dead)
+        return out
+
+    async def _process_batch(
+        self, records: Sequence[Record], batch: BatchFunction
+    ) -> Sequence[Record]:
+        out: list[Record] = []
+        dead: list[tuple[Record, BaseException]] = []
+        for record, result in zip(records, await batch.process(records), strict=True):
+            if isinstance(result, Exception):
+                self._reject(record, result, dead)
+            else:
+                out.extend(result)
         if dead:
             await self._write_dead_letters(dead)
         return out

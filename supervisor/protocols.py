@@ -57,6 +57,22 @@ class Batch:
     """Records read (and passed by `offset`) that could not be decoded."""
 
 
+class BatchFunction(Protocol):
+    """A processor that takes a whole batch and lives as long as an attempt (a connector's
+    ``[processor] type = ...``, such as ``exec``'s co-processes)."""
+
+    async def open(self) -> None:
+        """Start (before the sink and the source open)."""
+
+    async def process(self, records: Sequence[Record]) -> Sequence[list[Record] | Exception]:
+        """One entry per record, in order: its results (none drops it, several fan out),
+        or the exception that is its error (the job's `[records]` policy decides)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop. Called once, even after a failure."""
+
+
 @runtime_checkable
 class Source(Protocol):
     """Where records come from."""

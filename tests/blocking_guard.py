@@ -112,6 +112,11 @@ ALLOWED_IN = (
     # anyio's own choice, allowed in its own test suite too: a Unix socket listener
     # removes a stale socket file before binding.
     ("anyio/_core/_sockets.py", "setup_unix_local_socket"),
+    # asyncio starts a subprocess in the loop's thread (anyio's `open_process` too): a
+    # fork and an exec, not a wait on the program. The exec connector needs that thread:
+    # its children's parent-death signal is tied to the thread that forked them.
+    ("asyncio/unix_events.py", "_start"),
+    ("supervisor/connectors/exec/program.py", "_spawn"),
 )
 """(file name ending, function or None for any) of frames under which a watched event is
 legitimate; the reason for each is given above it."""

@@ -13,6 +13,7 @@ from typing import Any
 from supervisor.config.model import CheckpointPolicy, JobConfig
 from supervisor.connectors.basic import NullSinkConfig
 from supervisor.connectors.generate import GenerateSourceConfig
+from supervisor.connectors.registry import Role, installed
 
 
 def make_job(name: str = "job", **changes: Any) -> JobConfig:
@@ -51,3 +52,10 @@ def throwaway_user(name: str, *, groups: Sequence[str] = ()) -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def one_of(role: Role, *extra: str) -> str:
+    """How a config error lists the types that can be `role`: every installed one, and
+    `extra` (a test's own), as the loader words it."""
+    names = sorted({*installed().types(role), *extra})
+    return "expected one of " + ", ".join(f'"{name}"' for name in names)

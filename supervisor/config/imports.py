@@ -41,7 +41,7 @@ class ImportCheck:
             for key, reference in references:
                 problem = self._plugin(reference, f"{role} {key}")
                 self._report(job, document, role, key, problem)
-        if job.processor is not None:
+        if job.processor is not None and job.processor.function is not None:
             problem = self._plugin(job.processor.function, "processor")
             self._report(job, document, "processor", "function", problem)
         for key in ("retry_on", "fatal_on"):

@@ -198,8 +198,13 @@ def _check_job(
             )
         elif not partial:
             problems.append(Problem(role, f"required table [{role}] is missing"))
+    if "processor" in raw and _typed(raw["processor"]):
+        typed = _typed_table(
+            raw["processor"], "processor", connectors, origin, problems, partial=partial
+        )
+        parts["processor"] = {"connector": typed}
     for key, fields in _POLICIES.items():
-        if key in raw:
+        if key in raw and key not in parts:
             parts[key] = check_table(raw[key], fields, f"{key}.", origin, problems, partial=partial)
     _cross_checks(raw, parts, problems, partial=partial)
     if not partial:
@@ -215,8 +220,10 @@ def _connector_checks(
     if any(problem.key.startswith("checkpoint.") for problem in problems):
         return
     checkpoint = _policy(model.CheckpointPolicy, parts.get("checkpoint"), _DEFAULT_CHECKPOINT)
-    for role in _ROLES:
-        table, config = unwrap(raw.get(role)), parts.get(role)
+    processor = parts.get("processor", {}).get("connector")
+    for role in (*_ROLES, "processor"):
+        table = unwrap(raw.get(role))
+        config = processor if role == "processor" else parts.get(role)
         if config is None or any(problem.key.startswith(f"{role}.") for problem in problems):
             continue
         kind = unwrap(table.get("type")) if isinstance(table, dict) else None
@@ -271,6 +278,12 @@ def _typed_table(
     if len(problems) > before or partial:
         return None
     return settings.build(values)
+
+
+def _typed(raw: Any) -> bool:
+    """A ``[processor]`` table that names a ``type``: a connector's, not a function."""
+    table = unwrap(raw)
+    return isinstance(table, dict) and "type" in table
 
 
 def _unknown_type(kind: Any, role: Role, connectors: Registry) -> str:

@@ -31,9 +31,11 @@ class ConnectorConfig(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessorConfig:
-    """``[processor]``: ``function = "pkg.mod:fn"``."""
+    """``[processor]``: ``function = "pkg.mod:fn"``, or a connector's ``type`` and keys."""
 
-    function: str
+    function: str | None = None
+    connector: ConnectorConfig | None = None
+    """The config of a ``[processor]`` that names a ``type`` (its connector builds it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@ a key can hold.
 """
 
 from supervisor.connectors import kinds
-from supervisor.connectors.registry import Connector, SinkRole, SourceRole
+from supervisor.connectors.registry import Connector, ProcessorRole, SinkRole, SourceRole
 from supervisor.connectors.settings import other_keys, setting
 
-__all__ = ["Connector", "SinkRole", "SourceRole", "kinds", "other_keys", "setting"]
+__all__ = ["Connector", "ProcessorRole", "SinkRole", "SourceRole", "kinds", "other_keys", "setting"]

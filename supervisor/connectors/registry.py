@@ -28,14 +28,14 @@ from supervisor.plugins import load_reference
 
 if TYPE_CHECKING:
     from supervisor.config.model import CheckpointPolicy, ConnectorConfig, JobConfig
-    from supervisor.protocols import Offset, Sink, Source
+    from supervisor.protocols import BatchFunction, Offset, Sink, Source
 
 GROUP = "stream_supervisor.connectors"
 """The entry point group connectors are registered in."""
 DISTRIBUTION = "stream-supervisor"
 """This project's distribution, which registers the built-in connectors."""
 
-Role: TypeAlias = Literal["source", "sink"]
+Role: TypeAlias = Literal["source", "sink", "processor"]
 TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,62}", re.ASCII)
 
 C = TypeVar("C")
@@ -79,6 +79,14 @@ class SinkRole(_Part[C]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessorRole(_Part[C]):
+    """What a connector needs to be a ``[processor]`` with a ``type`` (the ``exec`` one)."""
+
+    build: Callable[[C, JobConfig], BatchFunction]
+    """A fresh, unopened batch processor for one attempt."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Connector:
     """One connector's declaration: the object its entry point names."""
 
@@ -88,15 +96,16 @@ class Connector:
     """One line: what it connects to."""
     source: SourceRole[Any] | None = None
     sink: SinkRole[Any] | None = None
+    processor: ProcessorRole[Any] | None = None
 
     def __post_init__(self) -> None:
         if not TYPE_PATTERN.fullmatch(self.type):
             raise ValueError(f"connector type {self.type!r} must match {TYPE_PATTERN.pattern}")
-        if self.source is None and self.sink is None:
-            raise ValueError(f"connector {self.type!r} declares neither a source nor a sink")
+        if self.source is None and self.sink is None and self.processor is None:
+            raise ValueError(f"connector {self.type!r} declares no source, sink or processor")
 
-    def role(self, role: Role) -> SourceRole[Any] | SinkRole[Any] | None:
-        return self.source if role == "source" else self.sink
+    def role(self, role: Role) -> SourceRole[Any] | SinkRole[Any] | ProcessorRole[Any] | None:
+        return {"source": self.source, "sink": self.sink, "processor": self.processor}[role]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +173,9 @@ class Registry:
             raise PluginError(loaded)
         return loaded
 
-    def role(self, type_name: str, role: Role) -> SourceRole[Any] | SinkRole[Any] | None:
+    def role(
+        self, type_name: str, role: Role
+    ) -> SourceRole[Any] | SinkRole[Any] | ProcessorRole[Any] | None:
         """What the connector registered as `type_name` declares for `role`: None if
         nothing registers the type or its connector does not play that role;
         `PluginError` saying why if it cannot be used."""
@@ -173,7 +184,7 @@ class Registry:
             if type_name not in self._registered:
                 return None
             connector = self.get(type_name)
-        return connector.source if role == "source" else connector.sink
+        return connector.role(role)
 
     def types(self, role: Role) -> list[str]:
         """The usable types that can be a `role`, sorted (this loads every connector)."""
@@ -208,7 +219,8 @@ class Registry:
             return f"{where} is {type(connector).__name__!r}, not a Connector"
         if connector.type != first.type:
             return f'{where} declares type "{connector.type}" instead'
-        configs = [part.config for part in (connector.source, connector.sink) if part is not None]
+        parts = (connector.source, connector.sink, connector.processor)
+        configs = [part.config for part in parts if part is not None]
         for config in configs:
             owner = _DECLARED.get(config, connector)
             if owner is not connector:
@@ -285,3 +297,10 @@ def _own_problem(found: Sequence[Registration]) -> str | None:
 
 def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def processor_role(config: ConnectorConfig) -> ProcessorRole[Any]:
+    role = connector_for(config).processor
+    if role is None:
+        raise LookupError(f"{type(config).__qualname__} does not configure a processor")
+    return role

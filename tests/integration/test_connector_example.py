@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, write_config
+from tests.helpers import one_of
 
 ROOT = Path(__file__).parent.parent.parent
 EXAMPLE = ROOT / "examples" / "connector-example"
@@ -91,10 +92,8 @@ def test_check_knows_the_installed_type_and_checks_its_keys(tmp_path: Path, site
         f'{jobs}/typo.toml: source.repet: unknown key "repet"; did you mean "repeat"?',
         f"{jobs}/empty.toml: source.words: expected a non-empty array of strings, "
         "got an array ([])",
-        f'{jobs}/unknown.toml: source.type: expected one of "file", "generate", "python", '
-        '"redis", "words", got a string (\'word\')',
-        f'{jobs}/unknown.toml: sink.type: expected one of "jsonl", "null", "postgres", "python", '
-        '"redis", "sqlite", "stdout", got a string (\'words\')',
+        f"{jobs}/unknown.toml: source.type: {one_of('source', 'words')}, got a string ('word')",
+        f"{jobs}/unknown.toml: sink.type: {one_of('sink')}, got a string ('words')",
     ):
         assert line in result.stderr
 
