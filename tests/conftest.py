@@ -14,9 +14,9 @@ from trio.testing import MockClock
 
 from supervisor.connectors.registry import installed
 from tests import blocking_guard
-from tests.servers import nats_server, redis_server
+from tests.servers import nats_server, rabbit_server, redis_server
 
-__all__ = ["nats_server", "redis_server"]  # fixtures for every connector test
+__all__ = ["nats_server", "rabbit_server", "redis_server"]  # fixtures for every connector test
 
 
 def virtual_time_backend() -> tuple[str, dict[str, Any]]:
