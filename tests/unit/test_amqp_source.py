@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import pytest
 
@@ -232,7 +233,9 @@ async def test_missing_queue_wrong_password_and_unreachable(rabbit_server: Rabbi
     """Each is our own error naming the key and the redacted server."""
     server = rabbit_server.url_without_password
     missing = _source(rabbit_server, "no-such-queue")
-    with pytest.raises(BrokerRefused, match='source.queue: no queue "no-such-queue" on amqp://'):
+    with pytest.raises(
+        BrokerRefused, match=re.escape('source.queue: no queue "no-such-queue" on amqp://')
+    ):
         await missing.open(None)
     await missing.close()
 
@@ -244,7 +247,7 @@ async def test_missing_queue_wrong_password_and_unreachable(rabbit_server: Rabbi
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AMQP_TEST_PW", "wrong-password-123")
         with pytest.raises(
-            BrokerRefused, match="source.user: .* refused the credentials"
+            BrokerRefused, match=r"source\.user: .* refused the credentials"
         ) as caught:
             await wrong.open(None)
     await wrong.close()
@@ -252,7 +255,7 @@ async def test_missing_queue_wrong_password_and_unreachable(rabbit_server: Rabbi
 
     unreachable = AmqpSource(AmqpSourceConfig(url="amqp://127.0.0.1:1/", queue="q"), "unit", 10)
     with pytest.raises(
-        BrokerUnavailable, match="source.url: cannot connect to amqp://127.0.0.1:1/"
+        BrokerUnavailable, match=re.escape("source.url: cannot connect to amqp://127.0.0.1:1/")
     ):
         await unreachable.open(None)
     await unreachable.close()
