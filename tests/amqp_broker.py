@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
+
+from tests.daemon_process import DaemonProcess
 
 T = TypeVar("T")
 
@@ -112,3 +116,63 @@ async def bounce(url: str, queue: str, times: int) -> None:
             message = await declared.get(fail=True)
             assert message is not None
             await message.nack(requeue=True)
+
+
+def job(url: str, queue: str, *, every_records: int = 1000, extra: str = "") -> str:
+    """A job file: `queue` into ``../out.jsonl``, checkpointing often, retrying fast."""
+    return f"""
+        [source]
+        type = "amqp"
+        url = "{url}"
+        queue = "{queue}"
+        {extra}
+
+        [sink]
+        type = "jsonl"
+        path = "../out.jsonl"
+
+        [checkpoint]
+        every_records = {every_records}
+        interval = "200ms"
+
+        [retry]
+        initial = "100ms"
+        max = "500ms"
+        max_attempts = 0
+        reset_after = "1s"
+    """
+
+
+def seqs(path: Path) -> list[int]:
+    """The ``seq`` of every complete line of a jsonl file (a torn last line is skipped)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data[: data.rfind(b"\n") + 1].splitlines()
+    return [json.loads(line)["seq"] for line in lines]
+
+
+def wait_until_written(daemon: DaemonProcess, path: Path, count: int, timeout: float = 120) -> None:
+    """Block until `path` holds every seq below `count` (checked as the daemon logs, so no
+    sleeping); fail after `timeout` or if the daemon exits first."""
+
+    def done() -> bool:
+        if not path.exists() or path.stat().st_size < count * 10:
+            return False
+        return len(set(seqs(path))) >= count
+
+    deadline = time.monotonic() + timeout
+    with daemon._logged:
+        while not done():
+            left = deadline - time.monotonic()
+            if daemon._log_ended or left <= 0:
+                raise AssertionError(
+                    f"{len(set(seqs(path)))} of {count} records written after {timeout} s "
+                    f"(daemon exit {daemon.process.poll()}); last events: {daemon.events[-5:]}"
+                )
+            daemon._logged.wait(min(left, 1.0))
+
+
+def repeats(values: list[int]) -> int:
+    """How many lines repeat an earlier one."""
+    return len(values) - len(set(values))
