@@ -176,3 +176,38 @@ def wait_until_written(daemon: DaemonProcess, path: Path, count: int, timeout: f
 def repeats(values: list[int]) -> int:
     """How many lines repeat an earlier one."""
     return len(values) - len(set(values))
+
+
+_passed = 0
+
+
+async def throttle(record: Any) -> Any:
+    """A processor (``function = "tests.amqp_broker:throttle"``) that holds a job to about
+    10,000 records a second, so a soak test's interruptions land mid-stream."""
+    global _passed
+    _passed += 1
+    if _passed % 20 == 0:
+        await asyncio.sleep(0.002)
+    return record
+
+
+THROTTLED = """
+        [processor]
+        function = "tests.amqp_broker:throttle"
+"""
+
+
+def wait_state(daemon: DaemonProcess, job: str, state: str, timeout: float = 60) -> None:
+    """Block until the job's latest logged state change is to `state`."""
+
+    def latest() -> str | None:
+        changes = [
+            e
+            for e in list(daemon.events)
+            if e.get("event") == "job.state_changed" and e.get("job") == job
+        ]
+        return str(changes[-1]["to"]) if changes else None
+
+    with daemon._logged:
+        daemon._logged.wait_for(lambda: latest() == state or daemon._log_ended, timeout)
+        assert latest() == state, f"{job} is {latest()}, not {state}, after {timeout} s"
