@@ -238,6 +238,10 @@ def markdown(results: dict[str, Any]) -> str:
         out += _scale_tables(results["scale"])
     if "storm" in results:
         out += _storm(results["storm"])
+    if "amqp" in results:
+        from bench.amqp_bench import report_lines
+
+        out += report_lines(results["amqp"])
     return "\n".join(out) + "\n"
 
 

@@ -5,7 +5,9 @@ Usage: python bench/run.py [--quick] [--only NAME ...] [--out DIR] [--scratch DI
 Workloads (issue #6): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
-snapshots), storm (1,000 jobs failing at once, `bench/storm.py`).
+snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), amqp (the RabbitMQ
+source and sink against plain aio-pika loops, `bench/amqp_bench.py`; a node of its own
+unless BENCH_AMQP_URL names one).
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -43,7 +45,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "amqp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +64,29 @@ class Sizes:
     scale_rounds: int
     storm_jobs: int
     storm_rounds: int
+    amqp_records: int
+    amqp_rounds: int
 
 
 FULL = Sizes(
-    1_000_000, 5, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
+    1_000_000,
+    5,
+    300_000,
+    3,
+    1000,
+    [10, 100, 1000, 10_000],
+    [1000, 10_000],
+    10,
+    20,
+    3,
+    1000,
+    3,
+    amqp_records=100_000,
+    amqp_rounds=3,
 )
-QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1)
+QUICK = Sizes(
+    30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1, amqp_records=10_000, amqp_rounds=1
+)
 
 
 def main() -> None:
@@ -171,11 +190,28 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["storm"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _amqp(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    try:
+        from bench.amqp_bench import with_broker
+
+        results["amqp"] = with_broker(
+            scratch,
+            os.environ.get("BENCH_AMQP_URL"),
+            records=sizes.amqp_records,
+            rounds=sizes.amqp_rounds,
+            every=10_000,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the other workloads stand
+        traceback.print_exc()
+        results["amqp"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
+    "amqp": _amqp,
 }
 
 
