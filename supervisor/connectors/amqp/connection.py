@@ -18,12 +18,14 @@ fix them), anything about reaching the broker `BrokerUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import structlog
 
 from supervisor import secrets
 from supervisor.connectors.amqp.config import AmqpConnection
@@ -35,6 +37,29 @@ if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel as RawChannel
 
 T = TypeVar("T")
+
+log = structlog.get_logger("supervisor.amqp")
+
+
+class _ClientLog(logging.Handler):
+    """The client libraries' own log lines (a connection blocked by a memory alarm, a
+    frame they did not expect), as events of ours: redacted, and in the daemon's log
+    format instead of bare lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = secrets.redact(record.getMessage())
+        except Exception:  # noqa: BLE001 - a log line must never fail the caller
+            text = record.msg if isinstance(record.msg, str) else repr(record.msg)
+        log.warning("amqp.client_log", logger=record.name, level=record.levelname, text=text)
+
+
+def _route_client_logs() -> None:
+    for name in ("aiormq", "aio_pika"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _ClientLog) for handler in logger.handlers):
+            logger.addHandler(_ClientLog(logging.WARNING))
+            logger.propagate = False
 
 
 def translate(exc: BaseException, role: str, server: str, *, doing: str = "") -> JobError:
@@ -124,6 +149,7 @@ class Connection:
         import aio_pika
         from yarl import URL
 
+        _route_client_logs()
         try:
             password, tls = await anyio.to_thread.run_sync(_credentials, self._config)
         except (OSError, ssl.SSLError) as exc:
