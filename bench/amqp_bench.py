@@ -174,10 +174,18 @@ async def _sink_loop(url: str, count: int, every: int, state: Path) -> float:
         return time.perf_counter() - started
 
 
-def run(url: str, *, records: int, rounds: int, every: int, scratch: Path) -> dict[str, Any]:
+def run(
+    url: str,
+    *,
+    records: int,
+    rounds: int,
+    every: int,
+    scratch: Path,
+    workloads: tuple[str, ...] = ("source", "sink"),
+) -> dict[str, Any]:
     """Rounds alternating daemon and loop on each workload: medians and paired ratios."""
     samples: dict[str, list[float]] = {
-        name: [] for name in ("source", "source_loop", "sink", "sink_loop")
+        name: [] for workload in workloads for name in (workload, f"{workload}_loop")
     }
     for _ in range(rounds):
         for name in samples:
@@ -209,7 +217,7 @@ def run(url: str, *, records: int, rounds: int, every: int, scratch: Path) -> di
     }
     for name, values in samples.items():
         result[name] = {"records_per_s": median(values), "samples": values}
-    for workload in ("source", "sink"):
+    for workload in workloads:
         paired = [
             daemon / loop
             for daemon, loop in zip(samples[workload], samples[f"{workload}_loop"], strict=True)
@@ -223,6 +231,10 @@ def with_broker(scratch: Path, url: str | None, **sizes: Any) -> dict[str, Any]:
     """`run` against `url`, or against a RabbitMQ node started for it."""
     if url is not None:
         return run(url, scratch=scratch, **sizes)
+    if not (
+        Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists() or shutil.which("rabbitmq-server")
+    ):
+        raise RuntimeError("rabbitmq-server is not installed: apt-get install rabbitmq-server")
     from tests.servers import RabbitServer
 
     directory = Path(tempfile.mkdtemp(prefix="rabbit-", dir=scratch))
@@ -249,6 +261,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for workload, label in (("source", "queue -> null"), ("sink", "generate -> exchange")):
+        if workload not in result:
+            continue
         paired = " / ".join(f"{value:.2f}" for value in result[f"ratio_{workload}_per_round"])
         lines.append(
             f"| {label} | {result[workload]['records_per_s']:,.0f} | "
@@ -264,10 +278,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--every", type=int, default=10_000)
     parser.add_argument("--url", help="a broker to use (default: start one)")
+    parser.add_argument("--only", nargs="+", choices=("source", "sink"), default=["source", "sink"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="amqp-bench-") as scratch:
         result = with_broker(
-            Path(scratch), args.url, records=args.records, rounds=args.rounds, every=args.every
+            Path(scratch),
+            args.url,
+            records=args.records,
+            rounds=args.rounds,
+            every=args.every,
+            workloads=tuple(args.only),
         )
     print(json.dumps(result, indent=2))
 

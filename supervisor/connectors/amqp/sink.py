@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import anyio
 import structlog
 
 from supervisor import secrets
@@ -27,13 +26,13 @@ from supervisor.connectors.amqp.connection import Connection, translate
 from supervisor.errors import BrokerRefused, BrokerUnavailable, JobError
 from supervisor.protocols import Offset, Record
 
-if TYPE_CHECKING:
-    from aiormq.abc import AbstractChannel as RawChannel
-
 log = structlog.get_logger("supervisor.sink.amqp")
 
-IN_FLIGHT = 4096
-"""Publishes awaiting their confirm at once (the rest wait for a slot)."""
+
+def _ack_type() -> type:
+    from aiormq import spec
+
+    return spec.Basic.Ack
 
 
 class AmqpSink:
@@ -105,74 +104,85 @@ class AmqpSink:
             return
         self._connection.usable()
         raw = self._connection.raw
-        slots = anyio.Semaphore(IN_FLIGHT)
-        failures: list[JobError] = []
-
-        async def publish(body: bytes, key: str) -> None:
-            async with slots:
-                try:
-                    await self._publish(raw, body, key)
-                except JobError as exc:
-                    # The first failure ends the flush, unwrapped (not an exception group).
-                    failures.append(exc)
-                    group.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as group:
-            for body, key in pending:
-                group.start_soon(publish, body, key)
-        if failures:
-            raise failures[0]
-
-    async def _publish(self, raw: RawChannel, body: bytes, key: str) -> None:
-        import aiormq.exceptions
-        from aiormq import spec
-
-        timeout = self._config.connect_timeout * 2
-        try:
-            with anyio.fail_after(timeout):
-                confirm = await raw.basic_publish(
+        exchange = self._config.exchange
+        properties = self._properties
+        mandatory = self._config.mandatory
+        # One task per message, all awaited here: aiormq returns a publish's confirm only
+        # from the coroutine that sent it. Plain asyncio tasks, not an anyio task group,
+        # for the per-message cost; none outlives this call.
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(
+                raw.basic_publish(
                     body,
-                    exchange=self._config.exchange,
+                    exchange=exchange,
                     routing_key=key,
-                    properties=self._properties,
-                    mandatory=self._config.mandatory,
+                    properties=properties,
+                    mandatory=mandatory,
                 )
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"sink: {self._where} did not confirm a message within {timeout:g} s"
-            ) from None
-        except aiormq.exceptions.PublishError:
-            raise BrokerRefused(
+            )
+            for body, key in pending
+        ]
+        try:
+            await self._confirmed(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        for task, (body, key) in zip(tasks, pending, strict=True):
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                for rest in tasks:  # retrieved, so asyncio does not log them as lost
+                    _ = rest.cancelled() or rest.exception()
+                raise self._failure(error, body, key)
+            if not isinstance(task.result(), _ack_type()):
+                raise BrokerUnavailable(
+                    f"sink: {self._where} did not take a message: {task.result()!r}"
+                )
+
+    async def _confirmed(self, tasks: list[asyncio.Future[Any]]) -> None:
+        """Wait until every publish is confirmed or one failed; `BrokerUnavailable` if none
+        progresses for twice `connect_timeout`."""
+        timeout = self._config.connect_timeout * 2
+        waiting: set[asyncio.Future[Any]] = set(tasks)
+        while waiting:
+            done, waiting = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION
+            )
+            if not done:
+                raise BrokerUnavailable(
+                    f"sink: {self._where} confirmed none of {len(waiting)} messages within "
+                    f"{timeout:g} s ({self._connection.lost or 'no answer'})"
+                )
+            if any(task.cancelled() or task.exception() is not None for task in done):
+                return
+
+    def _failure(self, error: BaseException, body: bytes, key: str) -> JobError:
+        import aiormq.exceptions
+
+        if isinstance(error, asyncio.CancelledError):
+            return BrokerUnavailable(
+                f"sink: lost {self._connection.server} (publishing): "
+                f"{self._connection.lost or 'connection closed'}"
+            )
+        if isinstance(error, aiormq.exceptions.PublishError):
+            return BrokerRefused(
                 f"sink.routing_key: {self._where} routes routing key {key!r} to no queue "
                 "(the message came back: bind a queue, or set sink.mandatory = false to "
                 "let the broker drop such messages)"
-            ) from None
-        except aiormq.exceptions.DeliveryError as exc:
-            raise BrokerUnavailable(
-                f"sink: {self._where} did not take a message (nack): {exc}"
-            ) from None
-        except (
-            OSError,
-            aiormq.exceptions.AMQPError,
-            aiormq.exceptions.ChannelInvalidStateError,
-        ) as exc:
-            text = str(exc)
-            if "max size" in text or "message size" in text:
-                raise BrokerRefused(
-                    f"sink.exchange: a record of {len(body)} bytes is larger than the broker's "
-                    f"max_message_size on {self._connection.server}: {secrets.redact(text)}"
-                ) from None
-            raise translate(exc, "sink", self._connection.server, doing="publishing") from None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            raise BrokerUnavailable(
+            )
+        if isinstance(error, aiormq.exceptions.DeliveryError):
+            return BrokerUnavailable(f"sink: {self._where} did not take a message (nack)")
+        text = str(error)
+        if "max size" in text or "message size" in text:
+            return BrokerRefused(
+                f"sink.exchange: a record of {len(body)} bytes is larger than the broker's "
+                f"max_message_size on {self._connection.server}: {secrets.redact(text)}"
+            )
+        if isinstance(error, aiormq.exceptions.ChannelInvalidStateError):
+            return BrokerUnavailable(
                 f"sink: lost {self._connection.server} (publishing): "
-                f"{self._connection.lost or 'connection closed'}"
-            ) from None
-        if not isinstance(confirm, spec.Basic.Ack):
-            raise BrokerUnavailable(f"sink: {self._where} did not take a message: {confirm!r}")
+                f"{self._connection.lost or error}"
+            )
+        return translate(error, "sink", self._connection.server, doing="publishing")
 
     async def close(self) -> None:
         self._pending = []

@@ -136,8 +136,6 @@ class AmqpSource:
     async def _refresh_lag(self) -> None:
         """The queue's count of ready messages, by a passive declare (which also finds a
         queue deleted under us). Shielded: a stop must not cut an RPC in half."""
-        import aiormq.exceptions
-
         with anyio.CancelScope(shield=True):
             try:
                 declared = await self._connection.call(
@@ -148,8 +146,6 @@ class AmqpSource:
                 if "NOT_FOUND" in str(exc):
                     raise BrokerRefused(f"source.queue: no {self._where}") from None
                 raise
-            except aiormq.exceptions.ChannelNotFoundEntity:  # pragma: no cover - translated
-                raise BrokerRefused(f"source.queue: no {self._where}") from None
         self._lag = int(declared.message_count or 0)
         self._lag_at = anyio.current_time()
 
