@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,12 +82,16 @@ def test_daemon_sigkilled_mid_stream(rabbit_server: RabbitServer, tmp_path: Path
     reads them again: at most one checkpoint's worth each time."""
     config = _prepare(rabbit_server, tmp_path, "soak-kill")
     out = tmp_path / "out.jsonl"
+    moments = random.Random(20)
     for kill in range(DAEMON_KILLS):
         daemon = DaemonProcess(config)
         daemon.keep_draining()
         broker.wait_until_written(
             daemon, out, COUNT * (kill + 1) // (DAEMON_KILLS + 1), timeout=300
         )
+        # The file grows at a checkpoint's flush: a kill at a random moment after it
+        # lands anywhere in the checkpoint cycle (before or after the snapshot and ack).
+        time.sleep(moments.uniform(0, 0.15))
         daemon.process.kill()
         daemon.stop()
     daemon = DaemonProcess(config)
