@@ -3,6 +3,7 @@ against the checkpoint policy, and offsets that cannot be set."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,18 @@ def test_an_offset_cannot_be_set() -> None:
     with pytest.raises(ValueError, match="no position to set") as caught:
         role.check_offset(config, {"queue": "orders", "consumed": 0})
     assert "purge" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_job_without_the_extra_fails_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without aio-pika the attempt fails fatally, naming the extra (check still works)."""
+    from supervisor.connectors.amqp.source import AmqpSource
+    from supervisor.errors import FatalError
+
+    monkeypatch.setitem(sys.modules, "aio_pika", None)
+    source = AmqpSource(AmqpSourceConfig(url="amqp://localhost/", queue="q"), "job", 10)
+    with pytest.raises(FatalError, match=r"pip install 'stream-supervisor\[amqp\]'"):
+        await source.open(None)
+    await source.close()

@@ -29,7 +29,7 @@ import structlog
 
 from supervisor import secrets
 from supervisor.connectors.amqp.config import AmqpConnection
-from supervisor.errors import BrokerRefused, BrokerUnavailable, JobError
+from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 from supervisor.secrets import SecretRef
 
 if TYPE_CHECKING:
@@ -146,9 +146,14 @@ class Connection:
         return self._raw
 
     async def open(self, *, confirms: bool = False, prefetch: int | None = None) -> None:
-        import aio_pika
-        from yarl import URL
-
+        try:
+            import aio_pika
+            from yarl import URL
+        except ImportError as exc:
+            raise FatalError(
+                f"{self.role}.type: the amqp connector needs aio-pika ({exc}): "
+                "pip install 'stream-supervisor[amqp]'"
+            ) from None
         _route_client_logs()
         try:
             password, tls = await anyio.to_thread.run_sync(_credentials, self._config)
