@@ -169,9 +169,8 @@ class AmqpSource:
         while taken < max_records and inbox:
             message = inbox.popleft()
             if message is None:
-                raise BrokerUnavailable(
-                    f"source: lost {self._where}: {self._connection.lost or 'connection closed'}"
-                )
+                self._connection.usable()  # raises, saying why
+                raise BrokerUnavailable(f"source: lost {self._connection.server}")
             taken += 1
             self._take(message, records, rejects)
         self._consumed += taken
