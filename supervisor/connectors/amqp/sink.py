@@ -6,9 +6,10 @@ confirm mode, all in flight at once, and returns once the broker confirmed every
 one, so the checkpoint that follows covers only messages the broker took
 responsibility for (with ``persistent = true`` and a durable queue: written to
 disk, or to a quorum of nodes). A message the exchange routes to no queue comes
-back (``mandatory = true``) and fails the flush; a nack fails it too. Either way
-the attempt is retried from the last checkpoint, so a failed flush repeats
-records (at-least-once), it never drops them.
+back (``mandatory = true``) and fails the job (`BrokerRefused`: a binding is
+missing, retrying cannot help); a nack or a lost connection fails the attempt,
+which is retried from the last checkpoint: a failed flush repeats records
+(at-least-once), it never drops them.
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import structlog
-
 from supervisor import secrets
 from supervisor.connectors.amqp import payload
 from supervisor.connectors.amqp.config import AmqpSinkConfig
 from supervisor.connectors.amqp.connection import Connection, translate
 from supervisor.errors import BrokerRefused, BrokerUnavailable, JobError
 from supervisor.protocols import Offset, Record
-
-log = structlog.get_logger("supervisor.sink.amqp")
 
 
 def _ack_type() -> type:
