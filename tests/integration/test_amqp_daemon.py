@@ -149,3 +149,42 @@ def test_check_refuses_a_prefetch_below_every_records(tmp_path: Path) -> None:
     assert "source.prefetch: prefetch = 10 is below checkpoint.every_records (1000)" in (
         checked.stdout + checked.stderr
     )
+
+
+@pytest.mark.parametrize("poison", ["records", "dead_letter_exchange"])
+def test_a_poison_message_is_handled_by_the_chosen_policy(
+    rabbit_server: RabbitServer, tmp_path: Path, poison: str
+) -> None:
+    """A quorum-queue message delivered more than max_deliveries times goes to the job's
+    dead-letter file (poison = "records") or to the queue's dead-letter exchange; the
+    others are written; the queue ends empty."""
+    queue = f"poison-{poison}"
+    url = rabbit_server.url
+    broker.run(broker.declare(url, queue, quorum=True, dead_letter_exchange=f"{queue}-dlx"))
+    broker.run(broker.publish(url, queue, broker.numbered(1)))
+    broker.run(broker.bounce(url, queue, 3))
+    broker.run(broker.publish(url, queue, broker.numbered(99, start=1)))
+    extra = f'max_deliveries = 3\npoison = "{poison}"'
+    job = broker.job(url, queue, extra=extra) + (
+        '\n[records]\non_error = "dead_letter"\ndead_letter = "../dead.jsonl"\n'
+    )
+    config = write_config(tmp_path, {"poison": job})
+    out = tmp_path / "out.jsonl"
+    daemon = DaemonProcess(config)
+    daemon.keep_draining()
+    try:
+        broker.wait_until_written(daemon, out, 99)  # seq 1 to 99 (seq 0 is the poison)
+    finally:
+        assert daemon.stop() == 0
+    assert sorted(broker.seqs(out)) == list(range(1, 100))
+    dead_file = tmp_path / "dead.jsonl"
+    dead_queue = broker.run(broker.take_all(url, f"{queue}.dead"))
+    if poison == "records":
+        [letter] = [json.loads(line) for line in dead_file.read_text().splitlines()]
+        assert "delivered 4 times, more than source.max_deliveries (3)" in letter["error"]
+        assert json.loads(letter["record"]["data"]) == {"seq": 0}
+        assert dead_queue == []
+    else:
+        assert not dead_file.exists()
+        assert [json.loads(m.body) for m in dead_queue] == [{"seq": 0}]
+    assert broker.run(broker.count(url, queue)) == 0
