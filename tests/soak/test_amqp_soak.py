@@ -48,12 +48,12 @@ def _prepare(server: RabbitServer, tmp_path: Path, queue: str, *, quorum: bool =
     return write_config(tmp_path, {"soak": job})
 
 
-def _check(out: Path, interruptions: int) -> None:
+def _check(out: Path, interruptions: int, checkpoints_each: int = 1) -> None:
     seqs = broker.seqs(out)
     assert sorted(set(seqs)) == list(range(COUNT)), "records lost"
     repeated = broker.repeats(seqs)
     print(f"{COUNT} records, {interruptions} interruptions, {repeated} repeats")
-    assert repeated <= interruptions * EVERY_RECORDS
+    assert repeated <= interruptions * checkpoints_each * EVERY_RECORDS
 
 
 @pytest.mark.parametrize(
@@ -67,9 +67,12 @@ def test_broker_restarted_mid_stream(
     """Each restart fails the attempt (RETRYING); the job comes back by itself and goes on.
 
     A SIGKILLed broker may forget acks it received just before (RabbitMQ writes them to
-    disk lazily): on a classic queue that repeats more than one checkpoint, the broker's
-    doing, so classic queues are restarted cleanly; a quorum queue, whose log holds the
-    acks, keeps the bound through SIGKILLs too."""
+    disk lazily): on a classic queue that repeats many checkpoints, the broker's doing,
+    so classic queues are restarted cleanly (one checkpoint per restart at most). A
+    quorum queue, whose Raft log holds the acks, is SIGKILLed: at most two checkpoints
+    per kill (the one in flight, and one whose ack the broker had taken but not yet
+    written; or, the kill unnoticed for a moment, one more read from what had already
+    been delivered)."""
     config = _prepare(
         rabbit_server, tmp_path, f"soak-broker-{queue_type}", quorum=queue_type == "quorum"
     )
@@ -88,7 +91,7 @@ def test_broker_restarted_mid_stream(
         assert _state(config, "soak") == "running"
     finally:
         daemon.stop()
-    _check(out, BROKER_RESTARTS)
+    _check(out, BROKER_RESTARTS, checkpoints_each=2 if kill else 1)
 
 
 def test_daemon_sigkilled_mid_stream(rabbit_server: RabbitServer, tmp_path: Path) -> None:
