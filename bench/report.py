@@ -283,6 +283,10 @@ def markdown(results: dict[str, Any]) -> str:
         out += _redis(results["redis"])
     if "metrics" in results:
         out += _metrics(results["metrics"])
+    if "amqp" in results:
+        from bench.amqp_bench import report_lines
+
+        out += report_lines(results["amqp"])
     return "\n".join(out) + "\n"
 
 

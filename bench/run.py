@@ -6,7 +6,8 @@ Workloads (issue #6, and the connectors'): throughput (JSON and pass-through, da
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
 snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), metrics (issue #19), and one
-workload per connector against a plain client loop: exec (`bench/exec_bench.py`), postgres
+workload per connector against a plain client loop: amqp (`bench/amqp_bench.py`; a node
+of its own unless BENCH_AMQP_URL names one), exec (`bench/exec_bench.py`), postgres
 (`bench/postgres_bench.py`), redis (`bench/redis_bench.py`). A connector workload needs its
 server and extra installed, else its results say why not.
 `--quick` runs small versions of all of them in about a minute: a smoke check.
@@ -50,7 +51,7 @@ from bench.throughput import (
 )
 
 WORKLOADS = (
-    "throughput", "checkpoint", "scale", "storm", "metrics", "exec", "postgres", "redis"
+    "throughput", "checkpoint", "scale", "storm", "metrics", "amqp", "exec", "postgres", "redis"
 )  # fmt: skip
 
 
@@ -81,6 +82,8 @@ class Sizes:
     redis_records: int = 200_000
     redis_rounds: int = 3
     exec_records: int = 1_000_000
+    amqp_records: int = 100_000
+    amqp_rounds: int = 3
 
 
 FULL = Sizes(
@@ -104,6 +107,7 @@ QUICK = Sizes(
     postgres_records=50_000, postgres_rounds=1,
     redis_records=20_000, redis_rounds=1,
     exec_records=30_000,
+    amqp_records=10_000, amqp_rounds=1,
 )  # fmt: skip
 
 
@@ -260,6 +264,22 @@ def _exec(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> No
     results["exec"] = exec_compare(sizes.exec_records, sizes.rounds, out / "data", scratch)
 
 
+def _amqp(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    try:
+        from bench.amqp_bench import with_broker
+
+        results["amqp"] = with_broker(
+            scratch,
+            os.environ.get("BENCH_AMQP_URL"),
+            records=sizes.amqp_records,
+            rounds=sizes.amqp_rounds,
+            every=10_000,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the other workloads stand
+        traceback.print_exc()
+        results["amqp"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
@@ -269,6 +289,7 @@ RUNNERS = {
     "postgres": _postgres,
     "redis": _redis,
     "exec": _exec,
+    "amqp": _amqp,
 }
 
 

@@ -15,9 +15,11 @@ from trio.testing import MockClock
 from supervisor.connectors.registry import installed
 from tests import blocking_guard
 from tests.daemon_process import daemons
-from tests.servers import nats_server, postgres_server, redis_server
+from tests.servers import nats_server, postgres_server, rabbit_server, redis_server
 
-__all__ = ["daemons", "nats_server", "postgres_server", "redis_server"]  # connector fixtures
+__all__ = [  # connector fixtures
+    "daemons", "nats_server", "postgres_server", "rabbit_server", "redis_server"
+]  # fmt: skip
 
 
 def virtual_time_backend() -> tuple[str, dict[str, Any]]:

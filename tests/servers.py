@@ -414,3 +414,118 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.cleanup()
+
+
+class RabbitServer(ServerProcess):
+    """A RabbitMQ node of the test session's own: its name, AMQP and distribution ports,
+    database, logs, config and Erlang cookie (``HOME``) all in `directory`, no plugins.
+
+    Run as the current user (the Debian wrapper in /usr/sbin would switch to the
+    ``rabbitmq`` user, who cannot write the temporary directory). Its only user is
+    `user` with `password`, allowed from anywhere (not just loopback).
+    """
+
+    USER = "supervisor"
+    PASSWORD = "rabbit-test-secret-4f9c"
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        max_message_size: int = 1024 * 1024,
+    ):
+        port = port or free_port()
+        require("rabbitmq-server", "rabbitmq-server")
+        binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+        if not binary.exists():
+            binary = Path(require("rabbitmq-server", "rabbitmq-server"))
+        (directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{port}\n"
+            "loopback_users = none\n"
+            f"default_user = {self.USER}\n"
+            f"default_pass = {self.PASSWORD}\n"
+            f"max_message_size = {max_message_size}\n"
+            "disk_free_limit.absolute = 1MB\n"
+            "log.console = false\n"
+            f"log.file = {directory / 'node.log'}\n"
+        )
+        (directory / "enabled_plugins").write_text("[].\n")
+        self.environment = {
+            **os.environ,
+            "HOME": str(directory),
+            "RABBITMQ_NODENAME": f"supervisor-test-{port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(directory / "log"),
+            "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(directory / "plugins-expand"),
+            "RABBITMQ_PID_FILE": str(directory / "rabbit.pid"),
+        }
+        super().__init__("rabbitmq", [str(binary)], port, directory)
+
+    def start(self) -> None:
+        assert self.process is None, f"{self.name} is running"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.directory,
+                env=self.environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+        self._wait_accepting()
+
+    def _end(self, sig: signal.Signals) -> None:
+        # The script and the Erlang VM it starts share the process group.
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        self.process.wait(timeout=60)
+        self.process = None
+        # The VM may outlive the script for a moment: wait until the port is free.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    def tail(self, lines: int = 20) -> str:
+        text = super().tail(lines)
+        node_log = self.directory / "node.log"
+        with contextlib.suppress(OSError):
+            text += "\n" + "\n".join(node_log.read_text(errors="replace").splitlines()[-lines:])
+        return text
+
+    @property
+    def url(self) -> str:
+        return f"amqp://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/"
+
+    @property
+    def url_without_password(self) -> str:
+        return f"amqp://127.0.0.1:{self.port}/"
+
+
+@pytest.fixture(scope="session")
+def rabbit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    """A RabbitMQ node for the whole test session (it takes seconds to start), started.
+
+    A test that kills or restarts it must leave it running; each test uses queues and
+    exchanges of its own."""
+    require_module("aio_pika", "amqp")
+    server = RabbitServer(tmp_path_factory.mktemp("rabbitmq"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
