@@ -1,8 +1,9 @@
-"""The ``postgres`` connector: rows and the job's offset committed in one transaction.
+"""The ``postgres`` connector: rows and the job's offset committed in one transaction
+(sink); a table's rows in commit order, never skipping one (source).
 
-This module declares it; the sink itself (`supervisor.connectors.postgres.sink`) and
-psycopg are imported only to run a job, so `supervisor check` works without the
-``[postgres]`` extra installed.
+This module declares it; the sink (`supervisor.connectors.postgres.sink`), the source
+(`supervisor.connectors.postgres.table_source`) and psycopg are imported only to run a
+job, so `supervisor check` works without the ``[postgres]`` extra installed.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from supervisor.connectors import Connector, SinkRole
-from supervisor.connectors.postgres.config import PostgresSinkConfig, check_sink
+from supervisor.connectors import Connector, SinkRole, SourceRole
+from supervisor.connectors.postgres.config import (
+    PostgresSinkConfig,
+    PostgresTableSourceConfig,
+    check_sink,
+    check_table_source,
+)
 
 if TYPE_CHECKING:
     from supervisor.config.model import CheckpointPolicy, JobConfig
-    from supervisor.protocols import Sink
+    from supervisor.protocols import Offset, Sink, Source
 
 
 def _build_sink(config: PostgresSinkConfig, job: JobConfig) -> Sink:
@@ -28,10 +34,35 @@ def _check_sink(config: PostgresSinkConfig, _policy: CheckpointPolicy) -> Iterab
     return check_sink(config)
 
 
+def _build_source(config: PostgresTableSourceConfig, _job: JobConfig) -> Source:
+    from supervisor.connectors.postgres.table_source import PostgresTableSource
+
+    return PostgresTableSource(config)
+
+
+def _check_source(
+    config: PostgresTableSourceConfig, _policy: CheckpointPolicy
+) -> Iterable[tuple[str, str]]:
+    return check_table_source(config)
+
+
+def _check_offset(_config: PostgresTableSourceConfig, offset: Offset) -> None:
+    from supervisor.connectors.postgres.table_source import check_offset
+
+    check_offset(offset)
+
+
 CONNECTOR = Connector(
     type="postgres",
-    doc="Rows in a PostgreSQL table, committed with the job's offset: exactly-once.",
+    doc="A PostgreSQL table: rows in commit order, none skipped (source); rows committed "
+    "with the job's offset, exactly-once (sink).",
+    source=SourceRole(
+        config=PostgresTableSourceConfig,
+        build=_build_source,
+        check_offset=_check_offset,
+        check_job=_check_source,
+    ),
     sink=SinkRole(config=PostgresSinkConfig, build=_build_sink, check_job=_check_sink),
 )
 
-__all__ = ["CONNECTOR", "PostgresSinkConfig"]
+__all__ = ["CONNECTOR", "PostgresSinkConfig", "PostgresTableSourceConfig"]
