@@ -256,7 +256,7 @@ async def test_a_missing_table_or_column_is_refused_naming_the_key(
     postgres_server: PostgresServer,
 ) -> None:
     postgres_server.execute("CREATE TABLE plain (id bigint, xid bigint)")
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"table": "nowhere"}, "source.table: no table nowhere on postgresql://"),
         ({"table": "plain"}, "source.xid_column: table plain on .* has bigint, not xid8, in xid"),
         ({"table": "plain", "xid_column": "txid"}, "source.xid_column: .* has no column txid"),
@@ -280,6 +280,6 @@ async def test_a_server_gone_mid_stream_is_unavailable(postgres_server: Postgres
     await source.open(None)
     assert len((await source.read(10, 0)).records) == 1
     postgres_server.kill()
-    with pytest.raises(BrokerUnavailable, match="source: postgresql://.* unavailable"):
+    with pytest.raises(BrokerUnavailable, match=r"source: postgresql://.* unavailable"):
         await source.read(10, 0)
     await source.close()
