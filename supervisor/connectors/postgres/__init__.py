@@ -4,6 +4,10 @@
 This module declares it; the sink (`supervisor.connectors.postgres.sink`), the source
 (`supervisor.connectors.postgres.table_source`) and psycopg are imported only to run a
 job, so `supervisor check` works without the ``[postgres]`` extra installed.
+
+`CDC_CONNECTOR` declares ``postgres-cdc``, change data capture through a logical
+replication slot (`supervisor.connectors.postgres.cdc_source`): a type of its own, as
+its keys and offset share nothing with the table source's but the connection.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from supervisor.connectors import Connector, SinkRole, SourceRole
+from supervisor.connectors.postgres.cdc_config import PostgresCdcSourceConfig, check_cdc_source
 from supervisor.connectors.postgres.config import (
     PostgresSinkConfig,
     PostgresTableSourceConfig,
@@ -65,4 +70,41 @@ CONNECTOR = Connector(
     sink=SinkRole(config=PostgresSinkConfig, build=_build_sink, check_job=_check_sink),
 )
 
-__all__ = ["CONNECTOR", "PostgresSinkConfig", "PostgresTableSourceConfig"]
+
+def _build_cdc(config: PostgresCdcSourceConfig, _job: JobConfig) -> Source:
+    from supervisor.connectors.postgres.cdc_source import PostgresCdcSource
+
+    return PostgresCdcSource(config)
+
+
+def _check_cdc(
+    config: PostgresCdcSourceConfig, _policy: CheckpointPolicy
+) -> Iterable[tuple[str, str]]:
+    return check_cdc_source(config)
+
+
+def _check_cdc_offset(_config: PostgresCdcSourceConfig, offset: Offset) -> None:
+    from supervisor.connectors.postgres.cdc_source import check_offset
+
+    check_offset(offset)
+
+
+CDC_CONNECTOR = Connector(
+    type="postgres-cdc",
+    doc="PostgreSQL change data capture: inserts, updates and deletes in commit order from "
+    "a logical replication slot, moved only after each checkpoint.",
+    source=SourceRole(
+        config=PostgresCdcSourceConfig,
+        build=_build_cdc,
+        check_offset=_check_cdc_offset,
+        check_job=_check_cdc,
+    ),
+)
+
+__all__ = [
+    "CDC_CONNECTOR",
+    "CONNECTOR",
+    "PostgresCdcSourceConfig",
+    "PostgresSinkConfig",
+    "PostgresTableSourceConfig",
+]
