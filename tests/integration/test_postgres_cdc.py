@@ -150,7 +150,7 @@ def slot_never_passes_the_snapshot(server: PostgresServer, config: Path) -> bool
 def test_changes_in_commit_order_across_sigkills_and_the_slot_behind_the_snapshot(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
-    count, every = 1500, 200
+    count, every = 900, 200
     postgres_server.execute(SCHEMA)
     out = tmp_path / "out.jsonl"
     config = write_config(tmp_path, {"cdc": cdc_job(postgres_server.url, out, every=every)})
