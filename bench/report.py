@@ -120,6 +120,20 @@ TARGETS = [
         "x",
     ),
     Target(
+        "PostgreSQL table source, daemon / plain psycopg loop",
+        ">= 0.9x",
+        _path("postgres_sources", "ratio_table"),
+        lambda v: v >= 0.9,
+        "x",
+    ),
+    Target(
+        "PostgreSQL CDC source, daemon / plain psycopg loop",
+        ">= 0.9x",
+        _path("postgres_sources", "ratio_cdc"),
+        lambda v: v >= 0.9,
+        "x",
+    ),
+    Target(
         "failure storm (1,000 jobs), event-loop lag p99",
         "< 50 ms",
         _path("storm", "loop_lag_p99_ms"),
@@ -260,6 +274,15 @@ def markdown(results: dict[str, Any]) -> str:
             [f"### PostgreSQL sink: {section['error']}", ""]
             if "error" in section
             else (postgres_markdown(section))
+        )
+    if "postgres_sources" in results:
+        from bench.postgres_source_bench import markdown as sources_markdown
+
+        section = results["postgres_sources"]
+        out += (
+            [f"### PostgreSQL sources: {section['error']}", ""]
+            if "error" in section
+            else sources_markdown(section)
         )
     return "\n".join(out) + "\n"
 

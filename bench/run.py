@@ -6,7 +6,8 @@ Workloads (issue #6): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
 snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), postgres (the
-PostgreSQL sink against a plain psycopg loop, `bench/postgres_bench.py`).
+PostgreSQL sink against a plain psycopg loop, `bench/postgres_bench.py`; the table
+and CDC sources against plain loops, `bench/postgres_source_bench.py`).
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -192,6 +193,18 @@ def _postgres(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -
     except Exception as exc:  # noqa: BLE001 - reported in the results, the rest stand
         traceback.print_exc()
         results["postgres"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        from bench.postgres_source_bench import compare as sources_compare
+
+        results["postgres_sources"] = sources_compare(
+            records=sizes.postgres_records // 2,
+            rounds=sizes.postgres_rounds,
+            every=10_000,
+            scratch=scratch,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the rest stand
+        traceback.print_exc()
+        results["postgres_sources"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
 RUNNERS = {
