@@ -91,7 +91,8 @@ def test_check_knows_the_installed_type_and_checks_its_keys(tmp_path: Path, site
         f'{jobs}/typo.toml: source.repet: unknown key "repet"; did you mean "repeat"?',
         f"{jobs}/empty.toml: source.words: expected a non-empty array of strings, "
         "got an array ([])",
-        f'{jobs}/unknown.toml: source.type: expected one of "file", "generate", "python", '
+        f'{jobs}/unknown.toml: source.type: expected one of "file", "generate", "postgres", '
+        '"postgres-cdc", "python", '
         "\"words\", got a string ('word')",
         f'{jobs}/unknown.toml: sink.type: expected one of "jsonl", "null", "postgres", "python", '
         '"sqlite", "stdout", got a string (\'words\')',

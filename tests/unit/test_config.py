@@ -321,7 +321,11 @@ def test_unknown_keys_suggest_the_closest(tmp_path: Path) -> None:
             '"kafka"',
             'expected one of "jsonl", "null", "postgres", "python", "sqlite", "stdout"',
         ),
-        ("source.type", "{ a = 1 }", 'expected one of "file", "generate", "python", got a table'),
+        (
+            "source.type",
+            "{ a = 1 }",
+            'expected one of "file", "generate", "postgres", "postgres-cdc", "python", got a table',
+        ),
     ],
 )
 def test_wrong_values_name_the_dotted_key(
@@ -380,7 +384,8 @@ def test_missing_required_keys_are_named(tmp_path: Path) -> None:
     assert set(_issues(config)) == {
         f"{a}: source.path: required key is missing",
         f"{a}: sink: required table [sink] is missing",
-        f'{b}: source.type: expected one of "file", "generate", "python", '
+        f'{b}: source.type: expected one of "file", "generate", "postgres", '
+        '"postgres-cdc", "python", '
         "got nothing (required key is missing)",
         f"{b}: sink.class: required key is missing",
         f"{b}: processor.function: required key is missing",

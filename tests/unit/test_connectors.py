@@ -37,7 +37,9 @@ from supervisor.errors import ConfigError, PluginError
 from supervisor.protocols import Batch, Offset, Record
 from supervisor.testing import RecordingSink
 
-BUILT_IN = {"file", "generate", "jsonl", "postgres", "sqlite", "stdout", "null", "python"}
+BUILT_IN = {
+    "file", "generate", "jsonl", "postgres", "postgres-cdc", "sqlite", "stdout", "null", "python"
+}  # fmt: skip
 
 
 # --- a toy connector, declared as a third-party module would ----------------------------
@@ -156,7 +158,9 @@ def test_the_built_in_connectors_are_entry_points_of_this_distribution() -> None
 
 def test_each_role_lists_only_the_types_that_play_it() -> None:
     registry = _registry(_toy(), _toy("toy-sink", "tests.unit.test_connectors:TOY_SINK"))
-    assert registry.types("source") == ["file", "generate", "python", "toy"]
+    assert registry.types("source") == [
+        "file", "generate", "postgres", "postgres-cdc", "python", "toy"
+    ]  # fmt: skip
     assert registry.types("sink") == [
         "jsonl", "null", "postgres", "python", "sqlite", "stdout", "toy-sink"
     ]  # fmt: skip
@@ -226,7 +230,8 @@ def test_a_toy_connector_keys_are_checked_strictly(tmp_path: Path) -> None:
         f'{a}: source.cout: unknown key "cout"; did you mean "count"?',
         f"{b}: source.count: expected an integer of at least 1, got an integer (0)",
         f"{b}: source.label: required key is missing",
-        f'{c}: source.type: expected one of "file", "generate", "python", "toy", '
+        f'{c}: source.type: expected one of "file", "generate", "postgres", '
+        '"postgres-cdc", "python", "toy", '
         "got a string ('toys')",
         f'{c}: sink.type: expected one of "jsonl", "null", "postgres", "python", "sqlite", '
         "\"stdout\", got a string ('toy')",

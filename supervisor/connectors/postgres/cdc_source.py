@@ -244,8 +244,10 @@ class PostgresCdcSource:
             if offset is not None:
                 raise BrokerRefused(
                     f"{ROLE}.slot: no slot {config.slot} on {server}, but the job has read "
-                    "from it: the changes since its last checkpoint are lost. Drop the job's "
-                    "offset (supervisor offset JOB --reset) to start from a new slot."
+                    "from it: the changes since its last checkpoint are lost. To go on from "
+                    f"now: SELECT pg_create_logical_replication_slot('{config.slot}', "
+                    "'pgoutput'), then supervisor offset JOB --set '[\"LSN\", 0]' with its "
+                    "confirmed_flush_lsn."
                 )
             if not config.create_slot:
                 raise BrokerRefused(
