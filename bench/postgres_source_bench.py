@@ -196,6 +196,10 @@ def compare(*, records: int, rounds: int, every: int, scratch: Path) -> dict[str
     and the paired ratios daemon / loop."""
     from tests.servers import PostgresServer
 
+    if records < every or records % every:
+        # The daemon's last checkpoint comes at `every` records (the interval is 1 h): the
+        # run's end is the checkpoint at the last row, so the rows must fill checkpoints.
+        raise ValueError(f"records ({records}) must be a multiple of every ({every})")
     server = PostgresServer()
     server.start()
     samples: dict[str, list[float]] = {"table": [], "cdc": []}

@@ -197,7 +197,7 @@ def _postgres(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -
         from bench.postgres_source_bench import compare as sources_compare
 
         results["postgres_sources"] = sources_compare(
-            records=sizes.postgres_records // 2,
+            records=max(10_000, sizes.postgres_records // 20_000 * 10_000),  # whole checkpoints
             rounds=sizes.postgres_rounds,
             every=10_000,
             scratch=scratch,
