@@ -138,6 +138,20 @@ TARGETS = [
         " ms",
     ),
     Target(
+        "PostgreSQL table source, daemon / plain psycopg loop",
+        ">= 0.9x",
+        _path("postgres_sources", "ratio_table"),
+        lambda v: v >= 0.9,
+        "x",
+    ),
+    Target(
+        "PostgreSQL CDC source, daemon / plain psycopg loop",
+        ">= 0.9x",
+        _path("postgres_sources", "ratio_cdc"),
+        lambda v: v >= 0.9,
+        "x",
+    ),
+    Target(
         "failure storm (1,000 jobs), event-loop lag p99",
         "< 50 ms",
         _path("storm", "loop_lag_p99_ms"),
@@ -287,6 +301,15 @@ def markdown(results: dict[str, Any]) -> str:
         from bench.amqp_bench import report_lines
 
         out += report_lines(results["amqp"])
+    if "postgres_sources" in results:
+        from bench.postgres_source_bench import markdown as sources_markdown
+
+        section = results["postgres_sources"]
+        out += (
+            [f"### PostgreSQL sources: {section['error']}", ""]
+            if "error" in section
+            else sources_markdown(section)
+        )
     return "\n".join(out) + "\n"
 
 

@@ -8,7 +8,8 @@ and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
 snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), metrics (issue #19), and one
 workload per connector against a plain client loop: amqp (`bench/amqp_bench.py`; a node
 of its own unless BENCH_AMQP_URL names one), exec (`bench/exec_bench.py`), postgres
-(`bench/postgres_bench.py`), redis (`bench/redis_bench.py`). A connector workload needs its
+(the sink, `bench/postgres_bench.py`; the table and CDC sources,
+`bench/postgres_source_bench.py`), redis (`bench/redis_bench.py`). A connector workload needs its
 server and extra installed, else its results say why not.
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
@@ -247,6 +248,18 @@ def _postgres(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -
     except Exception as exc:  # noqa: BLE001 - reported in the results, the rest stand
         traceback.print_exc()
         results["postgres"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        from bench.postgres_source_bench import compare as sources_compare
+
+        results["postgres_sources"] = sources_compare(
+            records=max(10_000, sizes.postgres_records // 20_000 * 10_000),  # whole checkpoints
+            rounds=sizes.postgres_rounds,
+            every=10_000,
+            scratch=scratch,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the rest stand
+        traceback.print_exc()
+        results["postgres_sources"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _redis(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:

@@ -20,6 +20,7 @@ from supervisor.connectors import kinds, setting
 from supervisor.secrets import Secret, SecretRef
 
 SinkMode: TypeAlias = Literal["insert", "upsert"]
+StartAt: TypeAlias = Literal["beginning", "end"]
 SslMode: TypeAlias = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 OFFSETS_TABLE = "stream_supervisor_offsets"
@@ -219,6 +220,78 @@ class PostgresSinkConfig(PostgresConnectionConfig):
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostgresTableSourceConfig(PostgresConnectionConfig):
+    """``type = "postgres"`` as a ``[source]``: the rows of a table in the order their
+    transactions committed, never skipping one (cursor ``(xid_column, id_column)``)."""
+
+    table: str = field(
+        metadata=setting(
+            kinds.text(TABLE_NAME, "a table name (schema.table or table)"),
+            "The table read (it must exist, with the xid8 column: see docs/postgres.md).",
+        )
+    )
+    xid_column: str = field(
+        default="xid",
+        metadata=setting(
+            kinds.text(IDENTIFIER, "a column name"),
+            "The table's column of type xid8, NOT NULL DEFAULT pg_current_xact_id(): the "
+            "transaction that wrote the row.",
+        ),
+    )
+    id_column: str = field(
+        default="id",
+        metadata=setting(
+            kinds.text(IDENTIFIER, "a column name"),
+            "A unique column (an integer or text key): orders the rows of one transaction.",
+        ),
+    )
+    columns: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            column_names(),
+            "The columns each record holds (a JSON object, column = key); absent: all.",
+        ),
+    )
+    start: StartAt = field(
+        default="beginning",
+        metadata=setting(
+            kinds.choice(*get_args(StartAt)),
+            "Where a job without a snapshot starts: the first row, or after the rows "
+            "committed when it first opens.",
+        ),
+    )
+    notify_channel: str | None = field(
+        default=None,
+        metadata=setting(
+            kinds.text(IDENTIFIER, "a channel name"),
+            "LISTEN on this channel and read at once when notified (a trigger sends "
+            "NOTIFY); polling every poll_interval goes on.",
+        ),
+    )
+    poll_interval: float = field(
+        default=1.0,
+        metadata=setting(
+            kinds.duration(positive=True),
+            "How often the table is read again when there was nothing new.",
+        ),
+    )
+    lag_interval: float = field(
+        default=5.0,
+        metadata=setting(
+            kinds.duration(positive=True),
+            "How often `status`'s lag (rows not yet read, counted up to lag_limit) is "
+            "counted again.",
+        ),
+    )
+    lag_limit: int = field(
+        default=100_000,
+        metadata=setting(
+            kinds.integer(1), "The lag is counted up to this many rows (more shows as this)."
+        ),
+    )
+
+
 def check_connection(config: PostgresConnectionConfig) -> Iterable[tuple[str, str]]:
     """Problems of the shared keys that each key alone cannot show."""
     ref = SecretRef.of(config, "password")
@@ -244,3 +317,9 @@ def check_sink(config: PostgresSinkConfig) -> Iterable[tuple[str, str]]:
         yield "key", 'only for mode = "upsert"'
     if config.offsets_table == config.table:
         yield "offsets_table", "must not be the table the rows go to"
+
+
+def check_table_source(config: PostgresTableSourceConfig) -> Iterable[tuple[str, str]]:
+    yield from check_connection(config)
+    if config.xid_column == config.id_column:
+        yield "id_column", "must not be the xid column"

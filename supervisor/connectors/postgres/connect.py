@@ -86,6 +86,18 @@ async def connect(config: PostgresConnectionConfig, role: str) -> AsyncConnectio
         raise translate(exc, config, role, connecting=True) from None
 
 
+def table_identifier(name: str) -> Any:
+    """A table name (``table`` or ``schema.table``) as a composable SQL identifier."""
+    from psycopg import sql
+
+    return sql.Identifier(*name.split("."))
+
+
+def regclass(name: str) -> str:
+    """`name` as to_regclass reads it: each part quoted, as the statements use it."""
+    return ".".join('"' + part + '"' for part in name.split("."))
+
+
 def is_record_error(exc: BaseException) -> bool:
     """True when `exc` is about one row's values, not the connection or the table."""
     import psycopg

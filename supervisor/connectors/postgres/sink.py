@@ -23,7 +23,9 @@ from supervisor.connectors.postgres.config import PostgresSinkConfig
 from supervisor.connectors.postgres.connect import (
     connect,
     is_record_error,
+    regclass,
     server_name,
+    table_identifier,
     translate,
 )
 from supervisor.errors import BrokerRefused
@@ -203,7 +205,7 @@ class PostgresSink:
         assert self._connection is not None
         cursor = await self._connection.execute(
             sql.SQL("SELECT job_offset FROM {} WHERE job = %s").format(
-                _table(self._config.offsets_table)
+                table_identifier(self._config.offsets_table)
             ),
             (self._job,),
         )
@@ -220,7 +222,7 @@ class PostgresSink:
 
         assert self._connection is not None
         config = self._config
-        table = _table(config.table)
+        table = table_identifier(config.table)
         columns = sql.SQL(", ").join(sql.Identifier(column) for column, _ in config.columns)
         if config.mode == "insert":
             write = sql.SQL("COPY {} ({}) FROM STDIN").format(table, columns)
@@ -240,7 +242,7 @@ class PostgresSink:
                 "INSERT INTO {} (job, job_offset) VALUES (%s, %s) ON CONFLICT (job) DO UPDATE "
                 "SET job_offset = EXCLUDED.job_offset, updated_at = now()"
             )
-            .format(_table(config.offsets_table))
+            .format(table_identifier(config.offsets_table))
             .as_string(self._connection)
         )
 
@@ -254,7 +256,7 @@ class PostgresSink:
         assert self._connection is not None
         config = self._config
         server = server_name(config)
-        table = _table(config.table)
+        table = table_identifier(config.table)
         columns = sql.SQL(", ").join(sql.Identifier(column) for column, _ in config.columns)
         nulls = sql.SQL(", ").join(sql.NULL for _ in config.columns)
         statement = sql.SQL("EXPLAIN INSERT INTO {} ({}) VALUES ({})").format(table, columns, nulls)
@@ -287,7 +289,7 @@ class PostgresSink:
 
         assert self._connection is not None
         name = self._config.offsets_table
-        cursor = await self._connection.execute("SELECT to_regclass(%s)", (_regclass(name),))
+        cursor = await self._connection.execute("SELECT to_regclass(%s)", (regclass(name),))
         found = await cursor.fetchone()
         if found is not None and found[0] is not None:
             return
@@ -295,7 +297,7 @@ class PostgresSink:
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (job text PRIMARY KEY, job_offset jsonb NOT NULL, "
                 "updated_at timestamptz NOT NULL DEFAULT now())"
-            ).format(_table(name))
+            ).format(table_identifier(name))
         )
 
 
@@ -309,17 +311,6 @@ def _send_json(connection: AsyncConnection[Any]) -> None:
 
     connection.adapters.register_dumper(dict, UntypedJsonDumper)
     connection.adapters.register_dumper(list, UntypedJsonDumper)
-
-
-def _table(name: str) -> Any:
-    from psycopg import sql
-
-    return sql.Identifier(*name.split("."))
-
-
-def _regclass(name: str) -> str:
-    """`name` as to_regclass reads it: each part quoted, as the statements use it."""
-    return ".".join('"' + part + '"' for part in name.split("."))
 
 
 def _updates(config: PostgresSinkConfig) -> Any:
