@@ -195,7 +195,7 @@ class PostgresCdcSource:
                     self._complete = max(self._complete, transaction.end_lsn)
                     continue
                 self._pending.append(transaction)
-        except (DecodeError, IndexError, UnicodeDecodeError) as exc:
+        except DecodeError as exc:
             raise BrokerRefused(
                 f"{ROLE}.slot: cannot decode slot {self._config.slot} on "
                 f"{server_name(self._config)}: {exc}"

@@ -78,7 +78,18 @@ class Decoder:
         self._open: Transaction | None = None
 
     def feed(self, data: bytes) -> Transaction | None:
-        """One message; the transaction it completes (a Commit), if any."""
+        """One message; the transaction it completes (a Commit), if any. `DecodeError`,
+        and nothing else, for a message that is cut short or not pgoutput's."""
+        try:
+            return self._feed(data)
+        except DecodeError:
+            raise
+        # A truncated message runs off its end (struct, index); a wrong one may carry
+        # text that is not UTF-8 or JSON that is not JSON: all are the message's fault.
+        except (struct.error, IndexError, ValueError) as exc:
+            raise DecodeError(f"malformed pgoutput message {data[:1]!r}: {exc}") from None
+
+    def _feed(self, data: bytes) -> Transaction | None:
         kind = data[:1]
         if kind == b"B":
             self._open = Transaction()
@@ -189,6 +200,8 @@ def _tuple(data: bytes, at: int, relation: Relation) -> tuple[dict[str, Any], in
         if kind == 0x74:  # 't': text
             size = _U32.unpack_from(data, at)[0]
             at += 4
+            if at + size > len(data):  # a slice would quietly give less
+                raise DecodeError(f"a value of {size} bytes runs past the message's end")
             name, type_oid, _ = columns[index]
             values[name] = _value(data[at : at + size].decode(), type_oid)
             at += size
