@@ -15,6 +15,7 @@ the job's key and the server (its URL without a password): a refused login is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -123,7 +124,7 @@ class Connection:
         return self._js
 
     async def open(self) -> None:
-        import nats
+        from nats.aio.client import Client
 
         try:
             password, token, tls = await anyio.to_thread.run_sync(_credentials, self._config)
@@ -149,14 +150,30 @@ class Connection:
             options["token"] = token
         if tls is not None:
             options["tls"] = tls
-        # Each server is tried twice (the client's smallest retry budget), each try bounded.
-        with anyio.move_on_after(timeout * (2 * len(self._config.url) + 1)) as scope:
-            self._nc = await self.call(nats.connect(**options), "connecting")
+        nc = self._nc = Client()
+        try:
+            # Each server is tried twice (the client's smallest retry budget), each bounded.
+            with anyio.move_on_after(timeout * (2 * len(self._config.url) + 1)) as scope:
+                await self.call(nc.connect(**options), "connecting")
+        except BaseException:
+            await self._abandon(nc)
+            raise
         if scope.cancelled_caught:
+            await self._abandon(nc)
             raise BrokerUnavailable(
                 f"{self.role}.url: cannot connect to {self.server} within {timeout:g} s"
             )
         self._js = self.nc.jetstream(timeout=timeout, publish_async_max_pending=PUBLISH_MAX_PENDING)
+
+    async def _abandon(self, nc: Client) -> None:
+        """Close a client whose connect failed: a refused login leaves its socket open."""
+        self._nc = None
+        transport = getattr(nc, "_transport", None)
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await nc.close()
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
 
     async def _on_error(self, exc: Exception) -> None:
         # The client reports here what it also raises or acts on (a lost connection ends
