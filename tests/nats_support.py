@@ -74,3 +74,66 @@ async def stream_payloads(server: NatsServer, stream: str) -> list[Any]:
 def run(coroutine: Any) -> Any:
     """Run one of the helpers from synchronous test code (daemon tests)."""
     return asyncio.run(coroutine)
+
+
+# --- for daemon tests -----------------------------------------------------------------
+
+RETRY_FAST = """
+[retry]
+initial = "200ms"
+max = "1s"
+jitter = false
+max_attempts = 0
+reset_after = "1s"
+"""
+
+
+def nats_job(url: str, source: str = "", *, sink: str = "", checkpoint: str = "") -> str:
+    """A job reading stream S of `url` into ../out.jsonl (or `sink`), retrying fast."""
+    sink = sink or 'type = "jsonl"\npath = "../out.jsonl"'
+    checkpoint = checkpoint or 'every_records = 500\ninterval = "1s"'
+    return (
+        f'[source]\ntype = "nats"\nurl = "{url}"\nstream = "S"\n{source}\n\n'
+        f"[sink]\n{sink}\n\n[checkpoint]\n{checkpoint}\n{RETRY_FAST}"
+    )
+
+
+def wait_until(condition: Any, within: float = 60.0, what: str = "") -> None:
+    """Block until `condition()` holds (re-checked every 50 ms), or fail after `within` s."""
+    import time
+
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {within} s: {what or condition}")
+        time.sleep(0.05)
+
+
+def jsonl_records(path: Any) -> list[Any]:
+    """The complete lines of a jsonl file, decoded (a line torn by a kill is left out)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in data.split(b"\n")[:-1] if line]
+
+
+def seqs(records: Sequence[Any]) -> list[int]:
+    return [record["seq"] for record in records if isinstance(record, dict) and "seq" in record]
+
+
+async def paced(record: Any) -> Any:
+    """A processor taking 1 ms a record: slow enough for a test to interrupt a stream."""
+    import anyio
+
+    await anyio.sleep(0.001)
+    return record
+
+
+def crash_on_poison(record: Any) -> Any:
+    """A processor that kills its daemon on ``{"poison": true}``: a poison message."""
+    import os
+
+    if isinstance(record, dict) and record.get("poison"):
+        os._exit(3)
+    return record

@@ -97,10 +97,13 @@ class HeldMessages:
         except Exception as exc:  # noqa: BLE001 - handed to the attempt by the next call
             self.failure = exc
 
-    async def release(self) -> None:
-        """Closing with messages held (the attempt failed): ask the server to deliver
-        them again now (``-NAK``) rather than after ack_wait. Best effort."""
-        replies, self._replies = list(self._replies.values()), {}
+    async def release(self, undelivered: list[str]) -> None:
+        """Closing with messages held (the attempt failed) or `undelivered` (received but
+        not read): ask the server to deliver them again now (``-NAK``) rather than after
+        ack_wait. Best effort."""
+        replies, self._replies = [*self._replies.values(), *undelivered], {}
+        if not replies:
+            return
         nc = self._connection.nc
         for reply in replies:
             await nc.publish(reply, b"-NAK")

@@ -31,7 +31,7 @@ from supervisor.connectors.nats.config import NatsSourceConfig
 from supervisor.connectors.nats.connection import Connection
 from supervisor.connectors.nats.consumers import ensure_durable, replay_consumer
 from supervisor.connectors.nats.held import HeldMessages
-from supervisor.errors import BrokerRefused, BrokerUnavailable
+from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError
 from supervisor.protocols import Batch, Offset, Record, Rejected
 
 if TYPE_CHECKING:
@@ -47,8 +47,9 @@ PROGRESS_EVERY = 1.0
 """Seconds between two consumer-info requests for `progress` (lag)."""
 
 
-class PoisonMessage(Exception):
-    """A message delivered more often than ``max_deliveries``: the records policy decides."""
+class PoisonMessage(FatalError):
+    """A message delivered more often than ``max_deliveries``: the records policy decides
+    (fatal when that policy is ``fail``: retrying would deliver it once more)."""
 
 
 def check_offset(config: NatsSourceConfig, offset: Offset) -> None:
@@ -286,9 +287,24 @@ class NatsSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with anyio.move_on_after(self._config.connect_timeout):
-            if self._held is not None and len(self._held):
+            if self._held is not None and self._connection.lost is None:
                 with contextlib.suppress(Exception):
-                    await self._held.release()
+                    await self._held.release(_undelivered(self._sub))
             if self.replayable and self._connection.lost is None:
                 await self._drop_replay_consumer()
         await self._connection.close()
+
+
+def _undelivered(sub: JetStreamContext.PullSubscription | None) -> list[str]:
+    """The reply subjects of messages the server sent for a pull request that a stop
+    cancelled: in the client's queue, never passed on. Released with the held ones, so
+    they come back now rather than after ack_wait."""
+    if sub is None:
+        return []
+    queue = sub._sub._pending_queue  # the client keeps no public way to drain it
+    replies = []
+    while not queue.empty():
+        msg = queue.get_nowait()
+        if msg.reply:
+            replies.append(msg.reply)
+    return replies
