@@ -161,3 +161,103 @@ def test_poison_message_reaches_the_dead_letter_file(stream: NatsServer, tmp_pat
     assert len(dead) == 1 and json.loads(dead[0]["record"]["data"]) == {"poison": True}
     assert "more than source.max_deliveries = 2" in dead[0]["error"]
     assert ns.seqs(ns.jsonl_records(out)) == [0, 1]
+
+
+def test_sink_with_message_ids_is_exactly_once_across_kills(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """generate -> nats, the daemon SIGKILLed three times: the stream holds each record
+    exactly once (the duplicate window drops what a kill made the next attempt repeat)."""
+    count = 6000
+    ns.run(ns.make_stream(nats_server, "OUT", ["out.>"]))
+    job = f"""
+        [source]
+        type = "generate"
+        count = {count}
+        rate = 2000
+
+        [sink]
+        type = "nats"
+        url = "{nats_server.url}"
+        subject = "out.records"
+        stream = "OUT"
+
+        [checkpoint]
+        every_records = 500
+        interval = "1s"
+        {ns.RETRY_FAST}
+    """
+    config = write_config(tmp_path, {"g": job})
+    for kill in range(3):
+        daemon = _daemon(config)
+        daemon.wait_logged("job.checkpoint", job="g")
+        daemon.wait_logged("job.checkpoint", job="g", offset=(kill + 2) * 500, timeout=60)
+        daemon.process.kill()
+        daemon.stop()
+    assert DaemonProcess(config, "--exit-when-idle").finish(timeout=120) == 0
+    stored = ns.seqs(ns.run(ns.stream_payloads(nats_server, "OUT")))
+    assert sorted(stored) == list(range(count))
+
+
+def test_bad_input_gives_clear_errors_and_never_shows_a_secret(tmp_path: Path) -> None:
+    """Malformed URL: check fails naming the key. Unreachable: RETRYING, a clear error.
+    Wrong password: SUSPENDED, a clear error. Non-UTF-8 and huge payloads: dead letter and
+    sink, nothing lost. No secret in the log, status, events or state directory."""
+    from tests.servers import free_port, require_module
+
+    require_module("nats", "nats")
+    server = NatsServer(tmp_path / "srv", user="app", password="right-pass-4567")
+    (tmp_path / "srv").mkdir()
+    server.start()
+    try:
+        auth = {"user": "app", "password": "right-pass-4567"}
+        ns.run(ns.make_stream(server, "S", ["s.>"], auth=auth))
+        huge = "x" * 900_000
+        ns.run(ns.publish(server, "s.a", [{"seq": 0}, b"\xff\xfe", huge, {"seq": 1}], **auth))
+        (tmp_path / "wrong").write_text("wrong-pass-8910\n")
+        good = ns.nats_job(server.url, 'user = "app"\npassword_env = "NATS_PW"')
+        good += '[records]\non_error = "dead_letter"\ndead_letter = "../dead.jsonl"\n'
+        wrong = ns.nats_job(server.url, 'user = "app"\npassword_file = "../wrong"')
+        wrong = "suspend_on_failure = true\n" + wrong
+        gone = ns.nats_job(f"nats://127.0.0.1:{free_port()}", 'connect_timeout = "1s"')
+        gone = gone.replace("../out.jsonl", "../gone.jsonl")
+        wrong = wrong.replace("../out.jsonl", "../wrong.jsonl")
+        config = write_config(tmp_path, {"good": good, "wrong": wrong, "gone": gone})
+
+        bad_url = write_config(
+            tmp_path / "bad", {"b": ns.nats_job("http://user:url-pass-1213@host:4222")}
+        )
+        checked = run_cli(bad_url, "check")
+        assert checked.returncode == 2
+        assert "source.url: expected nats://host:port or tls://host:port" in checked.stderr
+        assert "url-pass-1213" not in checked.stderr + checked.stdout
+
+        daemon = DaemonProcess(config, env={"NATS_PW": "right-pass-4567"})
+        daemon.keep_draining()
+        daemon.wait_logged("job.state_changed", job="wrong", to="suspended")
+        daemon.wait_logged("job.state_changed", job="gone", to="retrying")
+        out = tmp_path / "out.jsonl"
+        ns.wait_until(lambda: 1 in ns.seqs(ns.jsonl_records(out)), 60, "good job done")
+        status = run_cli(config, "status")
+        as_json = run_cli(config, "status", "--json").stdout
+        detail = run_cli(config, "status", "wrong").stdout
+        events = run_cli(config, "events").stdout
+        daemon.stop()
+    finally:
+        server.kill()
+
+    views = {view["job"]: view for view in json.loads(as_json)}
+    assert "refused the credentials" in views["wrong"]["error"]
+    assert "cannot connect to nats://127.0.0.1:" in views["gone"]["error"]
+    assert "Traceback" not in status.stdout
+    records = ns.jsonl_records(out)
+    assert [r for r in records if isinstance(r, dict)] == [{"seq": 0}, {"seq": 1}]
+    assert huge in records
+    dead = ns.jsonl_records(tmp_path / "dead.jsonl")
+    assert [d["record"]["data_base64"] for d in dead] == ["//4="]
+    shown = status.stdout + as_json + detail + events + json.dumps(daemon.events)
+    shown += "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "state").iterdir() if p.is_file()
+    )
+    for secret in ("right-pass-4567", "wrong-pass-8910"):
+        assert secret not in shown
