@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from supervisor import secrets
 from supervisor.connectors.nats.config import NatsConnection
-from supervisor.errors import BrokerRefused, BrokerUnavailable, JobError
+from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 from supervisor.secrets import SecretRef
 
 if TYPE_CHECKING:
@@ -124,12 +124,19 @@ class Connection:
         return self._js
 
     async def open(self) -> None:
-        from nats.aio.client import Client
+        try:
+            from nats.aio.client import Client
+        except ImportError:
+            raise FatalError(
+                "the nats connector needs nats-py: pip install 'stream-supervisor[nats]'"
+            ) from None
 
         try:
             password, token, tls = await anyio.to_thread.run_sync(_credentials, self._config)
         except (OSError, ssl.SSLError) as exc:
-            raise BrokerRefused(f"{self.role}.tls_cert_file: {exc}") from None
+            raise BrokerRefused(
+                f"{self.role}.tls_ca_file, tls_cert_file, tls_key_file: {exc}"
+            ) from None
         timeout = self._config.connect_timeout
         options: dict[str, Any] = {
             "servers": list(self._config.url),
