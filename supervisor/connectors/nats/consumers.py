@@ -9,8 +9,6 @@ from supervisor.connectors.nats.config import NatsSourceConfig
 from supervisor.errors import BrokerRefused
 
 if TYPE_CHECKING:
-    from nats.js import JetStreamContext
-
     from supervisor.connectors.nats.connection import Connection
 
 REPLAY_INACTIVE = 3600.0
@@ -18,10 +16,8 @@ REPLAY_INACTIVE = 3600.0
 by a daemon that was killed); a live one is deleted when its attempt closes."""
 
 
-async def replay_consumer(
-    connection: Connection, config: NatsSourceConfig, start_seq: int
-) -> tuple[str, JetStreamContext.PullSubscription]:
-    """An ephemeral pull consumer without acks, delivering from `start_seq` on."""
+async def replay_consumer(connection: Connection, config: NatsSourceConfig, start_seq: int) -> str:
+    """An ephemeral pull consumer without acks, delivering from `start_seq` on: its name."""
     from nats.js import api
 
     name = connection.nc._nuid.next().decode()
@@ -39,10 +35,7 @@ async def replay_consumer(
     await connection.call(
         js.add_consumer(config.stream, consumer), f'creating a replay consumer on "{config.stream}"'
     )
-    sub = await connection.call(
-        js.pull_subscribe_bind(name, config.stream), "subscribing to the replay consumer"
-    )
-    return name, sub
+    return name
 
 
 def wanted(config: NatsSourceConfig) -> Any:

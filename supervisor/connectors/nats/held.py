@@ -98,14 +98,16 @@ class HeldMessages:
             self.failure = exc
 
     async def release(self, undelivered: list[str]) -> None:
-        """Closing with messages held (the attempt failed) or `undelivered` (received but
-        not read): ask the server to deliver them again now (``-NAK``) rather than after
-        ack_wait. Best effort."""
-        replies, self._replies = [*self._replies.values(), *undelivered], {}
-        if not replies:
+        """Closing: messages that arrived but were never passed on (`undelivered`) are
+        given back (``-NAK``: delivered again now). The held ones are not: they reached
+        the job, and a redelivery after a NAK does not count as a delivery on the server
+        (2.9), so a message failing every attempt would never reach `max_deliveries`.
+        They come back after ack_wait, one delivery more. Best effort."""
+        self._replies.clear()
+        if not undelivered:
             return
         nc = self._connection.nc
-        for reply in replies:
+        for reply in undelivered:
             await nc.publish(reply, b"-NAK")
         await nc.flush(timeout=1)
 

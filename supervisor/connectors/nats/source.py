@@ -31,12 +31,12 @@ from supervisor.connectors.nats.config import NatsSourceConfig
 from supervisor.connectors.nats.connection import Connection
 from supervisor.connectors.nats.consumers import ensure_durable, replay_consumer
 from supervisor.connectors.nats.held import HeldMessages
+from supervisor.connectors.nats.pull import Puller
 from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError
 from supervisor.protocols import Batch, Offset, Record, Rejected
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
-    from nats.js import JetStreamContext
 
 log = structlog.get_logger("supervisor.source.nats")
 
@@ -75,7 +75,7 @@ class NatsSource:
         self._job = job
         self.replayable = config.durable is None
         self._connection = Connection(config, "source", f"stream-supervisor {job}")
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._puller: Puller | None = None
         self._consumer = ""
         self._last = 0
         """Replay: the last stream sequence passed on. Shared: the last one delivered."""
@@ -95,7 +95,6 @@ class NatsSource:
         if offset is not None and self.replayable:
             check_offset(config, offset)
         await self._connection.open()
-        js = self._connection.js
         info = await self._stream_info()
         if config.durable is None:
             if isinstance(offset, int):
@@ -106,9 +105,7 @@ class NatsSource:
         else:
             self._consumer = config.durable
             await ensure_durable(self._connection, config)
-            self._sub = await self._connection.call(
-                js.pull_subscribe_bind(config.durable, config.stream), "subscribing"
-            )
+            await self._start_puller()
             self._held = HeldMessages(self._connection, config.ack_wait, self._job)
             self._in_progress = asyncio.create_task(self._held.keep_in_progress())
         await self._refresh_progress(force=True)
@@ -127,12 +124,15 @@ class NatsSource:
         return await self._connection.call(info(), "reading the stream's info")
 
     async def _open_replay_consumer(self) -> None:
-        if self._sub is not None:
+        if self._puller is not None:
             await self._drop_replay_consumer()
-        self._consumer, self._sub = await replay_consumer(
-            self._connection, self._config, self._last + 1
-        )
+        self._consumer = await replay_consumer(self._connection, self._config, self._last + 1)
         self._consumer_seq = 0
+        await self._start_puller()
+
+    async def _start_puller(self) -> None:
+        self._puller = Puller(self._connection, self._config.stream, self._consumer)
+        await self._puller.start()
 
     def position(self) -> Offset | None:
         """Replay: the sequence reading starts after (with start = "end", the stream's last
@@ -215,19 +215,12 @@ class NatsSource:
         if self._held is not None:
             room = self._config.max_ack_pending - len(self._held)
             max_records = max(1, min(max_records, room))
-        sub = self._sub
-        assert sub is not None
-
-        async def fetch(seconds: float) -> list[Msg]:
-            try:
-                return await sub.fetch(max_records, timeout=seconds)
-            except TimeoutError:  # the client's, and nats.errors.TimeoutError
-                return []
-
+        puller = self._puller
+        assert puller is not None
         deadline = anyio.current_time() + wait
         while True:
             slice_ = min(max(deadline - anyio.current_time(), 0.01), FETCH_SLICE)
-            messages = await self._connection.call(fetch(slice_), "fetching messages")
+            messages = await puller.pull(max_records, slice_)
             if messages:
                 return messages
             if self._connection.lost is not None:
@@ -257,8 +250,10 @@ class NatsSource:
             return
         self._progress_at = now
         with contextlib.suppress(BrokerUnavailable):
-            assert self._sub is not None
-            info = await self._connection.call(self._sub.consumer_info(), "reading consumer info")
+            js = self._connection.js
+            info = await self._connection.call(
+                js.consumer_info(self._config.stream, self._consumer), "reading consumer info"
+            )
             self._progress = {
                 "mode": "replay" if self.replayable else "shared",
                 "stream": self._config.stream,
@@ -274,10 +269,10 @@ class NatsSource:
         return dict(self._progress) or None
 
     async def _drop_replay_consumer(self) -> None:
-        sub, self._sub = self._sub, None
+        puller, self._puller = self._puller, None
         with contextlib.suppress(Exception):
-            if sub is not None:
-                await sub.unsubscribe()
+            if puller is not None:
+                await puller.stop()
             await self._connection.js.delete_consumer(self._config.stream, self._consumer)
 
     async def close(self) -> None:
@@ -287,24 +282,20 @@ class NatsSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with anyio.move_on_after(self._config.connect_timeout):
-            if self._held is not None and self._connection.lost is None:
-                with contextlib.suppress(Exception):
-                    await self._held.release(_undelivered(self._sub))
-            if self.replayable and self._connection.lost is None:
-                await self._drop_replay_consumer()
+            if self._connection.lost is None:
+                await self._release()
         await self._connection.close()
 
-
-def _undelivered(sub: JetStreamContext.PullSubscription | None) -> list[str]:
-    """The reply subjects of messages the server sent for a pull request that a stop
-    cancelled: in the client's queue, never passed on. Released with the held ones, so
-    they come back now rather than after ack_wait."""
-    if sub is None:
-        return []
-    queue = sub._sub._pending_queue  # the client keeps no public way to drain it
-    replies = []
-    while not queue.empty():
-        msg = queue.get_nowait()
-        if msg.reply:
-            replies.append(msg.reply)
-    return replies
+    async def _release(self) -> None:
+        """Give back what this attempt holds: the inbox first (the server drops an open
+        pull request nobody listens to, which would otherwise take the messages given
+        back), then, in shared mode, the messages (``-NAK``: delivered again now)."""
+        puller, self._puller = self._puller, None
+        undelivered = puller.undelivered() if puller is not None else []
+        with contextlib.suppress(Exception):
+            if puller is not None:
+                await puller.stop()
+            if self._held is not None:
+                await self._held.release(undelivered)
+            elif self.replayable:
+                await self._connection.js.delete_consumer(self._config.stream, self._consumer)
