@@ -174,7 +174,7 @@ async def baseline(mode: str, url: str, stream: str, name: str, records: int, wo
                 acked.set()
 
         await nc.subscribe(acks, cb=count)
-        seen = held = 0
+        seen = held = last = 0
         replies: list[str] = []
         while seen < records:
             wanted = min(4096, EVERY - held)
@@ -186,10 +186,12 @@ async def baseline(mode: str, url: str, stream: str, name: str, records: int, wo
             for msg in got:
                 json.loads(msg.data)
                 replies.append(msg.reply)
+            if got:  # the offset: the last stream sequence read
+                last = got[-1].metadata.sequence.stream
             seen += len(got)
             held += len(got)
             if held >= EVERY or seen >= records:
-                await asyncio.to_thread(_durable_offset, state, seen)
+                await asyncio.to_thread(_durable_offset, state, last)
                 if mode == "shared":
                     goal = answered + len(replies)
                     acked.clear()

@@ -37,8 +37,9 @@ T = TypeVar("T")
 PING_INTERVAL = 10
 """Seconds between the client's pings: a server gone silent is noticed in about 3 of them."""
 
-PUBLISH_MAX_PENDING = 16_384
-"""Asynchronous publishes awaiting their PubAck at once (above a batch of 4,096)."""
+PUBLISH_MAX_PENDING = 1 << 20
+"""Asynchronous publishes awaiting their PubAck at once: the client's limit, far above what
+one checkpoint publishes (`flush` awaits them all)."""
 
 
 def server_of(config: NatsConnection) -> str:

@@ -147,3 +147,14 @@ class Puller:
         sub, self._sub = self._sub, None
         if sub is not None and not self._connection.nc.is_closed:
             await sub.unsubscribe()
+
+
+def sequences(msg: Msg) -> tuple[int, int, int]:
+    """A message's (stream sequence, consumer sequence, deliveries), read off its ack subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``)
+    without the client's general parser, which costs several times more per message."""
+    tokens = msg.reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[6]), int(tokens[4])
+    metadata = msg.metadata  # the longer form, with a domain and an account hash
+    return metadata.sequence.stream, metadata.sequence.consumer, metadata.num_delivered

@@ -95,10 +95,15 @@ class NatsSink:
             self._index = 0
 
     async def write(self, records: Sequence[Record]) -> None:
-        js = self._connection.js
+        await self._connection.call(self._publish_all(records), f"publishing to {self._where}")
+
+    async def _publish_all(self, records: Sequence[Record]) -> None:
+        import nats.errors
+
+        publish = self._connection.js.publish_async
         fmt = self._config.format
         subject = self._config.subject
-        stall = self._config.connect_timeout
+        pending = self._pending
         for record in records:
             try:
                 data = payload.encode(record, fmt)
@@ -110,27 +115,16 @@ class NatsSink:
             if self._base is not None:
                 headers = {MSG_ID: f"{self._job}:{self._base}:{self._index}"}
                 self._index += 1
-            self._pending.append(await self._publish(js, subject, data, headers, stall))
-
-    async def _publish(
-        self, js: Any, subject: str, data: bytes, headers: dict[str, str] | None, stall: float
-    ) -> asyncio.Future[PubAck]:
-        import nats.errors
-
-        async def publish() -> asyncio.Future[PubAck]:
             try:
-                future: asyncio.Future[PubAck] = await js.publish_async(
-                    subject, data, wait_stall=stall, stream=self._config.stream, headers=headers
-                )
+                # No wait_stall: the client's limit (PUBLISH_MAX_PENDING) is far above what
+                # one checkpoint publishes, and `flush` bounds the wait for the acks.
+                pending.append(await publish(subject, data, headers=headers))
             except nats.errors.MaxPayloadError:
                 limit = self._connection.nc.max_payload
                 raise BrokerRefused(
                     f"sink.subject: a record of {len(data)} bytes is larger than the server's "
                     f"max_payload ({limit} bytes) on {self._connection.server}"
                 ) from None
-            return future
-
-        return await self._connection.call(publish(), f"publishing to {self._where}")
 
     async def flush(self, offset: Offset | None) -> None:
         pending, self._pending = self._pending, []
@@ -158,7 +152,13 @@ class NatsSink:
         for future in pending:
             error = future.exception()
             if error is None:
-                self.duplicates += bool(future.result().duplicate)
+                ack = future.result()
+                self.duplicates += bool(ack.duplicate)
+                if self._config.stream is not None and ack.stream != self._config.stream:
+                    raise BrokerRefused(
+                        f'sink.stream: {self._where} is stored by stream "{ack.stream}", '
+                        f'not "{self._config.stream}"'
+                    )
                 continue
             for rest in pending:
                 rest.exception()  # retrieved, so asyncio does not log them as lost

@@ -31,7 +31,7 @@ from supervisor.connectors.nats.config import NatsSourceConfig
 from supervisor.connectors.nats.connection import Connection
 from supervisor.connectors.nats.consumers import ensure_durable, replay_consumer
 from supervisor.connectors.nats.held import HeldMessages
-from supervisor.connectors.nats.pull import Puller
+from supervisor.connectors.nats.pull import Puller, sequences
 from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError
 from supervisor.protocols import Batch, Offset, Record, Rejected
 
@@ -151,45 +151,45 @@ class NatsSource:
         rejects: list[Rejected] = []
         for msg in messages:
             if self.replayable:
-                if not self._accept_replayed(msg):
+                stream_seq = self._accept_replayed(msg)
+                if stream_seq < 0:
                     break
-            elif not self._accept_shared(msg, rejects):
-                continue
-            self._decode(msg, records, rejects)
+            else:
+                stream_seq = self._accept_shared(msg, rejects)
+            if stream_seq > 0:
+                self._decode(msg, stream_seq, records, rejects)
         await self._refresh_progress()
         return Batch(records, self._offset(), rejects=rejects)
 
-    def _accept_replayed(self, msg: Msg) -> bool:
-        """Pass on this replayed message? False on a consumer sequence gap (the rest of the
-        batch is dropped and the consumer recreated at the next read)."""
-        sequence = msg.metadata.sequence
-        if sequence.consumer != self._consumer_seq + 1:
+    def _accept_replayed(self, msg: Msg) -> int:
+        """The stream sequence of this replayed message, to pass it on; 0 to drop it (a
+        repeat), -1 on a consumer sequence gap (the rest of the batch is dropped, and the
+        consumer recreated at the next read)."""
+        stream_seq, consumer_seq, _ = sequences(msg)
+        if consumer_seq != self._consumer_seq + 1:
             log.warning(
                 "source.replay_gap",
                 job=self._job,
                 expected=self._consumer_seq + 1,
-                got=sequence.consumer,
+                got=consumer_seq,
                 resume_after=self._last,
             )
             self._consumer_seq = -1  # recreate before the next fetch
-            return False
-        self._consumer_seq = sequence.consumer
-        if sequence.stream <= self._last:
-            return False
-        self._last = sequence.stream
-        return True
+            return -1
+        self._consumer_seq = consumer_seq
+        if stream_seq <= self._last:
+            return 0
+        self._last = stream_seq
+        return stream_seq
 
-    def _accept_shared(self, msg: Msg, rejects: list[Rejected]) -> bool:
-        """Hold this delivery; pass it on unless it is a redelivery already held or a
-        poison message (which goes to `rejects` instead)."""
+    def _accept_shared(self, msg: Msg, rejects: list[Rejected]) -> int:
+        """Hold this delivery; its stream sequence to pass it on, or 0 for a redelivery
+        already held or a poison message (which goes to `rejects` instead)."""
         assert self._held is not None
-        metadata = msg.metadata
-        stream_seq = metadata.sequence.stream
-        delivered = metadata.num_delivered
-        self._consumer_seq = metadata.sequence.consumer
+        stream_seq, self._consumer_seq, delivered = sequences(msg)
         poison = delivered > self._config.max_deliveries
         if not self._held.hold(stream_seq, msg.reply, poison=poison):
-            return False
+            return 0
         self._last = stream_seq
         if poison:
             error = PoisonMessage(
@@ -197,17 +197,17 @@ class NatsSource:
                 f"than source.max_deliveries = {self._config.max_deliveries}"
             )
             rejects.append(payload.rejected(msg.data, msg.subject, stream_seq, error))
-            return False
-        return True
+            return 0
+        return stream_seq
 
-    def _decode(self, msg: Msg, records: list[Record], rejects: list[Rejected]) -> None:
+    def _decode(
+        self, msg: Msg, stream_seq: int, records: list[Record], rejects: list[Rejected]
+    ) -> None:
         try:
             records.append(payload.decode(msg.data, self._config.format))
         except ValueError as exc:
             error = ValueError(f"payload is not {self._config.format}: {exc}")
-            rejects.append(
-                payload.rejected(msg.data, msg.subject, msg.metadata.sequence.stream, error)
-            )
+            rejects.append(payload.rejected(msg.data, msg.subject, stream_seq, error))
 
     async def _fetch(self, max_records: int, wait: float) -> list[Msg]:
         if self.replayable and self._consumer_seq < 0:
