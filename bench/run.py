@@ -5,7 +5,9 @@ Usage: python bench/run.py [--quick] [--only NAME ...] [--out DIR] [--scratch DI
 Workloads (issue #6): throughput (JSON and pass-through, daemon vs plain loop
 vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
-snapshots), storm (1,000 jobs failing at once, `bench/storm.py`).
+snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), nats (the NATS
+JetStream source in both modes and the sink against plain nats-py loops,
+`bench/nats_bench.py`; needs nats-server and the [nats] extra).
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
 
@@ -43,7 +45,7 @@ from bench.throughput import (
     run_daemon,
 )
 
-WORKLOADS = ("throughput", "checkpoint", "scale", "storm")
+WORKLOADS = ("throughput", "checkpoint", "scale", "storm", "nats")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +64,27 @@ class Sizes:
     scale_rounds: int
     storm_jobs: int
     storm_rounds: int
+    nats_records: int
+    nats_rounds: int
 
 
 FULL = Sizes(
-    1_000_000, 5, 300_000, 3, 1000, [10, 100, 1000, 10_000], [1000, 10_000], 10, 20, 3, 1000, 3
+    1_000_000,
+    5,
+    300_000,
+    3,
+    1000,
+    [10, 100, 1000, 10_000],
+    [1000, 10_000],
+    10,
+    20,
+    3,
+    1000,
+    3,
+    200_000,
+    3,
 )
-QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1)
+QUICK = Sizes(30_000, 3, 20_000, 1, 200, [10, 100], [100], 2, 5, 1, 100, 1, 20_000, 1)
 
 
 def main() -> None:
@@ -171,11 +188,22 @@ def _storm(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> N
         results["storm"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _nats(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    try:
+        from bench.nats_bench import compare as nats_compare
+
+        results["nats"] = nats_compare(sizes.nats_records, sizes.nats_rounds, scratch)
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the other workloads stand
+        traceback.print_exc()
+        results["nats"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
     "scale": _scale,
     "storm": _storm,
+    "nats": _nats,
 }
 
 
