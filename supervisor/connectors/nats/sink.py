@@ -140,31 +140,35 @@ class NatsSink:
 
         timeout = self._config.connect_timeout * 2
         with anyio.move_on_after(timeout):
-            await asyncio.wait(pending)
+            # A lost connection answers none of them: fail at once rather than at the timeout.
+            while self._connection.lost is None:
+                _, waiting_for = await asyncio.wait(pending, timeout=0.25)
+                if not waiting_for:
+                    break
         waiting = sum(1 for future in pending if not future.done())
         if waiting:
             for future in pending:
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved, so asyncio does not log it as lost
                 future.cancel()
             raise BrokerUnavailable(
                 f"sink: {waiting} of {len(pending)} publishes to {self._where} not acknowledged "
                 f"within {timeout:g} s ({self._connection.lost or 'no answer'})"
             )
-        for future in pending:
-            error = future.exception()
-            if error is None:
-                ack = future.result()
-                self.duplicates += bool(ack.duplicate)
-                if self._config.stream is not None and ack.stream != self._config.stream:
-                    raise BrokerRefused(
-                        f'sink.stream: {self._where} is stored by stream "{ack.stream}", '
-                        f'not "{self._config.stream}"'
-                    )
-                continue
-            for rest in pending:
-                rest.exception()  # retrieved, so asyncio does not log them as lost
-            if isinstance(error, nats.js.errors.NoStreamResponseError):
+        errors = [error for future in pending if (error := future.exception()) is not None]
+        if errors:
+            # Every exception retrieved above, so asyncio logs none as lost; the first says why.
+            if isinstance(errors[0], nats.js.errors.NoStreamResponseError):
                 raise BrokerRefused(f"sink.subject: no stream captures {self._where}")
-            raise translate(error, "sink", self._connection.server, doing="publishing")
+            raise translate(errors[0], "sink", self._connection.server, doing="publishing")
+        for future in pending:
+            ack = future.result()
+            self.duplicates += bool(ack.duplicate)
+            if self._config.stream is not None and ack.stream != self._config.stream:
+                raise BrokerRefused(
+                    f'sink.stream: {self._where} is stored by stream "{ack.stream}", '
+                    f'not "{self._config.stream}"'
+                )
 
     async def close(self) -> None:
         for future in self._pending:

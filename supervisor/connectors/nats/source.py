@@ -93,7 +93,13 @@ class NatsSource:
     async def open(self, offset: Offset | None) -> None:
         config = self._config
         if offset is not None and self.replayable:
-            check_offset(config, offset)
+            try:
+                check_offset(config, offset)
+            except ValueError as exc:
+                raise FatalError(
+                    f"the snapshot's offset {offset!r} is not a replay position (was the job "
+                    f"in shared mode?): {exc}; choose one with `supervisor offset JOB --set N`"
+                ) from None
         await self._connection.open()
         info = await self._stream_info()
         if config.durable is None:
