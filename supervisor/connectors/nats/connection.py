@@ -177,7 +177,7 @@ class Connection:
         """Close a client whose connect failed: a refused login leaves its socket open."""
         self._nc = None
         transport = getattr(nc, "_transport", None)
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        with anyio.move_on_after(1.0, shield=True), contextlib.suppress(Exception):
             await nc.close()
         if transport is not None:
             with contextlib.suppress(Exception):
