@@ -98,14 +98,15 @@ def nats_job(url: str, source: str = "", *, sink: str = "", checkpoint: str = ""
     )
 
 
-def wait_until(condition: Any, within: float = 60.0, what: str = "") -> None:
+def wait_until(condition: Any, within: float = 60.0, what: Any = "") -> None:
     """Block until `condition()` holds (re-checked every 50 ms), or fail after `within` s."""
     import time
 
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s: {what or condition}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"not true within {within} s: {said or condition}")
         time.sleep(0.05)
 
 

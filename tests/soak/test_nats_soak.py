@@ -51,10 +51,14 @@ def _count(daemon: DaemonProcess, name: str, **fields: Any) -> int:
 
 
 def _wait_count(daemon: DaemonProcess, at_least: int, name: str, **fields: Any) -> None:
+    def last_events() -> str:
+        shown = [e for e in daemon.events if e.get("event") != "job.checkpoint"][-15:]
+        return f"{at_least} x {name} {fields}; last events: {shown}"
+
     ns.wait_until(
         lambda: _count(daemon, name, **fields) >= at_least or daemon.process.poll() is not None,
         120,
-        f"{at_least} x {name} {fields}",
+        last_events,
     )
     assert daemon.process.poll() is None, f"daemon exited: {daemon.events[-5:]}"
 
