@@ -52,7 +52,8 @@ def _count(daemon: DaemonProcess, name: str, **fields: Any) -> int:
 
 def _wait_count(daemon: DaemonProcess, at_least: int, name: str, **fields: Any) -> None:
     def last_events() -> str:
-        shown = [e for e in daemon.events if e.get("event") != "job.checkpoint"][-15:]
+        quiet = {"daemon.loop_lag", "snapshot.written"}
+        shown = [e for e in daemon.events if e.get("event") not in quiet][-25:]
         return f"{at_least} x {name} {fields}; last events: {shown}"
 
     ns.wait_until(
