@@ -64,8 +64,8 @@ def _check_source(config: NatsSourceConfig, policy: CheckpointPolicy) -> Iterabl
     if policy.interval > config.ack_wait * ACK_WAIT_SHARE:
         yield (
             "ack_wait",
-            f"ack_wait = {config.ack_wait:g} s must be at least twice checkpoint.interval "
-            f"({policy.interval:g} s): messages are acknowledged at each checkpoint, and "
+            f"checkpoint.interval ({policy.interval:g} s) must be at most half of ack_wait "
+            f"({config.ack_wait:g} s): messages are acknowledged at each checkpoint, and "
             "the server would deliver them again before it; raise ack_wait or lower "
             "checkpoint.interval",
         )
