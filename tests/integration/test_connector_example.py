@@ -91,9 +91,9 @@ def test_check_knows_the_installed_type_and_checks_its_keys(tmp_path: Path, site
         f'{jobs}/typo.toml: source.repet: unknown key "repet"; did you mean "repeat"?',
         f"{jobs}/empty.toml: source.words: expected a non-empty array of strings, "
         "got an array ([])",
-        f'{jobs}/unknown.toml: source.type: expected one of "file", "generate", "python", '
+        f'{jobs}/unknown.toml: source.type: expected one of "file", "generate", "nats", "python", '
         "\"words\", got a string ('word')",
-        f'{jobs}/unknown.toml: sink.type: expected one of "jsonl", "null", "python", '
+        f'{jobs}/unknown.toml: sink.type: expected one of "jsonl", "nats", "null", "python", '
         '"sqlite", "stdout", got a string (\'words\')',
     ):
         assert line in result.stderr

@@ -316,8 +316,16 @@ def test_unknown_keys_suggest_the_closest(tmp_path: Path) -> None:
         ("processor.function", '"no_colon"', 'expected a reference like "package.module:Name"'),
         ("source.count", "-1", "expected an integer of at least 0"),
         ("source.rate", "-0.5", "expected a finite number of at least 0"),
-        ("sink.type", '"kafka"', 'expected one of "jsonl", "null", "python", "sqlite", "stdout"'),
-        ("source.type", "{ a = 1 }", 'expected one of "file", "generate", "python", got a table'),
+        (
+            "sink.type",
+            '"kafka"',
+            'expected one of "jsonl", "nats", "null", "python", "sqlite", "stdout"',
+        ),
+        (
+            "source.type",
+            "{ a = 1 }",
+            'expected one of "file", "generate", "nats", "python", got a table',
+        ),
     ],
 )
 def test_wrong_values_name_the_dotted_key(
@@ -376,7 +384,7 @@ def test_missing_required_keys_are_named(tmp_path: Path) -> None:
     assert set(_issues(config)) == {
         f"{a}: source.path: required key is missing",
         f"{a}: sink: required table [sink] is missing",
-        f'{b}: source.type: expected one of "file", "generate", "python", '
+        f'{b}: source.type: expected one of "file", "generate", "nats", "python", '
         "got nothing (required key is missing)",
         f"{b}: sink.class: required key is missing",
         f"{b}: processor.function: required key is missing",

@@ -37,7 +37,7 @@ from supervisor.errors import ConfigError, PluginError
 from supervisor.protocols import Batch, Offset, Record
 from supervisor.testing import RecordingSink
 
-BUILT_IN = {"file", "generate", "jsonl", "sqlite", "stdout", "null", "python"}
+BUILT_IN = {"file", "generate", "jsonl", "sqlite", "stdout", "null", "python", "nats"}
 
 
 # --- a toy connector, declared as a third-party module would ----------------------------
@@ -156,8 +156,16 @@ def test_the_built_in_connectors_are_entry_points_of_this_distribution() -> None
 
 def test_each_role_lists_only_the_types_that_play_it() -> None:
     registry = _registry(_toy(), _toy("toy-sink", "tests.unit.test_connectors:TOY_SINK"))
-    assert registry.types("source") == ["file", "generate", "python", "toy"]
-    assert registry.types("sink") == ["jsonl", "null", "python", "sqlite", "stdout", "toy-sink"]
+    assert registry.types("source") == ["file", "generate", "nats", "python", "toy"]
+    assert registry.types("sink") == [
+        "jsonl",
+        "nats",
+        "null",
+        "python",
+        "sqlite",
+        "stdout",
+        "toy-sink",
+    ]
 
 
 def test_a_config_built_in_code_finds_its_connector() -> None:
@@ -224,9 +232,9 @@ def test_a_toy_connector_keys_are_checked_strictly(tmp_path: Path) -> None:
         f'{a}: source.cout: unknown key "cout"; did you mean "count"?',
         f"{b}: source.count: expected an integer of at least 1, got an integer (0)",
         f"{b}: source.label: required key is missing",
-        f'{c}: source.type: expected one of "file", "generate", "python", "toy", '
+        f'{c}: source.type: expected one of "file", "generate", "nats", "python", "toy", '
         "got a string ('toys')",
-        f'{c}: sink.type: expected one of "jsonl", "null", "python", "sqlite", "stdout", '
+        f'{c}: sink.type: expected one of "jsonl", "nats", "null", "python", "sqlite", "stdout", '
         "got a string ('toy')",
     }
 
