@@ -37,7 +37,11 @@ EVERY = 1000
 
 MODES = {
     "replay": "",
-    "shared": 'durable = "soak"\nack_wait = "2s"',
+    # max_deliveries far up: this soak interrupts every two or three seconds, faster than
+    # ack_wait brings a held message back and sees it acknowledged, so a healthy message
+    # can be caught by several interruptions in a row (each a delivery). Six in a row
+    # made one "poison" with the default of 5, and the job failed as it should.
+    "shared": 'durable = "soak"\nack_wait = "2s"\nmax_deliveries = 100',
 }
 PACED = '[processor]\nfunction = "tests.nats_support:paced"\n'
 
