@@ -310,6 +310,8 @@ def markdown(results: dict[str, Any]) -> str:
             if "error" in section
             else sources_markdown(section)
         )
+    if "nats" in results:
+        out += _nats(results["nats"])
     return "\n".join(out) + "\n"
 
 
@@ -335,6 +337,35 @@ def _metrics(section: dict[str, Any]) -> list[str]:
         f"core, without the listener {_f(scrape.get('idle_cpu_percent_off'), 2)}%.",
         "",
     ]
+
+
+def _nats(nats: dict[str, Any]) -> list[str]:
+    if "error" in nats:
+        return ["### NATS JetStream", "", f"Not measured: {nats['error']}", ""]
+    lines = [
+        "### NATS JetStream (`bench/nats_bench.py`)",
+        "",
+        f"{nats['records']:,} records, checkpoint every {nats['every_records']:,}, median of "
+        f"{nats['rounds']} alternating rounds; daemon / loop is the median of each round's "
+        "ratio. Loops: plain nats-py, one pull request per batch, the same acks and durable "
+        "offset writes at the same cadence (source); async publishes with the same message "
+        "ids, PubAcks awaited per checkpoint (sink).",
+        "",
+        "| workload | daemon records/s | plain loop records/s | daemon / loop |",
+        "|---|---|---|---|",
+    ]
+    names = {
+        "replay": "source, replay -> null",
+        "shared": "source, shared (durable) -> null",
+        "sink": "generate -> sink",
+    }
+    for mode, title in names.items():
+        row = nats[mode]
+        lines.append(
+            f"| {title} | {row['daemon_records_per_s']:,.0f} | "
+            f"{row['baseline_records_per_s']:,.0f} | {row['ratio_daemon_to_baseline']:.2f}x |"
+        )
+    return [*lines, ""]
 
 
 def _scale_tables(scale: dict[str, Any]) -> list[str]:

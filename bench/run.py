@@ -7,7 +7,8 @@ vs bytewax when installed), checkpoint (snapshot write vs raw durable write,
 and an `every_records` sweep), scale (10 to 10,000 jobs, and restart with
 snapshots), storm (1,000 jobs failing at once, `bench/storm.py`), metrics (issue #19), and one
 workload per connector against a plain client loop: amqp (`bench/amqp_bench.py`; a node
-of its own unless BENCH_AMQP_URL names one), exec (`bench/exec_bench.py`), postgres
+of its own unless BENCH_AMQP_URL names one), exec (`bench/exec_bench.py`), nats
+(`bench/nats_bench.py`), postgres
 (the sink, `bench/postgres_bench.py`; the table and CDC sources,
 `bench/postgres_source_bench.py`), redis (`bench/redis_bench.py`). A connector workload needs its
 server and extra installed, else its results say why not.
@@ -52,7 +53,8 @@ from bench.throughput import (
 )
 
 WORKLOADS = (
-    "throughput", "checkpoint", "scale", "storm", "metrics", "amqp", "exec", "postgres", "redis"
+    "throughput", "checkpoint", "scale", "storm", "metrics",
+    "amqp", "exec", "nats", "postgres", "redis",
 )  # fmt: skip
 
 
@@ -85,6 +87,8 @@ class Sizes:
     exec_records: int = 1_000_000
     amqp_records: int = 100_000
     amqp_rounds: int = 3
+    nats_records: int = 200_000
+    nats_rounds: int = 3
 
 
 FULL = Sizes(
@@ -109,6 +113,7 @@ QUICK = Sizes(
     redis_records=20_000, redis_rounds=1,
     exec_records=30_000,
     amqp_records=10_000, amqp_rounds=1,
+    nats_records=20_000, nats_rounds=1,
 )  # fmt: skip
 
 
@@ -293,6 +298,16 @@ def _amqp(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> No
         results["amqp"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _nats(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    try:
+        from bench.nats_bench import compare as nats_compare
+
+        results["nats"] = nats_compare(sizes.nats_records, sizes.nats_rounds, scratch)
+    except Exception as exc:  # noqa: BLE001 - reported in the results, the other workloads stand
+        traceback.print_exc()
+        results["nats"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
@@ -303,6 +318,7 @@ RUNNERS = {
     "redis": _redis,
     "exec": _exec,
     "amqp": _amqp,
+    "nats": _nats,
 }
 
 
