@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from supervisor import secrets
 from supervisor.connectors import kinds, setting
-from supervisor.secrets import Secret
+from supervisor.connectors.credentials import PasswordKeys
 
 PayloadFormat: TypeAlias = Literal["json", "text", "bytes-base64"]
 Poison: TypeAlias = Literal["records", "dead_letter_exchange"]
@@ -64,7 +64,7 @@ def broker_url() -> kinds.Convert:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AmqpConnection:
+class AmqpConnection(PasswordKeys):
     """The keys both roles share: where the broker is and who we are to it."""
 
     url: str = field(
@@ -78,23 +78,6 @@ class AmqpConnection:
         default=None,
         metadata=setting(
             kinds.text(re.compile(r".{1,255}"), "a user name"), "User name (overrides the URL's)."
-        ),
-    )
-    password: Secret | None = field(
-        default=None,
-        metadata=setting(kinds.secret(), "The user's password (prefer the keys below)."),
-    )
-    password_env: str | None = field(
-        default=None,
-        metadata=setting(kinds.environment_name(), "Environment variable holding the password."),
-    )
-    password_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "File holding the password.")
-    )
-    password_credential: str | None = field(
-        default=None,
-        metadata=setting(
-            kinds.credential_name(), "systemd credential (LoadCredential=) holding the password."
         ),
     )
     tls_ca_file: Path | None = field(

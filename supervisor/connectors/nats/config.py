@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from supervisor import secrets
 from supervisor.connectors import kinds, setting
+from supervisor.connectors.credentials import PasswordKeys
 from supervisor.secrets import Secret
 
 PayloadFormat: TypeAlias = Literal["json", "text", "bytes-base64"]
@@ -72,7 +73,7 @@ def subject() -> kinds.Convert:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NatsConnection:
+class NatsConnection(PasswordKeys):
     """The keys both roles share: where the server is and who we are to it."""
 
     url: tuple[str, ...] = field(
@@ -84,23 +85,6 @@ class NatsConnection:
     )
     user: str | None = field(
         default=None, metadata=setting(kinds.text(re.compile(r".+"), "a user name"), "User name.")
-    )
-    password: Secret | None = field(
-        default=None,
-        metadata=setting(kinds.secret(), "The user's password (prefer the keys below)."),
-    )
-    password_env: str | None = field(
-        default=None,
-        metadata=setting(kinds.environment_name(), "Environment variable holding the password."),
-    )
-    password_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "File holding the password.")
-    )
-    password_credential: str | None = field(
-        default=None,
-        metadata=setting(
-            kinds.credential_name(), "systemd credential (LoadCredential=) holding the password."
-        ),
     )
     token: Secret | None = field(
         default=None, metadata=setting(kinds.secret(), "An authentication token instead of a user.")

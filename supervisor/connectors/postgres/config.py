@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from supervisor import secrets
 from supervisor.connectors import kinds, setting
-from supervisor.secrets import Secret, SecretRef
+from supervisor.connectors.credentials import PasswordKeys
+from supervisor.secrets import SecretRef
 
 SinkMode: TypeAlias = Literal["insert", "upsert"]
 StartAt: TypeAlias = Literal["beginning", "end"]
@@ -119,7 +120,7 @@ def column_names() -> kinds.Convert:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PostgresConnectionConfig:
+class PostgresConnectionConfig(PasswordKeys):
     """The keys every role shares: where the server is, how to log in, TLS."""
 
     url: str = field(
@@ -129,23 +130,6 @@ class PostgresConnectionConfig:
             "allowed, except password). A password in it is a secret too, but prefer "
             "password_file or password_credential.",
         )
-    )
-    password: Secret | None = field(
-        default=None, metadata=setting(kinds.secret(), "The password, in the job file.")
-    )
-    password_env: str | None = field(
-        default=None,
-        metadata=setting(kinds.environment_name(), "The environment variable holding it."),
-    )
-    password_file: Path | None = field(
-        default=None,
-        metadata=setting(kinds.path(), "A file holding it (one trailing newline cut)."),
-    )
-    password_credential: str | None = field(
-        default=None,
-        metadata=setting(
-            kinds.credential_name(), "A systemd credential holding it (LoadCredential=NAME:PATH)."
-        ),
     )
     sslmode: SslMode | None = field(
         default=None,

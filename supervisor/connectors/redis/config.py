@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from supervisor import secrets
 from supervisor.connectors import kinds, setting
-from supervisor.secrets import Secret
+from supervisor.connectors.credentials import PasswordKeys
 
 StartAt: TypeAlias = Literal["beginning", "end"]
 
@@ -78,7 +78,7 @@ def _name(what: str) -> kinds.Convert:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RedisConnectionConfig:
+class RedisConnectionConfig(PasswordKeys):
     """The keys both roles share: where the server is and how to log in."""
 
     url: str = field(
@@ -91,23 +91,6 @@ class RedisConnectionConfig:
     )
     username: str | None = field(
         default=None, metadata=setting(_name("user name"), "The ACL user (Redis 6+).")
-    )
-    password: Secret | None = field(
-        default=None, metadata=setting(kinds.secret(), "The password, in the job file.")
-    )
-    password_env: str | None = field(
-        default=None,
-        metadata=setting(kinds.environment_name(), "The environment variable holding it."),
-    )
-    password_file: Path | None = field(
-        default=None,
-        metadata=setting(kinds.path(), "A file holding it (a trailing newline cut)."),
-    )
-    password_credential: str | None = field(
-        default=None,
-        metadata=setting(
-            kinds.credential_name(), "A systemd credential holding it (LoadCredential=NAME:PATH)."
-        ),
     )
     tls_ca_file: Path | None = field(
         default=None,
