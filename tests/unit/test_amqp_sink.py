@@ -42,6 +42,29 @@ async def test_flush_returns_once_every_message_is_confirmed(rabbit_server: Rabb
     assert messages[0].content_type == "application/json"
 
 
+async def test_each_message_has_its_own_message_id(rabbit_server: RabbitServer) -> None:
+    """A classic queue's source counts redeliveries by message id: one id shared by every
+    message (aiormq writes a generated id into the properties it is handed, so shared
+    properties would carry the first message's id to all) made a crash's redeliveries
+    look like one poison message delivered thousands of times."""
+    name = f"sink-{next(_names)}"
+    await broker.declare(rabbit_server.url, name, exchange=f"{name}-x", routing_key="k")
+    sink = _sink(rabbit_server, exchange=f"{name}-x", routing_key="k")
+    await sink.open()
+    try:
+        await sink.write([{"seq": n} for n in range(50)])
+        await sink.flush({"any": 1})
+        await sink.write([{"seq": n} for n in range(50, 100)])
+        await sink.flush({"any": 2})
+    finally:
+        await sink.close()
+    messages = await broker.take_all(rabbit_server.url, name)
+    ids = [m.message_id for m in messages]
+    assert len(ids) == 100
+    assert None not in ids
+    assert len(set(ids)) == 100
+
+
 async def test_routing_key_from_a_record_field(rabbit_server: RabbitServer) -> None:
     """routing_key_field picks each message's key; records without it use routing_key."""
     name = f"sink-{next(_names)}"

@@ -259,3 +259,14 @@ async def test_missing_queue_wrong_password_and_unreachable(rabbit_server: Rabbi
     ):
         await unreachable.open(None)
     await unreachable.close()
+
+
+def test_redeliveries_of_messages_sharing_an_id_are_counted_apart() -> None:
+    """Producers reuse message ids; a crash redelivers every held message once: they
+    must not add up to one message delivered thousands of times (a false poison)."""
+    from supervisor.connectors.amqp.source import RedeliveryCount, redelivery_key
+
+    counts = RedeliveryCount("unit-shared-ids", "q")
+    keys = [redelivery_key("same-id", json.dumps({"n": n}).encode()) for n in range(100)]
+    assert {counts.deliveries(key) for key in keys} == {2}
+    assert counts.deliveries(keys[0]) == 3  # the same message again: counted

@@ -15,6 +15,7 @@ which is retried from the last checkpoint: a failed flush repeats records
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ class AmqpSink:
         self._job = job
         self._connection = Connection(config, "sink", f"stream-supervisor {job}")
         self._pending: list[tuple[bytes, str]] = []
-        self._properties: Any = None
+        self._properties: dict[str, Any] = {}
 
     @property
     def _where(self) -> str:
@@ -52,13 +53,12 @@ class AmqpSink:
         return f"{name} on {self._connection.server}"
 
     async def open(self) -> Offset | None:
-        from aiormq import spec
 
         await self._connection.open(confirms=True)
-        self._properties = spec.Basic.Properties(
-            delivery_mode=2 if self._config.persistent else 1,
-            content_type=payload.CONTENT_TYPES[self._config.format],
-        )
+        self._properties = {
+            "delivery_mode": 2 if self._config.persistent else 1,
+            "content_type": payload.CONTENT_TYPES[self._config.format],
+        }
         if self._config.exchange:
             try:
                 await self._connection.call(
@@ -102,7 +102,9 @@ class AmqpSink:
         self._connection.usable()
         raw = self._connection.raw
         exchange = self._config.exchange
-        properties = self._properties
+        from aiormq import spec
+
+        make_properties, properties = spec.Basic.Properties, self._properties
         mandatory = self._config.mandatory
         # One task per message, all awaited here: aiormq returns a publish's confirm only
         # from the coroutine that sent it. Plain asyncio tasks, not an anyio task group,
@@ -113,7 +115,11 @@ class AmqpSink:
                     body,
                     exchange=exchange,
                     routing_key=key,
-                    properties=properties,
+                    # Properties of its own, and its own id: aiormq writes a generated
+                    # message_id into the properties it is handed, so one shared object
+                    # gave every message the first one's id (and a classic queue's source
+                    # counts redeliveries by id).
+                    properties=make_properties(**properties, message_id=uuid.uuid4().hex),
                     mandatory=mandatory,
                 )
             )

@@ -13,8 +13,10 @@ had delivered, and the next attempt starts clean on a channel of its own.
 
 A message delivered more than ``max_deliveries`` times is poison. Quorum queues
 count deliveries in the ``x-delivery-count`` header; on classic queues only the
-``redelivered`` flag exists, so we count the redeliveries of each ``message_id``
-we see in this process (`RedeliveryCount`; docs/amqp.md says what that misses).
+``redelivered`` flag exists, so we count the redeliveries of each ``message_id`` and
+body we see in this process (`RedeliveryCount`; docs/amqp.md says what that misses):
+the body too, because producers reuse ids (a business key, or one id for everything)
+and a crash's redeliveries of many messages must not add up to one poison message.
 A poison message goes to the job's ``[records]`` policy, or (``poison =
 "dead_letter_exchange"``) is rejected without requeue at the next commit, so the
 queue's dead-letter exchange gets it.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import zlib
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -51,6 +54,12 @@ IDLE_REFRESH = 5.0
 """Seconds between two looks while the queue is empty (an idle read wakes for it)."""
 REMEMBERED_REDELIVERIES = 10_000
 """Message ids whose redeliveries a classic queue's source counts (the newest kept)."""
+
+
+def redelivery_key(message_id: str, body: bytes) -> str:
+    """What a classic queue's redeliveries are counted by: the id and the body, as
+    producers reuse ids (one for everything, even)."""
+    return f"{message_id}\x00{zlib.crc32(body):08x}"
 
 
 class RedeliveryCount:
@@ -191,7 +200,8 @@ class AmqpSource:
             if isinstance(counted, int):
                 deliveries = counted + 1
             elif properties.message_id:
-                deliveries = self._redeliveries.deliveries(properties.message_id)
+                key = redelivery_key(properties.message_id, message.body)
+                deliveries = self._redeliveries.deliveries(key)
             else:
                 deliveries = 2
         body = message.body
