@@ -30,7 +30,7 @@ COUNT = 100_000 if FULL else 10_000
 BROKER_RESTARTS = 10 if FULL else 2
 DAEMON_KILLS = 20 if FULL else 3
 BROKER_SIGKILL = os.environ.get("NATS_SOAK_BROKER_SIGKILL") == "1"
-"""Restart the broker with SIGKILL instead of SIGTERM (see NOTES-nats.md: 2.9's file
+"""Restart the broker with SIGKILL instead of SIGTERM (nats-server 2.9's file
 store then loses messages it had acknowledged, so the default is SIGTERM)."""
 EVERY = 1000
 """checkpoint.every_records: the most one interruption may repeat."""
@@ -121,7 +121,7 @@ def test_broker_restarts_lose_nothing(nats_server: NatsServer, tmp_path: Path, m
             _wait_count(daemon, _count(daemon, "job.checkpoint") + 1, "job.checkpoint")
             _somewhere_between_checkpoints(restart)
             # SIGTERM: nats-server 2.9's file store may lose what it acknowledged on a
-            # SIGKILL (see NOTES-nats.md); this soak measures the supervisor.
+            # SIGKILL (it syncs its file store lazily); this soak measures the supervisor.
             nats_server.kill() if BROKER_SIGKILL else nats_server.stop()
             _wait_count(daemon, restart, "job.state_changed", to="retrying")
             nats_server.start()
