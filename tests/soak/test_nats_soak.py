@@ -31,7 +31,7 @@ BROKER_RESTARTS = 10 if FULL else 2
 DAEMON_KILLS = 20 if FULL else 3
 BROKER_SIGKILL = os.environ.get("NATS_SOAK_BROKER_SIGKILL") == "1"
 """Restart the broker with SIGKILL instead of SIGTERM (nats-server 2.9's file
-store then loses messages it had acknowledged, so the default is SIGTERM)."""
+store may then lose messages it had acknowledged, so the default is SIGTERM)."""
 EVERY = 1000
 """checkpoint.every_records: the most one interruption may repeat."""
 
