@@ -26,6 +26,7 @@ from typing import Any
 
 from supervisor.config.schema import Convert, Invalid, describe
 from supervisor.errors import SecretError
+from supervisor.safe_open import open_regular
 
 MASK = "***"
 
@@ -177,7 +178,9 @@ def read(ref: SecretRef, environ: os._Environ[str] | dict[str, str] | None = Non
 
 def _read_file(file: Path, key: str) -> str:
     try:
-        with file.open("rb") as handle:
+        # Never through a symlink, only a regular file: whoever can write its directory
+        # could otherwise point it at a FIFO (a read that never ends) or another file.
+        with os.fdopen(open_regular(file, os.O_RDONLY, role=key), "rb") as handle:
             data = handle.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise SecretError(f"{key}: cannot read {file}: {exc.strerror or exc}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supervisor import secrets
-from supervisor.errors import SecretError
+from supervisor.errors import SecretError, UnsafeFile
 from supervisor.failures import describe_error, describe_failure
 from supervisor.logs import configure_logging
 from supervisor.secrets import MASK, Secret, SecretRef
@@ -109,3 +110,14 @@ def test_short_secrets_are_not_searched_for_in_free_text() -> None:
     """Masking every "a" in every log line would hide everything and protect nothing."""
     secrets.remember("ab")
     assert secrets.redact("a table") == "a table"
+
+
+def test_a_password_file_is_never_read_through_a_symlink_or_from_a_fifo(tmp_path: Path) -> None:
+    """Whoever can write its directory must not point the daemon at another file, or at a
+    FIFO whose read never ends."""
+    (tmp_path / "real").write_text("s3cr3t-value\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    os.mkfifo(tmp_path / "fifo")
+    for name in ("link", "fifo"):
+        with pytest.raises(UnsafeFile):
+            secrets.read(SecretRef("password", file=tmp_path / name), {})
