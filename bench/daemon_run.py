@@ -65,11 +65,18 @@ def daemon_env() -> dict[str, str]:
     return env
 
 
+EVENT_LOOP_ENV = "BENCH_EVENT_LOOP"
+"""``uvloop``: run the daemon on uvloop's event loop (`bench/uvloop_daemon.py`), to measure it."""
+
+
 def start_daemon(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     """`python -m supervisor run -c CONFIG` with its log (stderr) going to `log`."""
+    main = ["-m", "supervisor"]
+    if os.environ.get(EVENT_LOOP_ENV) == "uvloop":
+        main = [str(ROOT / "bench" / "uvloop_daemon.py")]
     with log.open("wb") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "run", "-c", str(config), *extra],
+            [sys.executable, *main, "run", "-c", str(config), *extra],
             env=daemon_env(),
             cwd=config.parent,
             stdout=subprocess.DEVNULL,
