@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,8 @@ class PostgresServer(ServerProcess):
         self.ca_file: Path | None = None
         """With `tls`: the CA that signed the server's certificate (for 127.0.0.1)."""
         if tls:
-            self.ca_file, cert, key = make_certificates(directory / "tls", "127.0.0.1")
+            made = make_certificates(directory / "tls", "127.0.0.1")
+            self.ca_file, cert, key = made.ca, made.cert, made.key
             if system_user is not None:
                 shutil.chown(cert, system_user, system_user)
                 shutil.chown(key, system_user, system_user)
@@ -336,25 +338,48 @@ class PostgresServer(ServerProcess):
             return connection.execute(statement, params).fetchall()
 
 
-def make_certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
-    """A fresh CA and a server certificate it signed for `ip`: (ca, cert, key), made with
-    the ``openssl`` command (EC keys: fast)."""
+@dataclass(frozen=True)
+class Certificates:
+    """A CA, a server certificate it signed, and a client certificate it signed (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certificates(directory: Path, ip: str = "127.0.0.1") -> Certificates:
+    """A fresh CA, and a server certificate (for `ip`) and a client certificate it signed,
+    made with the ``openssl`` command (EC keys: fast)."""
     openssl = require("openssl", "openssl")
     directory.mkdir(mode=0o755)
     ca, ca_key = directory / "ca.crt", directory / "ca.key"
-    cert, key, request = directory / "server.crt", directory / "server.key", directory / "req"
     extensions = directory / "ext"
     extensions.write_text(f"subjectAltName=IP:{ip}\n")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for command in (
-        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test-ca"],
-        ["req", *ec, "-keyout", key, "-out", request, "-subj", f"/CN={ip}"],
-        ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", cert, "-days", "2", "-extfile", extensions],
-    ):  # fmt: skip
+    commands = [
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test-ca"]
+    ]
+    for name, subject in (("server", ip), ("client", "test-client")):
+        request = directory / f"{name}.req"
+        commands += [
+            ["req", *ec, "-keyout", directory / f"{name}.key", "-out", request,
+             "-subj", f"/CN={subject}"],
+            ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", directory / f"{name}.crt", "-days", "2", "-extfile", extensions],
+        ]  # fmt: skip
+    for command in commands:
         subprocess.run([openssl, *map(str, command)], check=True, capture_output=True)
-    key.chmod(0o600)
-    return ca, cert, key
+    for name in ("server", "client"):
+        (directory / f"{name}.key").chmod(0o600)
+    return Certificates(
+        ca,
+        directory / "server.crt",
+        directory / "server.key",
+        directory / "client.crt",
+        directory / "client.key",
+    )
 
 
 def _postgres_binary(name: str) -> str:

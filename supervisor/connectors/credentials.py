@@ -1,14 +1,17 @@
-"""The four keys of a password, declared once for every connector that logs in.
+"""How a connector logs in, declared once: the four keys of a password, and TLS files.
 
 A connector's connection config inherits `PasswordKeys`: ``password`` (in the job file,
 a `Secret` that prints as ``***``), ``password_env``, ``password_file`` and
 ``password_credential`` (a systemd ``LoadCredential=`` name). At most one may be set
 (`supervisor.secrets.conflicts`); the value is read when an attempt opens
-(`supervisor.secrets.read`, in a worker thread).
+(`supervisor.secrets.read`, in a worker thread). A broker's config inherits `LoginKeys`:
+those, plus ``tls_ca_file``, ``tls_cert_file`` and ``tls_key_file``.
 """
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,3 +46,59 @@ class PasswordKeys:
 
     def password_ref(self) -> SecretRef:
         return SecretRef.of(self, "password")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginKeys(PasswordKeys):
+    """A password, and the files of a TLS connection: the CA the server is verified with,
+    and a client certificate with its key (mutual TLS). Whether TLS is on is the URL's
+    business (its scheme), each connector's own."""
+
+    tls_ca_file: Path | None = field(
+        default=None,
+        metadata=setting(
+            kinds.path(), "CA certificates (PEM) the server is verified with; default the system's."
+        ),
+    )
+    tls_cert_file: Path | None = field(
+        default=None, metadata=setting(kinds.path(), "A client certificate (PEM), for mutual TLS.")
+    )
+    tls_key_file: Path | None = field(
+        default=None,
+        metadata=setting(kinds.path(), "The client certificate's private key (PEM)."),
+    )
+
+    def tls_files_set(self) -> bool:
+        return any(path is not None for path in (self.tls_ca_file, self.tls_cert_file))
+
+    def tls_problems(self) -> Iterator[tuple[str, str]]:
+        """What `supervisor check` refuses in the TLS keys, as (key, problem)."""
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            yield "tls_key_file", "a key without a certificate: set tls_cert_file too"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context that verifies the server (with `tls_ca_file`, else the system's
+        CAs) and presents the client certificate if one is set. Blocking (reads the files):
+        call it in a worker thread."""
+        context = ssl.create_default_context(
+            cafile=str(self.tls_ca_file) if self.tls_ca_file else None
+        )
+        if self.tls_cert_file:
+            context.load_cert_chain(
+                str(self.tls_cert_file), str(self.tls_key_file) if self.tls_key_file else None
+            )
+        return context
+
+
+def server_not_verified(error: BaseException) -> bool:
+    """The server's certificate failed verification (against ``tls_ca_file``, or the system's
+    CAs), here or anywhere in the chain of causes a client library wrapped it in: fatal (the
+    operator fixes the CA or the server), not a transient network failure."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
