@@ -92,6 +92,9 @@ class ServerProcess:
         self._wait_accepting()
 
     def _wait_accepting(self) -> None:
+        self._wait_port(self.port)
+
+    def _wait_port(self, port: int) -> None:
         # Polling a port is waiting on the event "it accepts": no other signal exists.
         deadline = time.monotonic() + START_TIMEOUT
         delay = 0.005
@@ -101,7 +104,7 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} exited {self.process.returncode}: {self.tail()}")
             with (
                 contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+                socket.create_connection(("127.0.0.1", port), timeout=1),
             ):
                 return
             if time.monotonic() > deadline:
@@ -459,8 +462,22 @@ class RabbitServer(ServerProcess):
         port: int | None = None,
         *,
         max_message_size: int = 1024 * 1024,
+        tls: Certificates | None = None,
     ):
         port = port or free_port()
+        self.tls_port: int | None = None
+        """With `tls`: an amqps:// listener that wants a client certificate signed by its CA."""
+        tls_lines = ""
+        if tls is not None:
+            self.tls_port = free_port()
+            tls_lines = (
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {tls.ca}\n"
+                f"ssl_options.certfile = {tls.cert}\n"
+                f"ssl_options.keyfile = {tls.key}\n"
+                "ssl_options.verify = verify_peer\n"
+                "ssl_options.fail_if_no_peer_cert = true\n"
+            )
         require("rabbitmq-server", "rabbitmq-server")
         binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
         if not binary.exists():
@@ -473,7 +490,7 @@ class RabbitServer(ServerProcess):
             f"max_message_size = {max_message_size}\n"
             "disk_free_limit.absolute = 1MB\n"
             "log.console = false\n"
-            f"log.file = {directory / 'node.log'}\n"
+            f"log.file = {directory / 'node.log'}\n" + tls_lines
         )
         (directory / "enabled_plugins").write_text("[].\n")
         self.environment = {
@@ -506,6 +523,8 @@ class RabbitServer(ServerProcess):
             )
         self.starts += 1
         self._wait_accepting()
+        if self.tls_port is not None:
+            self._wait_port(self.tls_port)
 
     def _end(self, sig: signal.Signals) -> None:
         # The script and the Erlang VM it starts share the process group.
@@ -539,6 +558,11 @@ class RabbitServer(ServerProcess):
     @property
     def url_without_password(self) -> str:
         return f"amqp://127.0.0.1:{self.port}/"
+
+    @property
+    def tls_url(self) -> str:
+        assert self.tls_port is not None, "started without tls"
+        return f"amqps://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.tls_port}/"
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from supervisor.connectors import kinds
 from supervisor.connectors.settings import setting
+from supervisor.errors import BrokerRefused
 from supervisor.secrets import Secret, SecretRef
 
 
@@ -90,15 +91,45 @@ class LoginKeys(PasswordKeys):
         return context
 
 
-def server_not_verified(error: BaseException) -> bool:
-    """The server's certificate failed verification (against ``tls_ca_file``, or the system's
-    CAs), here or anywhere in the chain of causes a client library wrapped it in: fatal (the
-    operator fixes the CA or the server), not a transient network failure."""
+_CLIENT_CERTIFICATE_REFUSED = (
+    "ALERT_CERTIFICATE_REQUIRED",
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_UNKNOWN_CA",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_UNSUPPORTED_CERTIFICATE",
+)
+"""TLS alerts a server sends when it will not take our client certificate (or its absence)."""
+
+
+def tls_refused(error: BaseException, role: str, server: str, said: str) -> BrokerRefused | None:
+    """`error` as a refusal naming the TLS key to fix, if the handshake failed on a
+    certificate: ``tls_ca_file`` when the server's did not verify (against it, or the
+    system's CAs), ``tls_cert_file`` when the server refused ours or wanted one; None for
+    anything else. Fatal, not a transient network failure: the operator fixes a certificate.
+    `said` is the library's message, secrets masked. Client libraries wrap the `ssl` error,
+    some only in their text: the chain of causes and the text are both read."""
+    key = _blamed_tls_key(error)
+    if key is None:
+        return None
+    if key == "tls_ca_file":
+        return BrokerRefused(f"{role}.tls_ca_file: cannot verify {server}: {said}")
+    return BrokerRefused(f"{role}.tls_cert_file: {server} refused our client certificate: {said}")
+
+
+def _blamed_tls_key(error: BaseException) -> str | None:
     seen: set[int] = set()
     cause: BaseException | None = error
+    text = str(error)
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
+            return "tls_ca_file"
         seen.add(id(cause))
+        text += f" {cause}"
         cause = cause.__cause__ or cause.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(error)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "tls_ca_file"
+    if any(alert in text for alert in _CLIENT_CERTIFICATE_REFUSED):
+        return "tls_cert_file"
+    return None

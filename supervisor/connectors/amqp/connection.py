@@ -29,7 +29,7 @@ import structlog
 
 from supervisor import secrets
 from supervisor.connectors.amqp.config import AmqpConnection
-from supervisor.connectors.credentials import server_not_verified
+from supervisor.connectors.credentials import tls_refused
 from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 from supervisor.secrets import SecretRef
 
@@ -78,8 +78,9 @@ def translate(exc: BaseException, role: str, server: str, *, doing: str = "") ->
         )
     if isinstance(exc, amqp.ConnectionNotAllowed) or "NOT_ALLOWED" in text:
         return BrokerRefused(f"{role}.url: {server} refused the connection{context}: {text}")
-    if server_not_verified(exc):
-        return BrokerRefused(f"{role}.tls_ca_file: cannot verify {server}{context}: {text}")
+    refused = tls_refused(exc, role, f"{server}{context}", text)
+    if refused is not None:
+        return refused
     if isinstance(exc, amqp.ChannelPreconditionFailed):
         return BrokerRefused(f"{role}: {server} refused{context}: {text}")
     if isinstance(exc, amqp.ChannelClosed) and not isinstance(exc, amqp.ChannelInvalidStateError):

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from supervisor import secrets
-from supervisor.connectors.credentials import server_not_verified
+from supervisor.connectors.credentials import tls_refused
 from supervisor.connectors.nats.config import NatsConnection
 from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 from supervisor.secrets import SecretRef
@@ -64,8 +64,9 @@ def translate(exc: BaseException, role: str, server: str, *, doing: str = "") ->
             f"{role}.user: {server} refused the credentials{context}: {text}; check "
             f"{role}.user and {role}.password (or {role}.token)"
         )
-    if server_not_verified(exc):
-        return BrokerRefused(f"{role}.tls_ca_file: cannot verify {server}{context}: {text}")
+    refused = tls_refused(exc, role, f"{server}{context}", text)
+    if refused is not None:
+        return refused
     if isinstance(exc, nats.js.errors.APIError) and exc.code not in (None, 408, 503):
         return BrokerRefused(f"{role}: {server} refused{context}: {text}")
     if isinstance(exc, nats.errors.NoRespondersError):
