@@ -109,7 +109,12 @@ def tls_refused(error: BaseException, role: str, server: str, said: str) -> Brok
     system's CAs), ``tls_cert_file`` when the server refused ours or wanted one; None for
     anything else. Fatal, not a transient network failure: the operator fixes a certificate.
     `said` is the library's message, secrets masked. Client libraries wrap the `ssl` error,
-    some only in their text: the chain of causes and the text are both read."""
+    some only in their text: the chain of causes and the text are both read.
+
+    Best effort on the client certificate: a server that wants one and gets none says only
+    "handshake failure" under TLS 1.2 (which a cipher mismatch says too), and under 1.3 its
+    alert may lose the race with our first write (a reset connection): both stay transient.
+    """
     key = _blamed_tls_key(error)
     if key is None:
         return None

@@ -95,12 +95,14 @@ async def test_a_broker_certificate_from_another_ca_is_refused(
     await sink.close()
 
 
-async def test_a_broker_that_wants_a_client_certificate_refuses_us_without_one(
-    tls_rabbit: tuple[RabbitServer, Certificates],
+async def test_a_client_certificate_the_broker_does_not_trust_is_refused(
+    tls_rabbit: tuple[RabbitServer, Certificates], tmp_path: Path
 ) -> None:
     """Fatal, naming tls_cert_file (it was retried forever as a lost connection)."""
     server, certs = tls_rabbit
-    sink = AmqpSink(AmqpSinkConfig(url=server.tls_url, exchange="", tls_ca_file=certs.ca), "unit")
+    other = make_certificates(tmp_path / "other")
+    keys = _tls(certs, tls_cert_file=other.client_cert, tls_key_file=other.client_key)
+    sink = AmqpSink(AmqpSinkConfig(url=server.tls_url, exchange="", **keys), "unit")
     with pytest.raises(
         BrokerRefused, match=r"^sink\.tls_cert_file: amqps://.* refused our client certificate"
     ):
