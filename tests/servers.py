@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,9 @@ class ServerProcess:
         self._wait_accepting()
 
     def _wait_accepting(self) -> None:
+        self._wait_port(self.port)
+
+    def _wait_port(self, port: int) -> None:
         # Polling a port is waiting on the event "it accepts": no other signal exists.
         deadline = time.monotonic() + START_TIMEOUT
         delay = 0.005
@@ -100,7 +104,7 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} exited {self.process.returncode}: {self.tail()}")
             with (
                 contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+                socket.create_connection(("127.0.0.1", port), timeout=1),
             ):
                 return
             if time.monotonic() > deadline:
@@ -236,7 +240,8 @@ class PostgresServer(ServerProcess):
         self.ca_file: Path | None = None
         """With `tls`: the CA that signed the server's certificate (for 127.0.0.1)."""
         if tls:
-            self.ca_file, cert, key = make_certificates(directory / "tls", "127.0.0.1")
+            made = make_certificates(directory / "tls", "127.0.0.1")
+            self.ca_file, cert, key = made.ca, made.cert, made.key
             if system_user is not None:
                 shutil.chown(cert, system_user, system_user)
                 shutil.chown(key, system_user, system_user)
@@ -336,25 +341,48 @@ class PostgresServer(ServerProcess):
             return connection.execute(statement, params).fetchall()
 
 
-def make_certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
-    """A fresh CA and a server certificate it signed for `ip`: (ca, cert, key), made with
-    the ``openssl`` command (EC keys: fast)."""
+@dataclass(frozen=True)
+class Certificates:
+    """A CA, a server certificate it signed, and a client certificate it signed (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certificates(directory: Path, ip: str = "127.0.0.1") -> Certificates:
+    """A fresh CA, and a server certificate (for `ip`) and a client certificate it signed,
+    made with the ``openssl`` command (EC keys: fast)."""
     openssl = require("openssl", "openssl")
     directory.mkdir(mode=0o755)
     ca, ca_key = directory / "ca.crt", directory / "ca.key"
-    cert, key, request = directory / "server.crt", directory / "server.key", directory / "req"
     extensions = directory / "ext"
     extensions.write_text(f"subjectAltName=IP:{ip}\n")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for command in (
-        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test-ca"],
-        ["req", *ec, "-keyout", key, "-out", request, "-subj", f"/CN={ip}"],
-        ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", cert, "-days", "2", "-extfile", extensions],
-    ):  # fmt: skip
+    commands = [
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test-ca"]
+    ]
+    for name, subject in (("server", ip), ("client", "test-client")):
+        request = directory / f"{name}.req"
+        commands += [
+            ["req", *ec, "-keyout", directory / f"{name}.key", "-out", request,
+             "-subj", f"/CN={subject}"],
+            ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", directory / f"{name}.crt", "-days", "2", "-extfile", extensions],
+        ]  # fmt: skip
+    for command in commands:
         subprocess.run([openssl, *map(str, command)], check=True, capture_output=True)
-    key.chmod(0o600)
-    return ca, cert, key
+    for name in ("server", "client"):
+        (directory / f"{name}.key").chmod(0o600)
+    return Certificates(
+        ca,
+        directory / "server.crt",
+        directory / "server.key",
+        directory / "client.crt",
+        directory / "client.key",
+    )
 
 
 def _postgres_binary(name: str) -> str:
@@ -434,8 +462,27 @@ class RabbitServer(ServerProcess):
         port: int | None = None,
         *,
         max_message_size: int = 1024 * 1024,
+        tls: Certificates | None = None,
     ):
         port = port or free_port()
+        self.tls_port: int | None = None
+        """With `tls`: an amqps:// listener that wants a client certificate signed by its CA."""
+        tls_lines = ""
+        if tls is not None:
+            self.tls_port = free_port()
+            tls_lines = (
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {tls.ca}\n"
+                f"ssl_options.certfile = {tls.cert}\n"
+                f"ssl_options.keyfile = {tls.key}\n"
+                "ssl_options.verify = verify_peer\n"
+                "ssl_options.fail_if_no_peer_cert = true\n"
+                # TLS 1.2: a client certificate is refused inside the handshake, so the
+                # client always hears why. Under 1.3 the client's handshake is over before
+                # the server judges its certificate, and the alert races the client's
+                # first write (now and then the client sees a reset connection instead).
+                "ssl_options.versions.1 = tlsv1.2\n"
+            )
         require("rabbitmq-server", "rabbitmq-server")
         binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
         if not binary.exists():
@@ -448,7 +495,7 @@ class RabbitServer(ServerProcess):
             f"max_message_size = {max_message_size}\n"
             "disk_free_limit.absolute = 1MB\n"
             "log.console = false\n"
-            f"log.file = {directory / 'node.log'}\n"
+            f"log.file = {directory / 'node.log'}\n" + tls_lines
         )
         (directory / "enabled_plugins").write_text("[].\n")
         self.environment = {
@@ -481,6 +528,8 @@ class RabbitServer(ServerProcess):
             )
         self.starts += 1
         self._wait_accepting()
+        if self.tls_port is not None:
+            self._wait_port(self.tls_port)
 
     def _end(self, sig: signal.Signals) -> None:
         # The script and the Erlang VM it starts share the process group.
@@ -514,6 +563,11 @@ class RabbitServer(ServerProcess):
     @property
     def url_without_password(self) -> str:
         return f"amqp://127.0.0.1:{self.port}/"
+
+    @property
+    def tls_url(self) -> str:
+        assert self.tls_port is not None, "started without tls"
+        return f"amqps://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.tls_port}/"
 
 
 @pytest.fixture(scope="session")

@@ -84,12 +84,38 @@ def _lag(source: dict[str, Any] | None) -> str:
     return str(lag) if type(lag) is int else "-"
 
 
+OFFSET_WIDTH = 30
+
+
 def short_offset(offset: Any) -> str:
+    """The OFFSET column: at most `OFFSET_WIDTH` characters, the part that moves first.
+
+    A broker's offset is a table whose names say where (a group, a consumer, a queue) and
+    whose counters say how far; as JSON, ``{"group": "g", "consumer": "web-1-orders",
+    "read": 123456}`` was cut before the count, the one figure an operator watches. Tables
+    are shown as ``name=value``, numbers first; `status JOB` shows the whole offset.
+    """
     if offset is None:
         return "-"
-    if isinstance(offset, dict) and "pos" in offset:
-        return f"byte {offset['pos']}"
-    return _one_line(json.dumps(offset), 30)
+    if isinstance(offset, dict):
+        if "pos" in offset:
+            return f"byte {offset['pos']}"
+        counters = [key for key, value in offset.items() if _is_number(value)]
+        rest = [key for key in offset if key not in counters]
+        pairs = (f"{key}={_compact(offset[key])}" for key in (*counters, *rest))
+        return _one_line(" ".join(pairs), OFFSET_WIDTH)
+    return _one_line(_compact(offset), OFFSET_WIDTH)
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _compact(value: Any) -> str:
+    """A string as itself, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -283,36 +283,14 @@ def test_offsets_set_by_an_operator() -> None:
         check_offset(replace(replay, durable="d"), 12)
 
 
-def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 it signed (openssl, skipped without)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    ca, ca_key = directory / "ca.pem", directory / "ca.key"
-    cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
-    ext = directory / "ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    for argv in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
-         "-days", "2", "-subj", "/CN=test-ca"],
-        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", cert, "-days", "2", "-extfile", ext],
-    ):  # fmt: skip
-        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
-    return ca, cert, key
-
-
 async def test_tls_and_token(tmp_path: Path) -> None:
     """A tls:// server verified with tls_ca_file, and a token read from a file, work; an
     unknown CA is refused (fatal), naming the key."""
-    from tests.servers import ServerProcess, require
+    from tests.servers import ServerProcess, make_certificates, require
 
     require_module("nats", "nats")
-    ca, cert, key = await anyio.to_thread.run_sync(_tls_files, tmp_path)
+    certs = await anyio.to_thread.run_sync(make_certificates, tmp_path / "certs")
+    ca, cert, key = certs.ca, certs.cert, certs.key
     port = free_port()
     argv = [require("nats-server", "nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js",
             "-sd", str(tmp_path / "js"), "--tls", "--tlscert", str(cert), "--tlskey", str(key),

@@ -57,9 +57,8 @@ def _connection_problems(config: AmqpConnection) -> Iterable[tuple[str, str]]:
     problem = secrets.conflicts(SecretRef.of(config, "password"))
     if problem:
         yield "password", problem
-    if config.tls_key_file is not None and config.tls_cert_file is None:
-        yield "tls_key_file", "a key without a certificate: set tls_cert_file too"
-    if (config.tls_ca_file or config.tls_cert_file) and not config.url.startswith("amqps://"):
+    yield from config.tls_problems()
+    if config.tls_files_set() and not config.url.startswith("amqps://"):
         yield "url", "TLS files are set but the URL is not amqps://"
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from supervisor import secrets
 from supervisor.connectors import kinds, setting
-from supervisor.connectors.credentials import PasswordKeys
+from supervisor.connectors.credentials import LoginKeys
 
 PayloadFormat: TypeAlias = Literal["json", "text", "bytes-base64"]
 Poison: TypeAlias = Literal["records", "dead_letter_exchange"]
@@ -64,7 +64,7 @@ def broker_url() -> kinds.Convert:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AmqpConnection(PasswordKeys):
+class AmqpConnection(LoginKeys):
     """The keys both roles share: where the broker is and who we are to it."""
 
     url: str = field(
@@ -79,15 +79,6 @@ class AmqpConnection(PasswordKeys):
         metadata=setting(
             kinds.text(re.compile(r".{1,255}"), "a user name"), "User name (overrides the URL's)."
         ),
-    )
-    tls_ca_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "CA certificates to verify the broker with.")
-    )
-    tls_cert_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "Client certificate (mutual TLS).")
-    )
-    tls_key_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "The client certificate's private key.")
     )
     connect_timeout: float = field(
         default=5.0,

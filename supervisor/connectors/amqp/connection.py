@@ -29,6 +29,7 @@ import structlog
 
 from supervisor import secrets
 from supervisor.connectors.amqp.config import AmqpConnection
+from supervisor.connectors.credentials import tls_refused
 from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 from supervisor.secrets import SecretRef
 
@@ -77,8 +78,9 @@ def translate(exc: BaseException, role: str, server: str, *, doing: str = "") ->
         )
     if isinstance(exc, amqp.ConnectionNotAllowed) or "NOT_ALLOWED" in text:
         return BrokerRefused(f"{role}.url: {server} refused the connection{context}: {text}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return BrokerRefused(f"{role}.tls_ca_file: cannot verify {server}{context}: {text}")
+    refused = tls_refused(exc, role, f"{server}{context}", text)
+    if refused is not None:
+        return refused
     if isinstance(exc, amqp.ChannelPreconditionFailed):
         return BrokerRefused(f"{role}: {server} refused{context}: {text}")
     if isinstance(exc, amqp.ChannelClosed) and not isinstance(exc, amqp.ChannelInvalidStateError):
@@ -90,16 +92,7 @@ def translate(exc: BaseException, role: str, server: str, *, doing: str = "") ->
 
 def _tls_context(config: AmqpConnection) -> ssl.SSLContext | None:
     """Blocking (reads certificate files): call it in a worker thread."""
-    if not config.url.startswith("amqps://"):
-        return None
-    context = ssl.create_default_context(
-        cafile=str(config.tls_ca_file) if config.tls_ca_file else None
-    )
-    if config.tls_cert_file:
-        context.load_cert_chain(
-            str(config.tls_cert_file), str(config.tls_key_file) if config.tls_key_file else None
-        )
-    return context
+    return config.tls_context() if config.url.startswith("amqps://") else None
 
 
 def _credentials(config: AmqpConnection) -> tuple[str | None, ssl.SSLContext | None]:

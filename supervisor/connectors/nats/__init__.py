@@ -53,8 +53,7 @@ def _connection_problems(config: NatsConnection) -> Iterable[tuple[str, str]]:
         config.user is not None or SecretRef.of(config, "password").is_set()
     ):
         yield "token", "use either a token or a user and password, not both"
-    if config.tls_key_file is not None and config.tls_cert_file is None:
-        yield "tls_key_file", "a key without a certificate: set tls_cert_file too"
+    yield from config.tls_problems()
 
 
 def _check_source(config: NatsSourceConfig, policy: CheckpointPolicy) -> Iterable[tuple[str, str]]:

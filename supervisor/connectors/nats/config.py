@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from supervisor import secrets
 from supervisor.connectors import kinds, setting
-from supervisor.connectors.credentials import PasswordKeys
+from supervisor.connectors.credentials import LoginKeys
 from supervisor.secrets import Secret
 
 PayloadFormat: TypeAlias = Literal["json", "text", "bytes-base64"]
@@ -73,7 +73,7 @@ def subject() -> kinds.Convert:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NatsConnection(PasswordKeys):
+class NatsConnection(LoginKeys):
     """The keys both roles share: where the server is and who we are to it."""
 
     url: tuple[str, ...] = field(
@@ -101,15 +101,6 @@ class NatsConnection(PasswordKeys):
         metadata=setting(
             kinds.credential_name(), "systemd credential (LoadCredential=) holding the token."
         ),
-    )
-    tls_ca_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "CA certificates to verify the server with.")
-    )
-    tls_cert_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "Client certificate (mutual TLS).")
-    )
-    tls_key_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "The client certificate's private key.")
     )
     connect_timeout: float = field(
         default=5.0,

@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 
 from supervisor import secrets
+from supervisor.connectors.credentials import tls_refused
 from supervisor.connectors.nats.config import NatsConnection
 from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 from supervisor.secrets import SecretRef
@@ -63,8 +64,9 @@ def translate(exc: BaseException, role: str, server: str, *, doing: str = "") ->
             f"{role}.user: {server} refused the credentials{context}: {text}; check "
             f"{role}.user and {role}.password (or {role}.token)"
         )
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return BrokerRefused(f"{role}.tls_ca_file: cannot verify {server}{context}: {text}")
+    refused = tls_refused(exc, role, f"{server}{context}", text)
+    if refused is not None:
+        return refused
     if isinstance(exc, nats.js.errors.APIError) and exc.code not in (None, 408, 503):
         return BrokerRefused(f"{role}: {server} refused{context}: {text}")
     if isinstance(exc, nats.errors.NoRespondersError):
@@ -80,16 +82,7 @@ def translate(exc: BaseException, role: str, server: str, *, doing: str = "") ->
 def _tls_context(config: NatsConnection) -> ssl.SSLContext | None:
     """Blocking (reads certificate files): call it in a worker thread."""
     wants_tls = any(url.startswith("tls://") for url in config.url)
-    if not (wants_tls or config.tls_ca_file or config.tls_cert_file):
-        return None
-    context = ssl.create_default_context(
-        cafile=str(config.tls_ca_file) if config.tls_ca_file else None
-    )
-    if config.tls_cert_file:
-        context.load_cert_chain(
-            str(config.tls_cert_file), str(config.tls_key_file) if config.tls_key_file else None
-        )
-    return context
+    return config.tls_context() if wants_tls or config.tls_files_set() else None
 
 
 def _credentials(config: NatsConnection) -> tuple[str | None, str | None, ssl.SSLContext | None]:

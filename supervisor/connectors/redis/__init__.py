@@ -65,8 +65,7 @@ def _connection_problems(config: RedisConnectionConfig) -> Iterator[tuple[str, s
         for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
             if getattr(config, key) is not None:
                 yield key, "TLS options need a rediss:// url"
-    if config.tls_key_file is not None and config.tls_cert_file is None:
-        yield "tls_key_file", "needs tls_cert_file (the certificate the key belongs to)"
+    yield from config.tls_problems()
 
 
 def _check_source(

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from supervisor import secrets
 from supervisor.connectors import kinds, setting
-from supervisor.connectors.credentials import PasswordKeys
+from supervisor.connectors.credentials import LoginKeys
 
 StartAt: TypeAlias = Literal["beginning", "end"]
 
@@ -78,7 +78,7 @@ def _name(what: str) -> kinds.Convert:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RedisConnectionConfig(PasswordKeys):
+class RedisConnectionConfig(LoginKeys):
     """The keys both roles share: where the server is and how to log in."""
 
     url: str = field(
@@ -91,16 +91,6 @@ class RedisConnectionConfig(PasswordKeys):
     )
     username: str | None = field(
         default=None, metadata=setting(_name("user name"), "The ACL user (Redis 6+).")
-    )
-    tls_ca_file: Path | None = field(
-        default=None,
-        metadata=setting(kinds.path(), "rediss://: the CA bundle the server is checked against."),
-    )
-    tls_cert_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "rediss://: a client certificate (PEM).")
-    )
-    tls_key_file: Path | None = field(
-        default=None, metadata=setting(kinds.path(), "rediss://: the client certificate's key.")
     )
     stream: str = field(metadata=setting(_name("stream key"), "The stream's key."))
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from supervisor import secrets
+from supervisor.connectors.credentials import tls_refused
 from supervisor.connectors.redis.config import RedisConnectionConfig
 from supervisor.errors import BrokerRefused, BrokerUnavailable, FatalError, JobError
 
@@ -106,6 +107,9 @@ def translated(config: RedisConnectionConfig, role: str, key: str) -> Iterator[N
             f"{role}.{stem}: {server} refused the credentials ({_said(exc)})"
         ) from None
     except (errors.ConnectionError, errors.TimeoutError, OSError, TimeoutError) as exc:
+        refused = tls_refused(exc, role, server, _said(exc))
+        if refused is not None:
+            raise refused from None
         raise BrokerUnavailable(f"{role}.url: {server} is unreachable: {_said(exc)}") from None
     except errors.NoPermissionError as exc:
         raise BrokerRefused(f"{role}.username: {server} refused a command: {_said(exc)}") from None
