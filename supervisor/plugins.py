@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 from supervisor.errors import PluginError
-from supervisor.failures import describe_error
 
 REFERENCE_PATTERN = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -87,6 +86,10 @@ class _Missing(Exception):
 
 
 def _import(module_name: str, context: str, *, quiet_if_missing: bool = False) -> Any:
+    # Imported here, on the error path only: processor worker processes load their function
+    # through this module, and `failures` would bring the snapshot's TOML code into each.
+    from supervisor.failures import describe_error
+
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
