@@ -2,10 +2,11 @@
 
 What the exec source, sink and co-processes share, and the processor workers
 (`supervisor.workers`). The program runs in a process group (a session) of its own, with
-``PR_SET_PDEATHSIG`` set to SIGKILL before it execs, so it dies with the daemon even when the daemon is SIGKILLed (no orphan; init reaps it then). A stop is
-SIGTERM to the whole group, then SIGKILL after `stop_timeout`; a sink's program (and a
-co-process) first gets its stdin closed and `stop_timeout` to finish by itself. After
-the program exits, what is left of its group is SIGKILLed, and it is reaped (no zombie).
+``PR_SET_PDEATHSIG`` set to SIGKILL before it execs, so it dies with the daemon even when
+the daemon is SIGKILLed (no orphan; init reaps it then). A stop is SIGTERM to the whole
+group, then SIGKILL after `stop_timeout`; a sink's program (and a co-process, and a worker)
+first gets its stdin closed and `stop_timeout` to finish by itself. After the program
+exits, what is left of its group is SIGKILLed, and it is reaped (no zombie).
 
 Its pipes are read and written without blocking, a chunk at a time, only when the
 connector asks: the kernel's pipe buffer is the only buffer, so a program that floods
