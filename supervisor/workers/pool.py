@@ -112,7 +112,12 @@ class WorkerPool:
 
         await _each([functools.partial(one, slot, start) for slot, start in enumerate(starts)])
         if not self.batch:
-            return [result for part in answers for result in part]
+            results: list[Any] = []
+            for start, part in zip(starts, answers, strict=True):
+                results += part
+                if len(part) < min(size, len(records) - start):
+                    break  # stopped at a failure (policy "fail"): nothing after it is judged
+            return results
         return [
             _placed(piece, start)
             for start, part in zip(starts, answers, strict=True)
@@ -120,13 +125,17 @@ class WorkerPool:
         ]
 
     async def close(self) -> None:
-        pids = self.pids
-        if pids:
-            # What each worker weighed at its peak: what `workers` costs in memory.
-            peaks = await anyio.to_thread.run_sync(_peak_rss_kib, pids)
-            log.info("processor.workers_memory", job=self._job, pids=pids, peak_rss_kib=peaks)
-        for worker in self._workers:
-            await worker.program.close()
+        try:
+            if pids := self.pids:
+                # What each worker weighed at its peak: what `workers` costs in memory.
+                peaks = await anyio.to_thread.run_sync(_peak_rss_kib, pids)
+                log.info("processor.workers_memory", job=self._job, pids=pids, peak_rss_kib=peaks)
+            for worker in self._workers:
+                await worker.program.close()
+        finally:
+            # A close cut short (the daemon's shutdown timeout) leaves no worker running.
+            for worker in self._workers:
+                worker.program.kill()
 
 
 class _Worker:

@@ -293,6 +293,10 @@ class Program:
         stopped, job, role = f"{self._events}.stopped", self._job, self._role
         log.info(stopped, job=job, role=role, pid=self.pid, returncode=self.returncode)
 
+    def kill(self) -> None:
+        """SIGKILL whatever is left of the program's group, now, without waiting."""
+        self._signal(signal.SIGKILL)
+
     def _signal(self, number: signal.Signals) -> None:
         if self._popen is None or (self.returncode is not None and number != signal.SIGKILL):
             return
