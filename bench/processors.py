@@ -16,7 +16,7 @@ the variants alternating round by round; ratios are the median of each round's o
 The peak memory of each worker is what the daemon logs when it stops them
 (`processor.workers_memory`, VmHWM).
 
-Usage: python bench/processors.py [--cpu-records N] [--records N] [--rounds R]
+Usage: python bench/processors.py [--cpu-records N] [--records N] [--rounds R] [--cpu-only]
 """
 
 from __future__ import annotations
@@ -214,7 +214,20 @@ def main() -> None:
     parser.add_argument("--cpu-records", type=int, default=40_000)
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpu-only", action="store_true", help="only the burn curve")
     args = parser.parse_args()
+    if args.cpu_only:
+        with tempfile.TemporaryDirectory(prefix="processors-bench-") as scratch:
+            data = records_file(Path(scratch) / "data", args.cpu_records)
+            cpu = compare(data, args.cpu_records, CPU, args.rounds, Path(scratch))
+        print(f"burn: {burn_cost_us():.0f} µs a record; load {_loads(cpu)}")
+        for name, _ in CPU:
+            row = cpu[name]
+            print(
+                f"{name}: {row['records_per_s']:,.0f} records/s, "
+                f"{row['ratio_to_workers_1']:.2f}x workers = 1, worker peak {_mb(row)}"
+            )
+        return
     with tempfile.TemporaryDirectory(prefix="processors-bench-") as scratch:
         results = processors_compare(
             args.cpu_records, args.records, args.rounds, Path(scratch) / "data", Path(scratch)
