@@ -58,3 +58,30 @@ class LineFileSink:
 def _write_and_sync(fd: int, data: bytes) -> None:
     write_all(fd, data)
     os.fsync(fd)
+
+
+def enrich_batch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`enrich` as a batch function: the same work, one call a batch."""
+    for record in records:
+        record["n_items"] = len(record["items"])
+    return records
+
+
+BURN_LOOPS = 7_000
+"""Iterations of `burn`'s loop: about 200 µs of CPU on the project's machine (the workload
+measures and reports the actual cost)."""
+
+
+def burn(record: dict[str, Any]) -> dict[str, Any]:
+    """A CPU-bound processor: a pure-Python loop of `BURN_LOOPS`, then `enrich`'s work."""
+    total = 0
+    for step in range(BURN_LOOPS):
+        total += step * step
+    record["burn"] = total & 0xFF
+    record["n_items"] = len(record["items"])
+    return record
+
+
+def burn_batch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`burn` as a batch function: the same work, one call a batch."""
+    return [burn(record) for record in records]

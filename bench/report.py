@@ -152,6 +152,13 @@ TARGETS = [
         "x",
     ),
     Target(
+        "CPU-bound processor (~200 µs a record), workers = 2 / workers = 1",
+        ">= 1.7x",
+        _path("processors", "cpu", "workers = 2", "ratio_to_workers_1"),
+        lambda v: v >= 1.7,
+        "x",
+    ),
+    Target(
         "failure storm (1,000 jobs), event-loop lag p99",
         "< 50 ms",
         _path("storm", "loop_lag_p99_ms"),

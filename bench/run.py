@@ -10,7 +10,8 @@ workload per connector against a plain client loop: amqp (`bench/amqp_bench.py`;
 of its own unless BENCH_AMQP_URL names one), exec (`bench/exec_bench.py`), nats
 (`bench/nats_bench.py`), postgres
 (the sink, `bench/postgres_bench.py`; the table and CDC sources,
-`bench/postgres_source_bench.py`), redis (`bench/redis_bench.py`). A connector workload needs its
+`bench/postgres_source_bench.py`), redis (`bench/redis_bench.py`), processors (issue #20: workers
+and batch functions, `bench/processors.py`). A connector workload needs its
 server and extra installed, else its results say why not.
 `--quick` runs small versions of all of them in about a minute: a smoke check.
 """
@@ -40,6 +41,8 @@ from bench.dataset import records_file
 from bench.exec_bench import exec_compare
 from bench.exec_bench import summary as exec_summary
 from bench.measure import machine
+from bench.processors import processors_compare
+from bench.processors import summary as processors_summary
 from bench.report import markdown
 from bench.scale import scale
 from bench.throughput import (
@@ -54,7 +57,7 @@ from bench.throughput import (
 
 WORKLOADS = (
     "throughput", "checkpoint", "scale", "storm", "metrics",
-    "amqp", "exec", "nats", "postgres", "redis",
+    "amqp", "exec", "nats", "postgres", "redis", "processors",
 )  # fmt: skip
 
 
@@ -89,6 +92,10 @@ class Sizes:
     amqp_rounds: int = 3
     nats_records: int = 200_000
     nats_rounds: int = 3
+    # Processors in workers, batch processors (bench/processors.py): the CPU-bound one costs
+    # about 200 µs a record, so its input is small.
+    processor_cpu_records: int = 40_000
+    processor_records: int = 300_000
 
 
 FULL = Sizes(
@@ -114,6 +121,7 @@ QUICK = Sizes(
     exec_records=30_000,
     amqp_records=10_000, amqp_rounds=1,
     nats_records=20_000, nats_rounds=1,
+    processor_cpu_records=2_000, processor_records=20_000,
 )  # fmt: skip
 
 
@@ -160,6 +168,8 @@ def main() -> None:
     table = markdown(results)
     if "exec" in results:
         table += "\n" + "\n".join(exec_summary(results["exec"]))
+    if "processors" in results:
+        table += "\n" + "\n".join(processors_summary(results["processors"]))
     (args.out / "results.md").write_text(table)
     print(table)
     print(f"written: {args.out / 'results.md'}, {args.out / 'results.json'}")
@@ -308,6 +318,14 @@ def _nats(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> No
         results["nats"] = {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _processors(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    """A CPU-bound processor in the daemon and in 1, 2, 4 workers; a trivial one; batch vs
+    per-record (bench/processors.py)."""
+    results["processors"] = processors_compare(
+        sizes.processor_cpu_records, sizes.processor_records, sizes.rounds, out / "data", scratch
+    )
+
+
 RUNNERS = {
     "throughput": _throughput,
     "checkpoint": _checkpoint,
@@ -319,6 +337,7 @@ RUNNERS = {
     "exec": _exec,
     "amqp": _amqp,
     "nats": _nats,
+    "processors": _processors,
 }
 
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from supervisor.config.model import JobConfig
 from supervisor.connectors.registry import processor_role, sink_role, source_role
-from supervisor.processing import BatchProcessor, load_processor
+from supervisor.processing import BatchProcessor, load_batch_function, load_processor
 from supervisor.protocols import Offset, Sink, Source
+from supervisor.workers.pool import WorkerPool, worker_count
 
 
 def build_source(job: JobConfig) -> Source:
@@ -42,7 +43,26 @@ def build_processor(job: JobConfig) -> BatchProcessor:
     if processor is not None and processor.connector is not None:
         batch = processor_role(processor.connector).build(processor.connector, job)
         return BatchProcessor(job.name, None, job.records, batch=batch)
-    function = load_processor(processor.function) if processor and processor.function else None
+    if processor is None:
+        return BatchProcessor(job.name, None, job.records)
+    if processor.workers is not None:
+        # The function is imported in each worker, not here: the daemon stays small.
+        reference = processor.function or processor.batch_function
+        assert reference is not None  # the schema requires one of them
+        pool = WorkerPool(
+            job.name,
+            reference,
+            batch=processor.function is None,
+            workers=worker_count(processor.workers),
+            search=job.records.on_error != "fail",
+        )
+        return BatchProcessor(job.name, None, job.records, pool=pool)
+    if processor.batch_function is not None:
+        batch_function = load_batch_function(processor.batch_function)
+        return BatchProcessor(
+            job.name, None, job.records, batch_function=(processor.batch_function, batch_function)
+        )
+    function = load_processor(processor.function) if processor.function else None
     return BatchProcessor(job.name, function, job.records)
 
 

@@ -11,6 +11,7 @@
     │   └── StateDirectoryLocked another daemon holds the state directory
     ├── PluginError              a "pkg.mod:Name" reference cannot be loaded
     ├── JobError                 raised by sources, sinks and processors to steer retries
+    │   ├── UnpicklableRecord    a record or its results cannot cross to or from a worker process
     │   ├── TransientError       always retried
     │   │   └── BrokerUnavailable  a broker is down or dropped us: back when it is
     │   └── FatalError           never retried
@@ -90,6 +91,12 @@ class PluginError(SupervisorError):
 
 class JobError(SupervisorError):
     """A job's source, sink or processor failed."""
+
+
+class UnpicklableRecord(JobError):
+    """A record, or what the processor made of it, cannot be pickled to cross to or from a
+    processor worker process (``[processor] workers``): a bad record, judged by the job's
+    ``[records]`` policy."""
 
 
 class TransientError(JobError):

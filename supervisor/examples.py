@@ -1,7 +1,8 @@
 """Example plugins used by the shipped `configs/` and shown in the README.
 
-`enrich_order` is a processor; `CountdownSource` is a complete third-party
-source, the same code the README walks through.
+`enrich_order` is a processor, `enrich_orders` the same as a batch function;
+`CountdownSource` is a complete third-party source, the same code the README walks
+through.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def enrich_order(record: dict[str, Any]) -> dict[str, Any] | None:
         return None
     total = sum(item["price"] * item["quantity"] for item in items)
     return {**record, "total": round(total, 2)}
+
+
+def enrich_orders(orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`enrich_order` as a batch function: the whole batch in one call."""
+    return [enriched for order in orders if (enriched := enrich_order(order)) is not None]
 
 
 class CountdownSource:

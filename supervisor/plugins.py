@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 from supervisor.errors import PluginError
-from supervisor.failures import describe_error
 
 REFERENCE_PATTERN = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -94,13 +93,17 @@ def _import(module_name: str, context: str, *, quiet_if_missing: bool = False) -
         # a broken plugin, reported below.
         if quiet_if_missing and exc.name is not None and _is_prefix(exc.name, module_name):
             raise _Missing(exc.name) from None
-        raise PluginError(
-            f"cannot import module {module_name!r} {context}: {describe_error(exc)}"
-        ) from exc
+        raise _cannot_import(module_name, context, exc) from exc
     except (Exception, SystemExit) as exc:  # a module's import code is plugin code
-        raise PluginError(
-            f"cannot import module {module_name!r} {context}: {describe_error(exc)}"
-        ) from exc
+        raise _cannot_import(module_name, context, exc) from exc
+
+
+def _cannot_import(module_name: str, context: str, exc: BaseException) -> PluginError:
+    # Imported here, on the error path only: processor worker processes load their function
+    # through this module, and `failures` would bring the snapshot's TOML code into each.
+    from supervisor.failures import describe_error
+
+    return PluginError(f"cannot import module {module_name!r} {context}: {describe_error(exc)}")
 
 
 def _is_prefix(package: str, module_name: str) -> bool:

@@ -7,6 +7,11 @@ not decode (`Batch.rejects`); both are handled by the job's `[records]`
 policy: `fail` ends the attempt, `skip` counts and logs it, `dead_letter`
 appends the record and its error to the dead-letter file. More than
 `max_errors` in one attempt is fatal.
+
+A batch function (`supervisor.batch_calls`) takes the whole batch and returns its
+outputs; when it raises, the records it failed on are searched for and judged the same
+way. Either may run in worker processes (`supervisor.workers`): their answers are judged
+here, record by record, exactly as the daemon's own calls' would be.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, cast
 import anyio
 import structlog
 
+from supervisor.batch_calls import BatchCallable, Done, Failed, Piece, call_batch
 from supervisor.config.model import RecordsPolicy
 from supervisor.durable import write_all
 from supervisor.errors import TooManyBadRecords
@@ -31,6 +37,7 @@ from supervisor.observe.counters import JobCounters
 from supervisor.plugins import load_callable
 from supervisor.protocols import BatchFunction, Processor, Record, Rejected
 from supervisor.safe_open import create_or_open
+from supervisor.workers.pool import WorkerPool
 
 log = structlog.get_logger("supervisor.processing")
 
@@ -39,6 +46,12 @@ def load_processor(reference: str) -> Processor:
     """Import the processor function named by ``pkg.mod:fn``; `PluginError` (fatal) if it
     cannot be imported or is not callable."""
     return cast(Processor, load_callable(reference, "processor"))
+
+
+def load_batch_function(reference: str) -> BatchCallable:
+    """Import the batch function named by ``pkg.mod:fn``; `PluginError` (fatal) if it
+    cannot be imported or is not callable."""
+    return cast(BatchCallable, load_callable(reference, "batch_function"))
 
 
 class BatchProcessor:
@@ -51,10 +64,16 @@ class BatchProcessor:
         policy: RecordsPolicy,
         *,
         batch: BatchFunction | None = None,
+        batch_function: tuple[str, BatchCallable] | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
+        """One of: a per-record `function`; a connector's `batch`; a `batch_function`
+        (its reference, for messages, and itself); or a `pool` of workers running either."""
         self._job = job
         self._function = function
         self._batch = batch
+        self._batch_function = batch_function
+        self._pool = pool
         self._is_async = function is not None and inspect.iscoroutinefunction(function)
         self._policy = policy
         self.rejected = 0
@@ -65,14 +84,28 @@ class BatchProcessor:
     async def open(self) -> None:
         if self._batch is not None:
             await self._batch.open()
+        if self._pool is not None:
+            await self._pool.open()
 
     async def close(self) -> None:
         if self._batch is not None:
             await self._batch.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def process(self, records: Sequence[Record]) -> Sequence[Record]:
         if self._batch is not None:
             return await self._process_batch(records, self._batch)
+        if self._pool is not None:
+            answers = await self._pool.process(records)
+            if self._pool.batch:
+                return await self._judge_pieces(records, answers)
+            return await self._judge_results(records, answers)
+        if self._batch_function is not None:
+            reference, batch_function = self._batch_function
+            search = self._policy.on_error != "fail"
+            pieces = await call_batch(batch_function, reference, records, search=search)
+            return await self._judge_pieces(records, pieces)
         function = self._function
         if function is None:
             return records
@@ -111,6 +144,51 @@ class BatchProcessor:
                 self._reject(record, result, dead)
             else:
                 out.extend(result)
+        if dead:
+            await self._write_dead_letters(dead)
+        return out
+
+    async def _judge_results(
+        self, records: Sequence[Record], results: Sequence[Any]
+    ) -> Sequence[Record]:
+        """A worker's per-record results (a result, or `Failed`), as `process` judges its
+        own calls' (the loop above, kept apart so as not to slow it)."""
+        out: list[Record] = []
+        dead: list[tuple[Record, BaseException]] = []
+        filtered = 0
+        for record, result in zip(records, results, strict=False):
+            if type(result) is Failed:
+                self._reject(record, result.error, dead)
+            elif result is None:
+                filtered += 1
+            elif type(result) is list:
+                out.extend(result)
+            else:
+                out.append(result)
+        if filtered:
+            self.counters.dropped[counted.FILTERED] += filtered
+        if dead:
+            await self._write_dead_letters(dead)
+        return out
+
+    async def _judge_pieces(
+        self, records: Sequence[Record], pieces: Sequence[Piece]
+    ) -> Sequence[Record]:
+        """A batch function's outputs, and its bad records to the policy. Outputs are not
+        tied to inputs: a part that gave fewer outputs than it had records counts the
+        difference as filtered."""
+        out: list[Record] = []
+        dead: list[tuple[Record, BaseException]] = []
+        filtered = 0
+        for piece in pieces:
+            if type(piece) is Failed:
+                self._reject(records[piece.index], piece.error, dead)
+            else:
+                assert type(piece) is Done
+                out.extend(piece.outputs)
+                filtered += max(piece.count - len(piece.outputs), 0)
+        if filtered:
+            self.counters.dropped[counted.FILTERED] += filtered
         if dead:
             await self._write_dead_letters(dead)
         return out

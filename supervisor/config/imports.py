@@ -41,9 +41,12 @@ class ImportCheck:
             for key, reference in references:
                 problem = self._plugin(reference, f"{role} {key}")
                 self._report(job, document, role, key, problem)
-        if job.processor is not None and job.processor.function is not None:
-            problem = self._plugin(job.processor.function, "processor")
-            self._report(job, document, "processor", "function", problem)
+        if job.processor is not None:
+            for key in ("function", "batch_function"):
+                reference = getattr(job.processor, key)
+                if reference is not None:
+                    what = "processor" if key == "function" else key
+                    self._report(job, document, "processor", key, self._plugin(reference, what))
         for key in ("retry_on", "fatal_on"):
             for name in getattr(job.retry, key):
                 self._report(job, document, "retry", key, self._exception(name))

@@ -32,6 +32,7 @@ from supervisor.config.schema import (
     text,
     unknown_key,
     unwrap,
+    workers,
 )
 from supervisor.connectors.registry import Registry, Role
 from supervisor.errors import ConfigIssue, PluginError
@@ -49,7 +50,11 @@ JOB_NAME_RULE = (
 _REFERENCE = text(REFERENCE_PATTERN, 'a reference like "package.module:Name"')
 _ROLES: tuple[Role, ...] = ("source", "sink")
 _POLICIES: dict[str, dict[str, Field]] = {
-    "processor": {"function": Field(_REFERENCE, required=True)},
+    "processor": {
+        "function": Field(_REFERENCE),
+        "batch_function": Field(_REFERENCE),
+        "workers": Field(workers()),
+    },
     "checkpoint": {"every_records": Field(integer(1)), "interval": Field(duration(positive=True))},
     "retry": {
         "initial": Field(duration(positive=True)),
@@ -307,10 +312,34 @@ def _cross_checks(
             message = f"expected at least retry.initial ({initial:g}s), got {maximum:g}s{unset}"
             inherited = all(_inherited(raw.get("retry"), key) for key in ("initial", "max"))
             problems.append(Problem("retry.max", message, inherited))
+    _processor_checks(raw, parts, problems, partial=partial)
     records: dict[str, Any] = parts.get("records", {})
     if not partial and records.get("on_error") == "dead_letter" and "dead_letter" not in records:
         message = 'expected a file path, required when records.on_error = "dead_letter"'
         problems.append(Problem("records.dead_letter", message))
+
+
+def _processor_checks(
+    raw: dict[str, Any], parts: dict[str, Any], problems: list[Problem], *, partial: bool
+) -> None:
+    """A ``[processor]`` without a ``type`` names exactly one function."""
+    processor: dict[str, Any] | None = parts.get("processor")
+    if processor is None or "connector" in processor:
+        return
+    section = raw.get("processor")
+    if "function" in processor and "batch_function" in processor:
+        message = (
+            "expected either processor.function (called per record) or "
+            "processor.batch_function (called per batch), not both"
+        )
+        inherited = _inherited(section, "batch_function")
+        problems.append(Problem("processor.batch_function", message, inherited))
+    elif not partial and not {"function", "batch_function"} & processor.keys():
+        table = unwrap(section)
+        if isinstance(table, dict) and {"function", "batch_function"} & table.keys():
+            return  # set, but wrong: reported already
+        message = "required key is missing (or processor.batch_function)"
+        problems.append(Problem("processor.function", message))
 
 
 def _inherited(section: Any, key: str) -> bool:

@@ -31,9 +31,13 @@ class ConnectorConfig(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessorConfig:
-    """``[processor]``: ``function = "pkg.mod:fn"``, or a connector's ``type`` and keys."""
+    """``[processor]``: ``function`` or ``batch_function`` (``"pkg.mod:fn"``, one of them)
+    and ``workers``; or a connector's ``type`` and keys."""
 
     function: str | None = None
+    batch_function: str | None = None
+    workers: int | Literal["auto"] | None = None
+    """Worker processes running the function; None: it runs in the daemon."""
     connector: ConnectorConfig | None = None
     """The config of a ``[processor]`` that names a ``type`` (its connector builds it)."""
 

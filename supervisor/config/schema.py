@@ -167,6 +167,17 @@ def duration(*, positive: bool = False) -> Convert:
     return convert
 
 
+def workers() -> Convert:
+    """A number of processes (1 or more), or ``"auto"``: as many as the CPUs it may use."""
+
+    def convert(value: Any, _: Path) -> int | str:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value  # type: ignore[no-any-return]
+        raise Invalid(f'expected an integer of at least 1 or "auto", got {describe(value)}')
+
+    return convert
+
+
 def choice(*options: str) -> Convert:
     def convert(value: Any, _: Path) -> str:
         if not isinstance(value, str) or value not in options:

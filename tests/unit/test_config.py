@@ -387,7 +387,7 @@ def test_missing_required_keys_are_named(tmp_path: Path) -> None:
         f"{a}: sink: required table [sink] is missing",
         f"{b}: source.type: {one_of('source')}, got nothing (required key is missing)",
         f"{b}: sink.class: required key is missing",
-        f"{b}: processor.function: required key is missing",
+        f"{b}: processor.function: required key is missing (or processor.batch_function)",
     }
 
 

@@ -1,11 +1,12 @@
 """A program run for a job: started, watched, read line by line, and stopped for sure.
 
-What the source and the sink share. The program runs in a process group (a session) of
-its own, with ``PR_SET_PDEATHSIG`` set to SIGKILL before it execs, so it dies with the
-daemon even when the daemon is SIGKILLed (no orphan; init reaps it then). A stop is
-SIGTERM to the whole group, then SIGKILL after `stop_timeout`; a sink's program (and a
-co-process) first gets its stdin closed and `stop_timeout` to finish by itself. After
-the program exits, what is left of its group is SIGKILLed, and it is reaped (no zombie).
+What the exec source, sink and co-processes share, and the processor workers
+(`supervisor.workers`). The program runs in a process group (a session) of its own, with
+``PR_SET_PDEATHSIG`` set to SIGKILL before it execs, so it dies with the daemon even when
+the daemon is SIGKILLed (no orphan; init reaps it then). A stop is SIGTERM to the whole
+group, then SIGKILL after `stop_timeout`; a sink's program (and a co-process, and a worker)
+first gets its stdin closed and `stop_timeout` to finish by itself. After the program
+exits, what is left of its group is SIGKILLed, and it is reaped (no zombie).
 
 Its pipes are read and written without blocking, a chunk at a time, only when the
 connector asks: the kernel's pipe buffer is the only buffer, so a program that floods
@@ -105,10 +106,27 @@ def _exit_code(pidfd: int) -> int | None:
 class Program:
     """One run of a job's program. `start` it, use its pipes inside `attended`, `close`."""
 
-    def __init__(self, config: ProgramConfig, job: str, role: str) -> None:
+    def __init__(
+        self,
+        config: ProgramConfig,
+        job: str,
+        role: str,
+        *,
+        where: str | None = None,
+        events: str = "exec",
+    ) -> None:
+        """`where` names the program in failures (default: ``"{role}.command: NAME"``);
+        `events` prefixes its log events (``exec.started``, ``exec.stderr``, ...)."""
         self._config = config
         self._job = job
         self._role = role
+        self._where = where or f"{role}.command: {config.command[0]}"
+        self._cannot_start = (
+            f"{role}.command: cannot start {config.command[0]}"
+            if where is None
+            else f"{where} cannot start"
+        )
+        self._events = events
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self._stdin: int | None = None
@@ -140,12 +158,13 @@ class Program:
         try:
             popen = self._popen = _spawn(config, arguments, env, stdin)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            raise ProgramFailed(f"{self._role}.command: cannot start {self.name}: {exc}") from exc
+            raise ProgramFailed(f"{self._cannot_start}: {exc}") from exc
         self._pidfd = os.pidfd_open(popen.pid)
         self._stdin = _raw(popen.stdin)
         self._stdout = _raw(popen.stdout)
         self._stderr = _raw(popen.stderr)
-        log.info("exec.started", job=self._job, role=self._role, pid=popen.pid, program=self.name)
+        started, job, role = f"{self._events}.started", self._job, self._role
+        log.info(started, job=job, role=role, pid=popen.pid, program=self.name)
 
     async def attended(self, work: Callable[[], Awaitable[T]]) -> T:
         """`work()`, with the program's stderr read (and logged) while it runs."""
@@ -235,7 +254,7 @@ class Program:
         else:
             ended = f"exited with code {code}"
         tail = "; its stderr ended: " + " | ".join(self._stderr_tail) if self._stderr_tail else ""
-        message = f"{self._role}.command: {self.name} {what} and {ended}{tail}"
+        message = f"{self._where} {what} and {ended}{tail}"
         if code is not None and code in self._config.fatal_exit_codes:
             return ProgramFailedFatally(f"{message} (a fatal_exit_codes code: not retried)")
         return ProgramFailed(message)
@@ -271,9 +290,12 @@ class Program:
         self._stdin = self._stdout = self._stderr = self._pidfd = None
         if self._suppressed:
             self._log_suppressed()
-        log.info(
-            "exec.stopped", job=self._job, role=self._role, pid=self.pid, returncode=self.returncode
-        )
+        stopped, job, role = f"{self._events}.stopped", self._job, self._role
+        log.info(stopped, job=job, role=role, pid=self.pid, returncode=self.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL whatever is left of the program's group, now, without waiting."""
+        self._signal(signal.SIGKILL)
 
     def _signal(self, number: signal.Signals) -> None:
         if self._popen is None or (self.returncode is not None and number != signal.SIGKILL):
@@ -321,12 +343,11 @@ class Program:
             self._suppressed += 1
             return
         self._window_lines += 1
-        log.info("exec.stderr", job=self._job, role=self._role, line=text)
+        log.info(f"{self._events}.stderr", job=self._job, role=self._role, line=text)
 
     def _log_suppressed(self) -> None:
-        log.warning(
-            "exec.stderr_suppressed", job=self._job, role=self._role, lines=self._suppressed
-        )
+        suppressed, job, role = f"{self._events}.stderr_suppressed", self._job, self._role
+        log.warning(suppressed, job=job, role=role, lines=self._suppressed)
         self._suppressed = 0
 
 
