@@ -57,7 +57,8 @@ class Codec:
     def line_decoder(self) -> Callable[[bytes], Any] | None:
         """A fast decoder of one line's bytes, or None (here): whatever it returns is what
         `json.loads` returns for the line decoded (it accepts only UTF-8, and a trailing
-        "\r" is whitespace to both); a line it raises ValueError for is for the caller's
+        "\r" is whitespace to both); a line it raises ValueError or RecursionError
+        for (deeper than its limit) is for the caller's
         own json path, which gives that line's value or error as before."""
         return None
 
@@ -96,7 +97,7 @@ class MsgspecCodec(Codec):
     def loads(self, data: bytes | str) -> Any:
         try:
             return self._decode(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return _loads(data)  # json's value, or json's error text
 
     def line_decoder(self) -> Callable[[bytes], Any] | None:

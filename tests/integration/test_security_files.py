@@ -28,8 +28,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from supervisor.config.model import RecordsPolicy
 from supervisor.codec import JSON
+from supervisor.config.model import RecordsPolicy
 from supervisor.connectors.file import FileSourceConfig
 from supervisor.connectors.file.source import FileSource
 from supervisor.connectors.jsonl import JsonlSinkConfig

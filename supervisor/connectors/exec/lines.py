@@ -40,7 +40,7 @@ def json_line_parser(codec: Codec) -> Callable[[bytes], Any]:
     def parse(line: bytes) -> Any:
         try:
             return fast(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             return parse_json_line(line)  # json's value, or json's error
 
     return parse

@@ -149,7 +149,7 @@ def _parse_jsonl_bytes(
     for index, line in enumerate(lines):
         try:
             append(decode(line))
-        except ValueError:
+        except (ValueError, RecursionError):  # json decides: its value, or its error
             text = line.decode("utf-8", "replace")
             if text.endswith("\r"):
                 text = text[:-1]

@@ -102,11 +102,7 @@ class FileSource:
     """Reopened at an offset, it reads the same lines again (`supervisor.protocols`)."""
 
     def __init__(
-        self,
-        config: FileSourceConfig,
-        *,
-        chunk_bytes: int = READ_CHUNK_BYTES,
-        codec: Codec = JSON,
+        self, config: FileSourceConfig, *, chunk_bytes: int = READ_CHUNK_BYTES, codec: Codec = JSON
     ) -> None:
         self._path = config.path
         self._follow = config.follow
