@@ -1,24 +1,15 @@
 """JSON for records: the one place records are decoded from and encoded to JSON.
 
-Two codecs, one behaviour. `Codec` is the standard library's `json`.
-`MsgspecCodec` is `msgspec` (the ``[fast]`` extra) wherever msgspec gives what
-`json` gives, and `json` itself for the rest, one document (or one batch of
-lines) at a time, so a job's output and errors do not depend on the codec:
-
-- decoding: a document msgspec decodes is decoded as `json` would (the
-  property tests in tests/unit/test_codec_equivalence.py hold it to that); one
-  it refuses (``NaN``, numbers beyond a double, lone surrogates, any error at
-  all) is decoded again by `json`, which gives the value or its own error text.
-- encoding: msgspec writes floats outside 1e-4 <= |x| < 1e16 without repr's
-  exponent (``1e16``, not ``1e+16``), NaN as ``null``, and happily encodes what
-  `json` refuses (datetimes, UUIDs, sets, dataclasses, enums, bytes...). So a
-  record is first checked by `_msgspec_writes_as_json`, which admits only
-  dicts with ``str`` keys, lists, tuples, ``str``, ``int``, ``bool``, None and
-  floats that repr writes without an exponent, each of exactly that type; any
-  other record goes to `json`, which writes it or raises its usual error.
+`Codec` is the standard library's `json`, as every record path used it before
+(compact, non-ASCII as it is, NaN refused). `supervisor.codec_msgspec.MsgspecCodec`
+(the ``[fast]`` extra) gives the same values, bytes and errors for everything
+json can read or write, several times faster; it differs only for Python values
+json cannot write at all (there json raises TypeError; see its module).
 
 The job's ``codec`` key picks one (`codec_for`): ``"auto"`` (msgspec when
-installed), ``"msgspec"`` or ``"json"``.
+installed), ``"msgspec"`` or ``"json"``. Two formats stay json's whatever the
+codec, since msgspec has no such output: what exec programs are sent
+(`dumps_ascii`) and dead-letter lines (`dead_letter_line`).
 """
 
 from __future__ import annotations
@@ -33,11 +24,13 @@ from supervisor.config.model import CodecName
 CODEC_NAMES: Final[tuple[str, ...]] = get_args(CodecName)
 INSTALL_HINT: Final = "pip install 'stream-supervisor[fast]'"
 
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_compact_nan = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+"""What the sinks write: compact, non-ASCII as it is, NaN and infinities refused."""
+COMPACT_NAN: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""`COMPACT`, NaN and infinities written as ``NaN``, ``Infinity``, ``-Infinity``."""
 _ascii = json.JSONEncoder().encode
 _dead_letter = json.JSONEncoder(ensure_ascii=False, default=repr).encode
-_loads = json.loads
+json_loads = json.loads
 
 
 def msgspec_installed() -> bool:
@@ -46,141 +39,43 @@ def msgspec_installed() -> bool:
 
 
 class Codec:
-    """The standard library's `json`; every method is also `MsgspecCodec`'s fallback."""
+    """The standard library's `json`; what every other codec must give, and its fallback."""
 
     name: str = "json"
 
     def loads(self, data: bytes | str) -> Any:
         """`json.loads(data)`: the value, or json's `ValueError`."""
-        return _loads(data)
+        return json_loads(data)
 
     def line_decoder(self) -> Callable[[bytes], Any] | None:
         """A fast decoder of one line's bytes, or None (here): whatever it returns is what
         `json.loads` returns for the line decoded (it accepts only UTF-8, and a trailing
-        "\r" is whitespace to both); a line it raises ValueError or RecursionError
-        for (deeper than its limit) is for the caller's
-        own json path, which gives that line's value or error as before."""
+        "\r" is whitespace to both); a line it raises ValueError or RecursionError for
+        goes the caller's own json path, which gives that line's value or error."""
         return None
 
     def dumps(self, value: Any) -> str:
         """Compact JSON, non-ASCII as it is; ValueError for NaN and infinities."""
-        return _compact(value)
+        return COMPACT(value)
 
     def dumps_utf8(self, value: Any) -> bytes:
         """`dumps` as UTF-8 (UnicodeEncodeError for a lone surrogate)."""
-        return _compact(value).encode()
+        return COMPACT(value).encode()
 
     def dumps_allow_nan(self, value: Any) -> str:
         """`dumps`, but NaN and infinities written as ``NaN``, ``Infinity``, ``-Infinity``."""
-        return _compact_nan(value)
+        return COMPACT_NAN(value)
 
     def dump_lines(self, records: Sequence[Any]) -> bytes:
         """One compact document per record, each ending in a newline, as UTF-8."""
         if not records:
             return b""
-        return ("\n".join(map(_compact, records)) + "\n").encode()
-
-
-class MsgspecCodec(Codec):
-    """msgspec where its result is json's; json for everything else (see the module doc)."""
-
-    name = "msgspec"
-
-    def __init__(self) -> None:
-        import msgspec  # the [fast] extra: imported only by a job that uses it
-
-        self._decode: Callable[[bytes | str], Any] = msgspec.json.Decoder().decode
-        encoder = msgspec.json.Encoder()
-        self._encode: Callable[[Any], bytes] = encoder.encode
-        self._encode_lines: Callable[[Any], bytes] = encoder.encode_lines
-
-    def loads(self, data: bytes | str) -> Any:
-        try:
-            return self._decode(data)
-        except (ValueError, RecursionError):
-            return _loads(data)  # json's value, or json's error text
-
-    def line_decoder(self) -> Callable[[bytes], Any] | None:
-        return self._decode
-
-    def dumps(self, value: Any) -> str:
-        if _msgspec_writes_as_json(value):
-            try:
-                return self._encode(value).decode()
-            except (TypeError, ValueError, RecursionError):
-                pass  # json raises its own error, or (too deep for msgspec) writes it
-        return _compact(value)
-
-    def dumps_utf8(self, value: Any) -> bytes:
-        if _msgspec_writes_as_json(value):
-            try:
-                return self._encode(value)
-            except (TypeError, ValueError, RecursionError):
-                pass
-        return _compact(value).encode()
-
-    def dumps_allow_nan(self, value: Any) -> str:
-        if _msgspec_writes_as_json(value):
-            try:
-                return self._encode(value).decode()
-            except (TypeError, ValueError, RecursionError):
-                pass
-        return _compact_nan(value)
-
-    def dump_lines(self, records: Sequence[Any]) -> bytes:
-        if not records:
-            return b""
-        if all(map(_msgspec_writes_as_json, records)):
-            try:
-                return self._encode_lines(records)
-            except (TypeError, ValueError, RecursionError):
-                pass
-        # The whole batch, so that an error (a lone surrogate's position) is json's.
-        return Codec.dump_lines(self, records)
-
-
-def _msgspec_writes_as_json(value: Any) -> bool:
-    """Whether msgspec's compact encoding of `value` is json's, byte for byte.
-
-    Admits only the types json writes natively, exactly (no subclasses: an IntEnum or
-    a str subclass is json's business), and floats repr writes without an exponent.
-    One loop per container: this runs for every record, so it is kept flat.
-    """
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                return False
-            kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            if kind is float:
-                if not (1e-4 <= abs(item) < 1e16 or item == 0.0):
-                    return False
-            elif not _msgspec_writes_as_json(item):
-                return False
-        return True
-    if kind is list or kind is tuple:
-        for item in value:
-            kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            if kind is float:
-                if not (1e-4 <= abs(item) < 1e16 or item == 0.0):
-                    return False
-            elif not _msgspec_writes_as_json(item):
-                return False
-        return True
-    if kind is str or kind is int or kind is bool or value is None:
-        return True
-    if kind is float:
-        return bool(1e-4 <= abs(value) < 1e16 or value == 0.0)
-    return False
+        return ("\n".join(map(COMPACT, records)) + "\n").encode()
 
 
 JSON: Final = Codec()
 """The standard library's codec: what a job with ``codec = "json"`` uses."""
-_msgspec: MsgspecCodec | None = None
+_msgspec: Codec | None = None
 
 
 def codec_for(name: CodecName) -> Codec:
@@ -193,6 +88,8 @@ def codec_for(name: CodecName) -> Codec:
     if name == "json" or (name == "auto" and not msgspec_installed()):
         return JSON
     if _msgspec is None:
+        from supervisor.codec_msgspec import MsgspecCodec
+
         _msgspec = MsgspecCodec()
     return _msgspec
 

@@ -35,6 +35,9 @@ json_values = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=5)
         | st.dictionaries(any_text, inner, max_size=5)
+        | st.dictionaries(
+            any_text | any_float | any_int | st.booleans() | st.none(), inner, max_size=3
+        )
         | st.tuples(inner, inner)
     ),
     max_leaves=30,
@@ -151,7 +154,43 @@ class Point:
 
 Pair = collections.namedtuple("Pair", "a b")
 
-NOT_JSON_TYPES = [
+ODD_BUT_JSON = [
+    Size.SMALL,
+    Name("n"),
+    Count(3),
+    Ratio(1e16),
+    Ratio(0.5),
+    Pair(1, 2),
+    collections.OrderedDict(a=1),
+    {1: "int key"},
+    {1e16: "float key"},
+    {1e-5: "float key"},
+    {math.nan: "nan key"},
+    {True: "bool key"},
+    {None: "none key"},
+    {Name("k"): "str-subclass key"},
+    math.nan,
+    -math.inf,
+    10**5000,
+    "\udcff",
+    object(),
+]
+"""Values json writes (or refuses) in its own way, which the msgspec codec must follow."""
+
+
+@pytest.mark.parametrize("value", ODD_BUT_JSON, ids=lambda value: type(value).__name__)
+def test_odd_values_json_handles_give_json_bytes_or_json_error(value: Any) -> None:
+    """Subclasses, enums json writes as numbers, non-str keys, NaN, huge integers and
+    lone surrogates: json's bytes or json's error, alone, in a list, in a dict, and
+    alongside a float that sends the record the slow way."""
+    for wrapped in (value, [value], {"k": value}, [value, 1e16]):
+        same(lambda codec, v=wrapped: codec.dumps(v))
+        same(lambda codec, v=wrapped: codec.dumps_utf8(v))
+        same(lambda codec, v=wrapped: codec.dump_lines([v]))
+        same(lambda codec, v=wrapped: codec.dumps_allow_nan(v))
+
+
+JSON_REFUSES = [
     datetime.datetime(2024, 1, 2, 3, 4, 5),
     datetime.date(2024, 1, 2),
     datetime.time(1, 2),
@@ -164,35 +203,25 @@ NOT_JSON_TYPES = [
     frozenset({3}),
     Point(1),
     Colour.RED,
-    Size.SMALL,
-    Name("n"),
-    Count(3),
-    Ratio(1e16),
-    Ratio(0.5),
-    Pair(1, 2),
-    collections.OrderedDict(a=1),
-    {1: "int key"},
-    {1e16: "float key"},
-    {True: "bool key"},
-    {None: "none key"},
     {Colour.RED: "enum key"},
-    {Name("k"): "str-subclass key"},
-    math.nan,
-    -math.inf,
-    10**5000,
-    "\udcff",
-    object(),
 ]
+"""Values json cannot write at all (TypeError) and msgspec can: the codecs' one difference."""
 
 
-@pytest.mark.parametrize("value", NOT_JSON_TYPES, ids=lambda value: type(value).__name__)
-def test_values_beyond_json_types_are_json_business(value: Any) -> None:
-    """What msgspec would encode but json refuses (or writes otherwise) gives json's
-    result: a datetime is still json's TypeError, an IntEnum still json's digits."""
-    for wrapped in (value, [value], {"k": value}):
-        same(lambda codec, v=wrapped: codec.dumps(v))
-        same(lambda codec, v=wrapped: codec.dump_lines([v]))
-        same(lambda codec, v=wrapped: codec.dumps_allow_nan(v))
+@pytest.mark.parametrize("value", JSON_REFUSES, ids=lambda value: type(value).__name__)
+def test_values_json_refuses_are_written_as_msgspec_converts_them(value: Any) -> None:
+    """What json refuses with a TypeError the msgspec codec writes as msgspec.to_builtins
+    turns it (an ISO date, a list...), and the rest of the record as json writes it,
+    whichever way the record goes (alongside 1e16 or NaN it goes json's way)."""
+    for wrapped in (value, [value], {"k": value}, [value, 1e16], {"k": value, "n": None}):
+        with pytest.raises(TypeError):
+            JSON.dumps(wrapped)
+        builtins = msgspec.to_builtins(wrapped)
+        assert FAST.dumps(wrapped) == JSON.dumps(builtins)
+        assert FAST.dump_lines([wrapped, 1]) == JSON.dump_lines([builtins, 1])
+        assert FAST.dumps_utf8(wrapped) == JSON.dumps_utf8(builtins)
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        FAST.dumps([value, math.nan])
 
 
 def test_deep_nesting_decodes_as_json_does() -> None:

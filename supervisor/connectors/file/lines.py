@@ -143,6 +143,10 @@ def _parse_jsonl_bytes(
     trailing "\r" being whitespace to it as to json; any line it refuses (blank, not
     UTF-8, NaN, not JSON...) is decoded as the json path decodes it, errors included.
     """
+    try:
+        return list(map(decode, lines)), []  # the common batch: every line a record
+    except (ValueError, RecursionError):
+        pass  # some line is not: line by line, the batch's records kept in order
     records: list[Record] = []
     append = records.append
     bad: list[BadLine] = []
