@@ -11,6 +11,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -184,10 +185,14 @@ def test_odd_values_json_handles_give_json_bytes_or_json_error(value: Any) -> No
     lone surrogates: json's bytes or json's error, alone, in a list, in a dict, and
     alongside a float that sends the record the slow way."""
     for wrapped in (value, [value], {"k": value}, [value, 1e16]):
-        same(lambda codec, v=wrapped: codec.dumps(v))
-        same(lambda codec, v=wrapped: codec.dumps_utf8(v))
-        same(lambda codec, v=wrapped: codec.dump_lines([v]))
-        same(lambda codec, v=wrapped: codec.dumps_allow_nan(v))
+        same_encodings(wrapped)
+
+
+def same_encodings(value: Any) -> None:
+    same(lambda codec: codec.dumps(value))
+    same(lambda codec: codec.dumps_utf8(value))
+    same(lambda codec: codec.dump_lines([value]))
+    same(lambda codec: codec.dumps_allow_nan(value))
 
 
 JSON_REFUSES = [
@@ -228,7 +233,7 @@ def test_deep_nesting_decodes_as_json_does() -> None:
     """A document deeper than msgspec's limit is json's: its value or its RecursionError."""
     for depth in (500, 2000, 100_000):
         document = "[" * depth + "]" * depth
-        same(lambda codec, d=document: codec.loads(d))
+        same(partial(load, data=document))
 
 
 def test_the_fast_codec_is_msgspec() -> None:
@@ -239,9 +244,17 @@ def test_the_fast_codec_is_msgspec() -> None:
     assert FAST.dumps({"a": [1, 2.5, None, True, "é"]}) == '{"a":[1,2.5,null,true,"é"]}'
 
 
+def load(codec: Codec, data: str) -> Any:
+    return codec.loads(data)
+
+
+def parse_line(codec: Codec, line: bytes) -> Any:
+    return json_line_parser(codec)(line)
+
+
 def test_deep_lines_decode_as_json_does() -> None:
     """A line deeper than msgspec's limit is json's, in the file source and exec lines."""
     for depth in (500, 2000):
         line = b"[" * depth + b"]" * depth
-        same(lambda codec, d=line: json_line_parser(codec)(d))
+        same(partial(parse_line, line=line))
         compare_lines([b"1", line])
