@@ -31,10 +31,9 @@ import msgspec
 from supervisor.codec import COMPACT, COMPACT_NAN, Codec, json_loads
 
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
-_DIGITS_AND_ENDS = bytes.maketrans(b'123456789]}\n"', b"000000000,,,,")
-"""Every digit becomes 0; what can end a number (or a float dict key) becomes a comma."""
-_EXPONENT = re.compile(rb"0e-?0+(?:,|\Z)")
-"""An exponent as msgspec writes it (repr writes ``e+16``, ``e-07``), once translated."""
+_EXPONENT = re.compile(rb'e-?[0-9]+(?:[,\]}\n"]|\Z)')
+"""An exponent as msgspec writes it (repr writes ``e+16``, ``e-07``), ending a number
+(or a float dict key). Led by a literal, so the search skips from one "e" to the next."""
 _NON_FINITE_DOUBLE = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")
 """msgpack's float 64 with every exponent bit set: NaN or an infinity (or, harmlessly,
 bytes of an integer that look the same; UTF-8 text never holds these pairs)."""
@@ -109,7 +108,7 @@ class MsgspecCodec(Codec):
         looked for in the bytes. NaN and infinities come out as ``null``: where there
         is a ``null``, the value's msgpack form is searched for a non-finite double.
         """
-        if b"0.0000" in out or _EXPONENT.search(out.translate(_DIGITS_AND_ENDS)):
+        if b"0.0000" in out or _EXPONENT.search(out):
             return False
         if b'nan":' in out or b'inf":' in out:
             return False  # a NaN or infinite float key (json: "NaN", or ValueError)
