@@ -6,23 +6,16 @@
 json can read or write, several times faster; it differs only for Python values
 json cannot write at all (there json raises TypeError; see its module).
 
-The job's ``codec`` key picks one (`codec_for`): ``"auto"`` (msgspec when
-installed), ``"msgspec"`` or ``"json"``. Two formats stay json's whatever the
+A job's ``codec`` key picks one (`supervisor.codec_choice`). Two formats stay json's whatever the
 codec, since msgspec has no such output: what exec programs are sent
 (`dumps_ascii`) and dead-letter lines (`dead_letter_line`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Final, get_args
-
-from supervisor.config.model import CodecName
-
-CODEC_NAMES: Final[tuple[str, ...]] = get_args(CodecName)
-INSTALL_HINT: Final = "pip install 'stream-supervisor[fast]'"
+from typing import Any, Final
 
 COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 """What the sinks write: compact, non-ASCII as it is, NaN and infinities refused."""
@@ -31,11 +24,6 @@ COMPACT_NAN: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _ascii = json.JSONEncoder().encode
 _dead_letter = json.JSONEncoder(ensure_ascii=False, default=repr).encode
 json_loads = json.loads
-
-
-def msgspec_installed() -> bool:
-    """Whether the ``[fast]`` extra's msgspec can be imported (without importing it)."""
-    return importlib.util.find_spec("msgspec") is not None
 
 
 class Codec:
@@ -75,23 +63,6 @@ class Codec:
 
 JSON: Final = Codec()
 """The standard library's codec: what a job with ``codec = "json"`` uses."""
-_msgspec: Codec | None = None
-
-
-def codec_for(name: CodecName) -> Codec:
-    """The codec a job's ``codec`` setting names; "auto" is msgspec when it is installed.
-
-    "msgspec" without msgspec raises ImportError (the configuration check refuses that
-    job first, naming the extra to install).
-    """
-    global _msgspec
-    if name == "json" or (name == "auto" and not msgspec_installed()):
-        return JSON
-    if _msgspec is None:
-        from supervisor.codec_msgspec import MsgspecCodec
-
-        _msgspec = MsgspecCodec()
-    return _msgspec
 
 
 def dumps_ascii(value: Any) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from supervisor.codec import CODEC_NAMES, INSTALL_HINT, msgspec_installed
+from supervisor.codec_choice import CODEC_NAMES, INSTALL_HINT, msgspec_installed
 from supervisor.config import model
 from supervisor.config.schema import (
     Convert,

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from supervisor.codec import JSON, Codec, codec_for
+from supervisor.codec import JSON, Codec
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole
 from supervisor.protocols import Offset, Record
 

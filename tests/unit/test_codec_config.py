@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import codec
+from supervisor import codec_choice
+from supervisor.codec import JSON
 from supervisor.config import job_schema
 from supervisor.config.loader import load_config
 from supervisor.errors import ConfigError
@@ -56,12 +57,12 @@ def test_msgspec_without_msgspec_is_a_config_error_naming_the_extra(
     """codec = "msgspec" where msgspec cannot be imported names the file, the key and the
     extra to install; "auto" then quietly means json."""
     monkeypatch.setattr(job_schema, "msgspec_installed", lambda: False)
-    monkeypatch.setattr(codec, "msgspec_installed", lambda: False)
+    monkeypatch.setattr(codec_choice, "msgspec_installed", lambda: False)
     (issue,) = _issues(_write(tmp_path, 'codec = "msgspec"\n' + JOB))
     assert issue.startswith(f"{tmp_path}/jobs/a.toml: codec: ")
     assert "pip install 'stream-supervisor[fast]'" in issue
     (job,) = load_config(_write(tmp_path, JOB), environ={}).jobs
-    assert codec.codec_for(job.codec) is codec.JSON
+    assert codec_choice.codec_for(job.codec) is JSON
 
 
 def test_the_install_hint_names_this_distribution_and_its_extra() -> None:
@@ -69,5 +70,5 @@ def test_the_install_hint_names_this_distribution_and_its_extra() -> None:
     import tomllib
 
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
-    assert f"pip install '{project['name']}[fast]'" == codec.INSTALL_HINT
+    assert f"pip install '{project['name']}[fast]'" == codec_choice.INSTALL_HINT
     assert any(dep.startswith("msgspec") for dep in project["optional-dependencies"]["fast"])

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.codec import JSON, Codec, codec_for
+from supervisor.codec import JSON, Codec
+from supervisor.codec_choice import codec_for
 from supervisor.connectors.exec.lines import json_line_parser
 from supervisor.connectors.file.lines import LineBuffer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.codec import codec_for
+from supervisor.codec_choice import codec_for
 from supervisor.config.loader import load_config
 from supervisor.config.model import CodecName
 from supervisor.connectors.redis.entries import fields

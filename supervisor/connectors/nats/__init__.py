@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from supervisor import secrets
-from supervisor.codec import codec_for
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole, SourceRole
 from supervisor.connectors.nats.config import NatsConnection, NatsSinkConfig, NatsSourceConfig
 from supervisor.secrets import SecretRef

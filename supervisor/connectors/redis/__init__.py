@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from supervisor import secrets
-from supervisor.codec import codec_for
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole, SourceRole
 from supervisor.connectors.redis.config import (
     RedisConnectionConfig,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from supervisor.codec import codec_for
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole
 from supervisor.connectors.sqlite.config import SqliteSinkConfig
 
