@@ -43,9 +43,23 @@ def _scale(count: int, key: str, section: str = "cold") -> Callable[[dict[str, A
 
 TARGETS = [
     Target(
-        "JSON throughput, daemon / plain loop",
+        "JSON throughput, daemon (json codec) / plain json loop",
         ">= 0.95x",
-        _path("throughput_json", "ratio_daemon_to_baseline"),
+        _path("throughput_json", "ratio_daemon_json_to_baseline"),
+        lambda v: v >= 0.95,
+        "x",
+    ),
+    Target(
+        "JSON throughput, daemon with msgspec / daemon with json (issue #20)",
+        ">= 3.0x",
+        _path("throughput_json", "ratio_daemon_to_daemon_json"),
+        lambda v: v >= 3.0,
+        "x",
+    ),
+    Target(
+        "JSON throughput, daemon with msgspec / plain msgspec loop (issue #20)",
+        ">= 0.95x",
+        _path("throughput_json", "ratio_daemon_to_baseline_msgspec"),
         lambda v: v >= 0.95,
         "x",
     ),
@@ -207,7 +221,15 @@ def _throughput(title: str, section: dict[str, Any]) -> list[str]:
         "| | records/s | CPU s | peak RSS MB | daemon / this | each round |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("daemon", "baseline", "bytewax"):
+    json_mode = section.get("mode") == "json"
+    labels = {
+        "daemon": f"daemon (codec {section.get('codec', 'json')})" if json_mode else "daemon",
+        "daemon_json": "daemon (codec json)",
+        "baseline": "plain loop (json)" if json_mode else "plain loop",
+        "baseline_msgspec": "plain loop (msgspec)",
+        "bytewax": "bytewax",
+    }
+    for name, label in labels.items():
         if name not in section:
             continue
         row = section[name]
@@ -216,13 +238,21 @@ def _throughput(title: str, section: dict[str, Any]) -> list[str]:
             ratio = f"{section[f'ratio_daemon_to_{name}']:.2f}x"
             paired = section.get(f"ratio_daemon_to_{name}_per_round", [])
             each = _each_round(paired) or "-"
-        label = {"daemon": "daemon", "baseline": "plain loop", "bytewax": "bytewax"}[name]
         lines.append(
             f"| {label} | {row['records_per_s']:,.0f} | {row['cpu_s']:.2f} | "
             f"{row['peak_rss_mb']:.0f} | {ratio} | {each} |"
         )
     if "bytewax" not in section:
         lines.append(f"| bytewax | {section.get('bytewax_note', 'not installed')} | | | | |")
+    if "msgspec_note" in section and json_mode:
+        lines.append(f"| msgspec | {section['msgspec_note']} | | | | |")
+    if "ratio_daemon_json_to_baseline" in section:
+        lines += [
+            "",
+            "daemon (codec json) / plain loop (json): "
+            f"{section['ratio_daemon_json_to_baseline']:.2f}x "
+            f"(each round: {_each_round(section['ratio_daemon_json_to_baseline_per_round'])}).",
+        ]
     return [*lines, ""]
 
 

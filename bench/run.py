@@ -29,6 +29,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from bench.throughput import (
     bytewax_installed,
     compare,
     every_records_sweep,
+    msgspec_installed,
     run_baseline,
     run_bytewax,
     run_daemon,
@@ -180,17 +182,39 @@ def _sizes(sizes: Sizes) -> dict[str, Any]:
 
 
 def _throughput(results: dict[str, Any], sizes: Sizes, scratch: Path, out: Path) -> None:
+    """JSON: the daemon with each codec and the plain loop with each library (issue #20);
+    pass-through: the daemon and the plain loop (no JSON anywhere)."""
     data = records_file(out / "data", sizes.records)
-    contestants: dict[str, Contestant] = {"daemon": run_daemon, "baseline": run_baseline}
+    fast = msgspec_installed()
+    contestants: dict[str, Contestant] = {
+        "daemon": run_daemon,  # codec "auto": msgspec when installed
+        "daemon_json": partial(run_daemon, codec="json"),
+        "baseline": partial(run_baseline, codec="json"),
+    }
+    if fast:
+        contestants["baseline_msgspec"] = partial(run_baseline, codec="msgspec")
     note = None
     if bytewax_installed():
         contestants["bytewax"] = run_bytewax
     else:
         note = "not installed (pip install -e '.[bench]')"
     for mode in ("json", "lines"):
+        chosen = dict(contestants)
+        if mode == "lines":  # no JSON: one daemon and one plain loop
+            del chosen["daemon_json"]
+            chosen.pop("baseline_msgspec", None)
         section = compare(
-            data, contestants, mode=mode, every=10_000, rounds=sizes.rounds, scratch=scratch
+            data,
+            chosen,
+            mode=mode,
+            every=10_000,
+            rounds=sizes.rounds,
+            scratch=scratch,
+            pairs=(("daemon_json", "baseline"),) if mode == "json" else (),
         )
+        section["codec"] = "msgspec" if fast and mode == "json" else "json"
+        if not fast:
+            section["msgspec_note"] = "not installed (pip install -e '.[fast]')"
         if note:
             section["bytewax_note"] = note
         results[f"throughput_{mode}"] = section

@@ -13,6 +13,7 @@ peak RSS are the whole process's (`os.wait4`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -47,8 +48,9 @@ Contestant = Callable[[Path, Path, str, int], PipelineRun]
 """(input, empty work directory, mode "json" | "lines", every_records) -> its run."""
 
 
-def daemon_job(source: Path, work: Path, mode: str, every: int) -> str:
-    """The job file (TOML) of a throughput job."""
+def daemon_job(source: Path, work: Path, mode: str, every: int, codec: str = "auto") -> str:
+    """The job file (TOML) of a throughput job; `codec` is the job's ``codec`` key (left
+    out when "auto", its default, so a product from before the key runs the same file)."""
     if mode == "json":
         middle = '[processor]\nfunction = "bench.plugins:enrich"\n\n'
         sink = f'[sink]\ntype = "jsonl"\npath = "{work / "out.jsonl"}"\n'
@@ -60,24 +62,32 @@ def daemon_job(source: Path, work: Path, mode: str, every: int) -> str:
             f'path = "{work / "out.txt"}"\n'
         )
         fmt = "lines"
-    return (
+    head = f'codec = "{codec}"\n\n' if codec != "auto" else ""
+    return head + (
         f'[source]\ntype = "file"\npath = "{source}"\nformat = "{fmt}"\nfollow = false\n\n'
         f"{middle}{sink}\n"
         f'[checkpoint]\nevery_records = {every}\ninterval = "1h"\n'
     )
 
 
-def run_daemon(source: Path, work: Path, mode: str, every: int) -> PipelineRun:
-    config = write_daemon(work, {"throughput": daemon_job(source, work, mode, every)})
+def run_daemon(source: Path, work: Path, mode: str, every: int, codec: str = "auto") -> PipelineRun:
+    config = write_daemon(work, {"throughput": daemon_job(source, work, mode, every, codec)})
     log = work / "daemon.log"
     cost = run_until_idle(config, log)
     span = job_span(log, "throughput")
     return PipelineRun(_count_lines(source), span.seconds, cost.cpu_s, cost.peak_rss_mb)
 
 
-def run_baseline(source: Path, work: Path, mode: str, every: int) -> PipelineRun:
+def run_baseline(
+    source: Path, work: Path, mode: str, every: int, codec: str = "json"
+) -> PipelineRun:
     script = [str(BENCH / "baseline.py"), str(source), str(work / "out"), str(work / "state")]
-    return _run_script([*script, "--mode", mode, "--every", str(every)], work)
+    return _run_script([*script, "--mode", mode, "--every", str(every), "--codec", codec], work)
+
+
+def msgspec_installed() -> bool:
+    """Whether the ``[fast]`` extra is installed, so the msgspec contestants can run."""
+    return importlib.util.find_spec("msgspec") is not None
 
 
 def run_bytewax(source: Path, work: Path, mode: str, every: int) -> PipelineRun:
@@ -113,9 +123,10 @@ def compare(
     every: int,
     rounds: int,
     scratch: Path,
+    pairs: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, Any]:
     """Alternate the contestants for `rounds` rounds: each one's medians, and the median of
-    each round's ratio of the daemon to it."""
+    each round's ratio of the daemon to it (and of each of `pairs`, first to second)."""
     runs: dict[str, list[PipelineRun]] = {name: [] for name in contestants}
     loads = []
     for _ in range(rounds):
@@ -140,16 +151,16 @@ def compare(
             "peak_rss_mb": median([run.peak_rss_mb for run in samples]),
             "samples": [asdict(run) for run in samples],
         }
-    for name in contestants:
-        if name != "daemon":
-            # Paired: each round's daemon against the same round's other run, which met the
-            # same phase of a shared machine; the median of those, not median / median.
-            paired = [
-                daemon.records_per_s / other.records_per_s
-                for daemon, other in zip(runs["daemon"], runs[name], strict=True)
-            ]
-            result[f"ratio_daemon_to_{name}"] = median(paired)
-            result[f"ratio_daemon_to_{name}_per_round"] = paired
+    ratios = [("daemon", name) for name in contestants if name != "daemon"]
+    for first, second in [*ratios, *pairs]:
+        # Paired: each round's daemon against the same round's other run, which met the
+        # same phase of a shared machine; the median of those, not median / median.
+        paired = [
+            one.records_per_s / other.records_per_s
+            for one, other in zip(runs[first], runs[second], strict=True)
+        ]
+        result[f"ratio_{first}_to_{second}"] = median(paired)
+        result[f"ratio_{first}_to_{second}_per_round"] = paired
     return result
 
 

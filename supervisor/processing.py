@@ -17,7 +17,6 @@ here, record by record, exactly as the daemon's own calls' would be.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import anyio
 import structlog
 
 from supervisor.batch_calls import BatchCallable, Done, Failed, Piece, call_batch
+from supervisor.codec import dead_letter_line
 from supervisor.config.model import RecordsPolicy
 from supervisor.durable import write_all
 from supervisor.errors import TooManyBadRecords
@@ -239,17 +239,14 @@ class BatchProcessor:
             raise RuntimeError("records.on_error = 'dead_letter' without records.dead_letter")
         now = datetime.now(UTC).isoformat()
         lines = "".join(
-            json.dumps(
+            dead_letter_line(
                 {
                     "job": self._job,
                     "at": now,
                     "error": f"{type(error).__name__}: {error_message(error)}",
                     "record": record,
-                },
-                ensure_ascii=False,
-                default=repr,
+                }
             )
-            + "\n"
             for record, error in dead
         )
         # Durable before the checkpoint that passes these records.

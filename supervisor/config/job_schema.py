@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from supervisor.codec_choice import CODEC_NAMES, INSTALL_HINT, msgspec_installed
 from supervisor.config import model
 from supervisor.config.schema import (
+    Convert,
     Field,
     Inherited,
+    Invalid,
     Origin,
     Problem,
     boolean,
@@ -47,6 +50,24 @@ JOB_NAME_RULE = (
     "a job name of 1 to 63 lowercase ASCII letters, digits, '_' or '-', starting with a letter "
     "or digit (^[a-z0-9][a-z0-9_-]{0,62}$)"
 )
+
+
+def codec_setting() -> Convert:
+    """``codec``: one of `CODEC_NAMES`; "msgspec" only where msgspec can be imported."""
+    choose = choice(*CODEC_NAMES)
+
+    def convert(value: Any, base: Path) -> str:
+        name: str = choose(value, base)
+        if name == "msgspec" and not msgspec_installed():
+            raise Invalid(
+                'codec = "msgspec" needs msgspec, which is not installed: '
+                f'{INSTALL_HINT}, or set codec = "auto" (msgspec when installed) or "json"'
+            )
+        return name
+
+    return convert
+
+
 _REFERENCE = text(REFERENCE_PATTERN, 'a reference like "package.module:Name"')
 _ROLES: tuple[Role, ...] = ("source", "sink")
 _POLICIES: dict[str, dict[str, Field]] = {
@@ -76,6 +97,7 @@ _JOB_SCALARS = {
     "name": Field(text(JOB_NAME_PATTERN, JOB_NAME_RULE)),
     "enabled": Field(boolean()),
     "suspend_on_failure": Field(boolean()),
+    "codec": Field(codec_setting()),
 }
 _JOB_KEYS = {*_JOB_SCALARS, "source", "sink", *_POLICIES}
 _DEFAULT_RETRY = model.RetryPolicy()
@@ -168,7 +190,7 @@ def check_job_file(
         checkpoint=_policy(model.CheckpointPolicy, parts.get("checkpoint"), _DEFAULT_CHECKPOINT),
         retry=_policy(model.RetryPolicy, parts.get("retry"), _DEFAULT_RETRY),
         records=_policy(model.RecordsPolicy, parts.get("records"), _DEFAULT_RECORDS),
-        **{key: parts[key] for key in ("enabled", "suspend_on_failure") if key in parts},
+        **{key: parts[key] for key in ("enabled", "suspend_on_failure", "codec") if key in parts},
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 OnRecordError: TypeAlias = Literal["fail", "skip", "dead_letter"]
 LogFormat: TypeAlias = Literal["auto", "console", "json"]
 LogLevel: TypeAlias = Literal["debug", "info", "warning", "error"]
+CodecName: TypeAlias = Literal["auto", "msgspec", "json"]
+"""The job's ``codec`` key: how records are read from and written as JSON (`supervisor.codec`)."""
 
 
 # --- connectors --------------------------------------------------------------
@@ -85,6 +87,8 @@ class JobConfig:
     sink: ConnectorConfig
     enabled: bool = True
     suspend_on_failure: bool = False
+    codec: CodecName = "auto"
+    """msgspec when installed ("auto"), or always ("msgspec") or never ("json")."""
     processor: ProcessorConfig | None = None
     checkpoint: CheckpointPolicy = CheckpointPolicy()
     retry: RetryPolicy = RetryPolicy()

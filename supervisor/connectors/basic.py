@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from supervisor.codec import JSON, Codec
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole
-from supervisor.connectors.encoding import encode_lines
 from supervisor.protocols import Offset, Record
 
 if TYPE_CHECKING:
@@ -30,14 +31,15 @@ class NullSinkConfig:
 class StdoutSink:
     """One JSON document per line on standard output; flush pushes it out."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, codec: Codec = JSON) -> None:
         self._pending: list[bytes] = []
+        self._encode_lines = codec.dump_lines
 
     async def open(self) -> Offset | None:
         return None
 
     async def write(self, records: Sequence[Record]) -> None:
-        self._pending.append(encode_lines(records))
+        self._pending.append(self._encode_lines(records))
 
     async def flush(self, offset: Offset | None) -> None:
         data, self._pending = b"".join(self._pending), []
@@ -70,7 +72,7 @@ class NullSink:
 
 
 def _stdout(config: StdoutSinkConfig, job: JobConfig) -> StdoutSink:
-    return StdoutSink()
+    return StdoutSink(codec=codec_for(job.codec))
 
 
 def _null(config: NullSinkConfig, job: JobConfig) -> NullSink:

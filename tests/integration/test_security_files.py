@@ -28,8 +28,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from supervisor.codec import JSON
 from supervisor.config.model import RecordsPolicy
-from supervisor.connectors.encoding import encode_lines
 from supervisor.connectors.file import FileSourceConfig
 from supervisor.connectors.file.source import FileSource
 from supervisor.connectors.jsonl import JsonlSinkConfig
@@ -321,7 +321,7 @@ def test_every_cut_of_a_line_the_sink_writes_is_a_torn_json_line(
     record: Record, cut: int, zeros: int
 ) -> None:
     """Whatever a crash leaves of a line the sink writes (cut anywhere, zero-filled) is torn."""
-    line = encode_lines([record])[:-1]
+    line = JSON.dump_lines([record])[:-1]
     assert is_torn_json_line(line[: cut % (len(line) + 1)] + b"\0" * zeros)
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from supervisor.codec_choice import codec_for
 from supervisor.config.loader import load_config
+from supervisor.config.model import CodecName
 from supervisor.connectors.redis.entries import fields
 from supervisor.connectors.redis.sink import SEND_AT, RedisSink
 from supervisor.errors import BrokerUnavailable, ConfigError
@@ -16,17 +19,23 @@ from tests.redis_helpers import plain_client, sink_config
 from tests.servers import RedisServer, free_port
 
 
-def test_records_become_fields() -> None:
-    """A dict's str values as they are, others as JSON; anything else is one data field."""
-    assert fields({"a": "x", "b": 1, "c": {"d": [1, None]}, "e": "é"}) == {
+@pytest.mark.parametrize("codec", ["json", "auto"])
+def test_records_become_fields(codec: CodecName) -> None:
+    """A dict's str values as they are, others as JSON (NaN as json writes it by default);
+    anything else is one data field. The same with either codec."""
+    chosen = codec_for(codec)
+    record = {"a": "x", "b": 1, "c": {"d": [1, None]}, "e": "é", "f": math.nan, "g": 1e16}
+    assert fields(record, chosen) == {
         "a": "x",
         "b": "1",
         "c": '{"d":[1,null]}',
         "e": "é",
+        "f": "NaN",
+        "g": "1e+16",
     }
-    assert fields([1, "two"]) == {"data": '[1,"two"]'}
-    assert fields("text") == {"data": '"text"'}
-    assert fields({}) == {"data": "{}"}
+    assert fields([1, "two"], chosen) == {"data": '[1,"two"]'}
+    assert fields("text", chosen) == {"data": '"text"'}
+    assert fields({}, chosen) == {"data": "{}"}
 
 
 @pytest.mark.anyio

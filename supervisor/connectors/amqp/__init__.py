@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from supervisor import secrets
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole, SourceRole
 from supervisor.connectors.amqp.config import (
     MAX_PREFETCH,
@@ -35,13 +36,15 @@ def prefetch_of(config: AmqpSourceConfig, policy: CheckpointPolicy) -> int:
 def _build_source(config: AmqpSourceConfig, job: JobConfig) -> Source:
     from supervisor.connectors.amqp.source import AmqpSource
 
-    return AmqpSource(config, job.name, prefetch_of(config, job.checkpoint))
+    return AmqpSource(
+        config, job.name, prefetch_of(config, job.checkpoint), codec=codec_for(job.codec)
+    )
 
 
 def _build_sink(config: AmqpSinkConfig, job: JobConfig) -> Sink:
     from supervisor.connectors.amqp.sink import AmqpSink
 
-    return AmqpSink(config, job.name)
+    return AmqpSink(config, job.name, codec=codec_for(job.codec))
 
 
 def check_offset(config: AmqpSourceConfig, offset: Offset) -> None:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
+from supervisor.codec import Codec
 from supervisor.connectors.amqp.config import PayloadFormat
 from supervisor.protocols import Record, Rejected
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 PREVIEW_BYTES = 4096
 """How much of a body too large to be a record a dead letter keeps."""
@@ -27,10 +25,10 @@ CONTENT_TYPES: dict[PayloadFormat, str] = {
 }
 
 
-def decode(data: bytes, fmt: PayloadFormat) -> Record:
+def decode(data: bytes, fmt: PayloadFormat, codec: Codec) -> Record:
     """The record a body holds; ValueError if it does not decode as `fmt`."""
     if fmt == "json":
-        return json.loads(data)
+        return codec.loads(data)
     if fmt == "text":
         return data.decode("utf-8")
     return base64.b64encode(data).decode("ascii")
@@ -53,7 +51,7 @@ def rejected(
     return Rejected(raw, error)
 
 
-def encode(record: Record, fmt: PayloadFormat) -> bytes:
+def encode(record: Record, fmt: PayloadFormat, codec: Codec) -> bytes:
     """A record's body: ValueError (or TypeError) if it has none in `fmt`."""
     if fmt == "text" and isinstance(record, str):
         return record.encode("utf-8")
@@ -62,4 +60,4 @@ def encode(record: Record, fmt: PayloadFormat) -> bytes:
             return base64.b64decode(record, validate=True)
         except binascii.Error as exc:
             raise ValueError(f"record is not base64: {exc}") from None
-    return _encode(record).encode("utf-8")
+    return codec.dumps_utf8(record)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from supervisor import secrets
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.amqp import payload
 from supervisor.connectors.amqp.config import AmqpSinkConfig
 from supervisor.connectors.amqp.connection import Connection, translate
@@ -36,8 +37,9 @@ def _ack_type() -> type:
 class AmqpSink:
     """`supervisor.protocols.Sink` publishing to ``exchange`` (see the module doc)."""
 
-    def __init__(self, config: AmqpSinkConfig, job: str) -> None:
+    def __init__(self, config: AmqpSinkConfig, job: str, *, codec: Codec = JSON) -> None:
         self._config = config
+        self._codec = codec
         self._job = job
         self._connection = Connection(config, "sink", f"stream-supervisor {job}")
         self._pending: list[tuple[bytes, str]] = []
@@ -76,9 +78,10 @@ class AmqpSink:
         field = self._config.routing_key_field
         default_key = self._config.routing_key
         pending = self._pending
+        codec = self._codec
         for record in records:
             try:
-                body = payload.encode(record, fmt)
+                body = payload.encode(record, fmt, codec)
             except (TypeError, ValueError) as exc:
                 raise BrokerRefused(
                     f"sink.format: a record cannot be published as {fmt}: {exc}"

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.amqp import payload
 from supervisor.connectors.amqp.config import AmqpSourceConfig
 from supervisor.connectors.amqp.connection import Connection
@@ -86,8 +87,11 @@ class AmqpSource:
 
     replayable = False
 
-    def __init__(self, config: AmqpSourceConfig, job: str, prefetch: int) -> None:
+    def __init__(
+        self, config: AmqpSourceConfig, job: str, prefetch: int, *, codec: Codec = JSON
+    ) -> None:
         self._config = config
+        self._codec = codec
         self._job = job
         self._prefetch = prefetch
         self._connection = Connection(
@@ -232,7 +236,7 @@ class AmqpSource:
             rejects.append(self._rejected(message, error))
             return
         try:
-            records.append(payload.decode(body, self._config.format))
+            records.append(payload.decode(body, self._config.format, self._codec))
         except ValueError as exc:  # UnicodeDecodeError and json's errors are ValueErrors
             rejects.append(self._rejected(message, exc))
 

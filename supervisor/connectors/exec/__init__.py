@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, ProcessorRole, SinkRole, SourceRole
 from supervisor.connectors.exec.config import (
     ExecProcessorConfig,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 def _build_source(config: ExecSourceConfig, job: JobConfig) -> Source:
     from supervisor.connectors.exec.source import ExecSource
 
-    return ExecSource(config, job.name)
+    return ExecSource(config, job.name, codec=codec_for(job.codec))
 
 
 def _check_offset(config: ExecSourceConfig, offset: Offset) -> None:
@@ -45,7 +46,7 @@ def _build_sink(config: ExecSinkConfig, job: JobConfig) -> Sink:
 def _build_processor(config: ExecProcessorConfig, job: JobConfig) -> BatchFunction:
     from supervisor.connectors.exec.processor import ExecProcessor
 
-    return ExecProcessor(config, job.name)
+    return ExecProcessor(config, job.name, codec=codec_for(job.codec))
 
 
 CONNECTOR = Connector(

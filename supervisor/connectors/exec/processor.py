@@ -14,13 +14,14 @@ pipes), and the results are put back in the batch's order.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 
+from supervisor.codec import JSON, Codec, dumps_ascii
 from supervisor.connectors.exec.config import ExecProcessorConfig
-from supervisor.connectors.exec.lines import LongLine, parse_json_line, shown
+from supervisor.connectors.exec.lines import LongLine, json_line_parser, shown
 from supervisor.connectors.exec.program import Program, ProgramFailed, alongside, first_error
 from supervisor.protocols import Record
 
@@ -35,7 +36,8 @@ class RecordFailed(ValueError):
 class ExecProcessor:
     """`workers` co-processes, started on `open`, fed a batch at a time by `process`."""
 
-    def __init__(self, config: ExecProcessorConfig, job: str) -> None:
+    def __init__(self, config: ExecProcessorConfig, job: str, *, codec: Codec = JSON) -> None:
+        self._parse_json = json_line_parser(codec)
         self._workers = [Program(config, job, "processor") for _ in range(config.workers)]
         self._timeout = config.answer_timeout
 
@@ -51,7 +53,7 @@ class ExecProcessor:
         async def one(index: int) -> None:
             worker = self._workers[index]
             answers[index] = await worker.attended(
-                lambda: _exchange(worker, slices[index], self._timeout)
+                lambda: _exchange(worker, slices[index], self._timeout, self._parse_json)
             )
 
         failure: Exception | None = None
@@ -70,7 +72,9 @@ class ExecProcessor:
             await worker.close()
 
 
-async def _exchange(worker: Program, records: Sequence[Record], silence: float) -> list[Answer]:
+async def _exchange(
+    worker: Program, records: Sequence[Record], silence: float, parse: Callable[[bytes], Any]
+) -> list[Answer]:
     """Feed `records` to one co-process while reading its framed answers."""
     answers: list[Answer] = []
     early = worker.receive_nowait()
@@ -86,7 +90,7 @@ async def _exchange(worker: Program, records: Sequence[Record], silence: float) 
         pieces: list[str] = []
         size = 0
         for record in records:
-            piece = json.dumps(record) + "\n"
+            piece = dumps_ascii(record) + "\n"
             pieces.append(piece)
             size += len(piece)
             if size >= _SEND_BYTES:
@@ -129,7 +133,7 @@ async def _exchange(worker: Program, records: Sequence[Record], silence: float) 
                     error = RecordFailed(f"{worker.name}: {reason}")
                 else:
                     try:
-                        results.append(parse_json_line(line))
+                        results.append(parse(line))
                     except ValueError as exc:
                         error = error or RecordFailed(
                             f"{worker.name} answered with a line that is not JSON ({exc}): "

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from supervisor.codec import dumps_ascii
 from supervisor.connectors.exec.config import ExecSinkConfig
 from supervisor.connectors.exec.lines import LongLine
 from supervisor.connectors.exec.program import Program, ProgramFailed, alongside
@@ -55,7 +56,7 @@ class ExecSink:
         if self._program is None:
             await self._start()
         self._unflushed = True
-        prefix, dumps = self._prefix, json.dumps
+        prefix, dumps = self._prefix, dumps_ascii
         pieces: list[str] = []
         size = 0
         for record in records:

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import anyio
 
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.exec.config import ExecSourceConfig
-from supervisor.connectors.exec.lines import LongLine, parse_json_line, shown
+from supervisor.connectors.exec.lines import LongLine, json_line_parser, shown
 from supervisor.connectors.exec.program import Program, user_id
 from supervisor.protocols import Batch, Offset, Record, Rejected
 
@@ -52,8 +53,9 @@ class ExecSource:
     replayable = False
     """A program need not repeat itself when restarted at a state."""
 
-    def __init__(self, config: ExecSourceConfig, job: str) -> None:
+    def __init__(self, config: ExecSourceConfig, job: str, *, codec: Codec = JSON) -> None:
         self._config = config
+        self._parse_json = json_line_parser(codec)
         self._singer = config.protocol == "singer"
         self._program = Program(config, job, "source")
         self._offset: str | None = None
@@ -164,7 +166,7 @@ class ExecSource:
         if not self._singer:
             self._add_plain(lines)
             return
-        held, loads = self._held, parse_json_line
+        held, loads = self._held, self._parse_json
         for line in lines:
             if type(line) is not bytes:
                 self._too_long(line)
@@ -191,12 +193,13 @@ class ExecSource:
         ready = self._ready
         before = len(ready)
         text = self._config.format == "lines"
+        parse = self._parse_json
         for line in lines:
             if type(line) is not bytes:
                 self._too_long(line)
                 continue
             try:
-                ready.append(line.decode().rstrip("\r") if text else parse_json_line(line))
+                ready.append(line.decode().rstrip("\r") if text else parse(line))
             except UnicodeDecodeError as exc:
                 self._rejects.append(self._bad(line, f"not UTF-8 ({exc.reason})"))
             except ValueError as exc:

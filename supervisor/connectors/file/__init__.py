@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SourceRole
 from supervisor.connectors.file.config import FileSourceConfig, LineFormat, StartAt
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 def _build(config: FileSourceConfig, job: JobConfig) -> Source:
     from supervisor.connectors.file.source import FileSource
 
-    return FileSource(config)
+    return FileSource(config, codec=codec_for(job.codec))
 
 
 def _check_offset(config: FileSourceConfig, offset: Offset) -> None:

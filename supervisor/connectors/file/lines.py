@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from supervisor.codec import JSON, Codec
 from supervisor.protocols import Record
 
 
@@ -34,8 +35,10 @@ class Taken(NamedTuple):
 class LineBuffer:
     """Lines read from one file and not yet returned, and the partial line after them."""
 
-    def __init__(self, *, jsonl: bool) -> None:
+    def __init__(self, *, jsonl: bool, codec: Codec = JSON) -> None:
         self._jsonl = jsonl
+        self._fast_decode = codec.line_decoder() if jsonl else None
+        """msgspec's decoder, given each line's bytes; None: json on the decoded batch."""
         # One scanner per buffer: it keeps a memo while it runs. (Not in typeshed.)
         self._scan_json: Callable[[str, int], tuple[Any, int]]
         self._scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -92,8 +95,11 @@ class LineBuffer:
         if start >= stop:
             return Taken([], [], 0)
         lines = self._lines[start:stop] if start or stop < len(self._lines) else self._lines
-        texts = _decode_lines(lines)
-        records, bad = self._parse_jsonl(texts, lines) if self._jsonl else (texts, [])
+        if self._fast_decode is not None:
+            records, bad = _parse_jsonl_bytes(lines, self._fast_decode)
+        else:
+            texts = _decode_lines(lines)
+            records, bad = self._parse_jsonl(texts, lines) if self._jsonl else (texts, [])
         self._next_line = stop
         if self._next_line == len(self._lines):
             consumed = self._line_bytes  # exact even for a finished file's unterminated line
@@ -126,6 +132,38 @@ class LineBuffer:
                     continue
             records.append(record)
         return records, bad
+
+
+def _parse_jsonl_bytes(
+    lines: list[bytes], decode: Callable[[bytes], Any]
+) -> tuple[list[Record], list[BadLine]]:
+    """`LineBuffer._parse_jsonl`'s result, from a decoder that takes each line's bytes.
+
+    The decoder (`supervisor.codec`) gives json's value for every line it accepts, a
+    trailing "\r" being whitespace to it as to json; any line it refuses (blank, not
+    UTF-8, NaN, not JSON...) is decoded as the json path decodes it, errors included.
+    """
+    try:
+        return list(map(decode, lines)), []  # the common batch: every line a record
+    except (ValueError, RecursionError):
+        pass  # some line is not: line by line, the batch's records kept in order
+    records: list[Record] = []
+    append = records.append
+    bad: list[BadLine] = []
+    for index, line in enumerate(lines):
+        try:
+            append(decode(line))
+        except (ValueError, RecursionError):  # json decides: its value, or its error
+            text = line.decode("utf-8", "replace")
+            if text.endswith("\r"):
+                text = text[:-1]
+            try:
+                append(json.loads(text))
+            except json.JSONDecodeError as exc:
+                if text.strip():  # blank lines are skipped
+                    at = sum(map(len, lines[:index])) + index
+                    bad.append(BadLine(at, text, exc))
+    return records, bad
 
 
 def _decode_lines(lines: list[bytes]) -> list[str]:

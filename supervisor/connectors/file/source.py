@@ -45,6 +45,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.file.config import FileSourceConfig
 from supervisor.connectors.file.lines import LineBuffer
 from supervisor.connectors.file.position import (
@@ -100,7 +101,9 @@ class FileSource:
     replayable = True
     """Reopened at an offset, it reads the same lines again (`supervisor.protocols`)."""
 
-    def __init__(self, config: FileSourceConfig, *, chunk_bytes: int = READ_CHUNK_BYTES) -> None:
+    def __init__(
+        self, config: FileSourceConfig, *, chunk_bytes: int = READ_CHUNK_BYTES, codec: Codec = JSON
+    ) -> None:
         self._path = config.path
         self._follow = config.follow
         self._follow_symlinks = config.follow_symlinks
@@ -109,7 +112,7 @@ class FileSource:
         self._chunk_bytes = chunk_bytes
         self._file: _OpenFile | None = None
         self._offset_without_file: Offset | None = None
-        self._buffer = LineBuffer(jsonl=config.format == "jsonl")
+        self._buffer = LineBuffer(jsonl=config.format == "jsonl", codec=codec)
         self._drained_since: float | None = None
         """When a rotated file was first seen at its end with a new file at the path."""
         self.bytes_read = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole
 from supervisor.connectors.jsonl.config import JsonlSinkConfig
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 def _build(config: JsonlSinkConfig, job: JobConfig) -> Sink:
     from supervisor.connectors.jsonl.sink import JsonlSink
 
-    return JsonlSink(config)
+    return JsonlSink(config, codec=codec_for(job.codec))
 
 
 CONNECTOR = Connector(

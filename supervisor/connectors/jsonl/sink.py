@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from supervisor.connectors.encoding import encode_lines
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.jsonl.config import JsonlSinkConfig
 from supervisor.connectors.jsonl.torn_line import is_torn_json_line
 from supervisor.durable import fsync_directory, write_all
@@ -31,8 +31,9 @@ class JsonlSink:
 
     `path` must be a regular file, not a symlink; one it creates is mode 0640."""
 
-    def __init__(self, config: JsonlSinkConfig) -> None:
+    def __init__(self, config: JsonlSinkConfig, *, codec: Codec = JSON) -> None:
         self._path = config.path
+        self._encode_lines = codec.dump_lines
         self._fd: int | None = None
         self._pending = bytearray()
         self.bytes_written = 0
@@ -43,7 +44,7 @@ class JsonlSink:
         return None
 
     async def write(self, records: Sequence[Record]) -> None:
-        self._pending += encode_lines(records)
+        self._pending += self._encode_lines(records)
         if len(self._pending) >= _WRITE_THRESHOLD:
             await self._drain(sync=False)
 

@@ -1,7 +1,7 @@
 """Telling what a crash leaves of a JSON line from bytes some other program wrote.
 
 The jsonl sink cuts a torn last line on open. Cutting is only safe if the bytes
-are its own: a line `encode_lines` started, cut anywhere (even inside a UTF-8
+are its own: a line `Codec.dump_lines` started, cut anywhere (even inside a UTF-8
 character), perhaps followed by zeros where a power cut left blocks allocated but
 never written. Anything else (a config file's last line, a log line) means the
 sink was pointed at a file that is not its output, and the bytes are left alone.
@@ -35,7 +35,7 @@ def is_torn_json_line(tail: bytes) -> bool:
 
 def is_json_prefix(text: str) -> bool:
     """Whether some ending makes `text` one compact JSON document (no whitespace
-    between tokens, as `encode_lines` writes). A whole document counts."""
+    between tokens, as `Codec.dump_lines` writes). A whole document counts."""
     stack: list[str] = []
     expect = "value"  # value | key | colon | after
     may_close = False  # just after "{" or "[": the empty container may close

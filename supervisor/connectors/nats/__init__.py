@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from supervisor import secrets
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole, SourceRole
 from supervisor.connectors.nats.config import NatsConnection, NatsSinkConfig, NatsSourceConfig
 from supervisor.secrets import SecretRef
@@ -27,13 +28,13 @@ the flush and the snapshot before the server would deliver the messages again.""
 def _build_source(config: NatsSourceConfig, job: JobConfig) -> Source:
     from supervisor.connectors.nats.source import NatsSource
 
-    return NatsSource(config, job.name)
+    return NatsSource(config, job.name, codec=codec_for(job.codec))
 
 
 def _build_sink(config: NatsSinkConfig, job: JobConfig) -> Sink:
     from supervisor.connectors.nats.sink import NatsSink
 
-    return NatsSink(config, job.name)
+    return NatsSink(config, job.name, codec=codec_for(job.codec))
 
 
 def _check_offset(config: NatsSourceConfig, offset: Offset) -> None:

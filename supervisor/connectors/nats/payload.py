@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
+from supervisor.codec import Codec
 from supervisor.connectors.nats.config import PayloadFormat
 from supervisor.protocols import Record, Rejected
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
-
-def decode(data: bytes, fmt: PayloadFormat) -> Record:
+def decode(data: bytes, fmt: PayloadFormat, codec: Codec) -> Record:
     """The record a payload holds; ValueError if it does not decode as `fmt`."""
     if fmt == "json":
-        return json.loads(data)
+        return codec.loads(data)
     if fmt == "text":
         return data.decode("utf-8")
     return base64.b64encode(data).decode("ascii")
@@ -37,7 +35,7 @@ def rejected(data: bytes, subject: str, stream_seq: int, error: Exception) -> Re
     return Rejected(raw, error)
 
 
-def encode(record: Record, fmt: PayloadFormat) -> bytes:
+def encode(record: Record, fmt: PayloadFormat, codec: Codec) -> bytes:
     """A record's payload: ValueError (or TypeError) if it has none in `fmt`."""
     if fmt == "text" and isinstance(record, str):
         return record.encode("utf-8")
@@ -46,4 +44,4 @@ def encode(record: Record, fmt: PayloadFormat) -> bytes:
             return base64.b64decode(record, validate=True)
         except binascii.Error as exc:
             raise ValueError(f"record is not base64: {exc}") from None
-    return _encode(record).encode("utf-8")
+    return codec.dumps_utf8(record)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.nats import payload
 from supervisor.connectors.nats.config import NatsSinkConfig
 from supervisor.connectors.nats.connection import Connection, translate
@@ -48,8 +49,9 @@ def position_key(offset: Offset | None) -> str:
 class NatsSink:
     """`supervisor.protocols.Sink` publishing to ``subject`` (see the module doc)."""
 
-    def __init__(self, config: NatsSinkConfig, job: str) -> None:
+    def __init__(self, config: NatsSinkConfig, job: str, *, codec: Codec = JSON) -> None:
         self._config = config
+        self._codec = codec
         self._job = job
         self._connection = Connection(config, "sink", f"stream-supervisor {job}")
         self._pending: list[asyncio.Future[PubAck]] = []
@@ -104,9 +106,10 @@ class NatsSink:
         fmt = self._config.format
         subject = self._config.subject
         pending = self._pending
+        codec = self._codec
         for record in records:
             try:
-                data = payload.encode(record, fmt)
+                data = payload.encode(record, fmt, codec)
             except (TypeError, ValueError) as exc:
                 raise BrokerRefused(
                     f"sink.format: a record cannot be published as {fmt}: {exc}"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.nats import payload
 from supervisor.connectors.nats.config import NatsSourceConfig
 from supervisor.connectors.nats.connection import Connection
@@ -70,8 +71,9 @@ def check_offset(config: NatsSourceConfig, offset: Offset) -> None:
 class NatsSource:
     """`supervisor.protocols.Source` over a JetStream stream (see the module doc)."""
 
-    def __init__(self, config: NatsSourceConfig, job: str) -> None:
+    def __init__(self, config: NatsSourceConfig, job: str, *, codec: Codec = JSON) -> None:
         self._config = config
+        self._codec = codec
         self._job = job
         self.replayable = config.durable is None
         self._connection = Connection(config, "source", f"stream-supervisor {job}")
@@ -210,7 +212,7 @@ class NatsSource:
         self, msg: Msg, stream_seq: int, records: list[Record], rejects: list[Rejected]
     ) -> None:
         try:
-            records.append(payload.decode(msg.data, self._config.format))
+            records.append(payload.decode(msg.data, self._config.format, self._codec))
         except ValueError as exc:
             error = ValueError(f"payload is not {self._config.format}: {exc}")
             rejects.append(payload.rejected(msg.data, msg.subject, stream_seq, error))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from supervisor import secrets
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole, SourceRole
 from supervisor.connectors.redis.config import (
     RedisConnectionConfig,
@@ -38,7 +39,7 @@ def _build_source(config: RedisSourceConfig, job: JobConfig) -> Source:
 def _build_sink(config: RedisSinkConfig, job: JobConfig) -> Sink:
     from supervisor.connectors.redis.sink import RedisSink
 
-    return RedisSink(config)
+    return RedisSink(config, codec=codec_for(job.codec))
 
 
 def _check_offset(config: RedisSourceConfig, offset: Offset) -> None:

@@ -12,15 +12,13 @@ other value as JSON; any other record (a list, a string, a number) becomes one f
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from supervisor.codec import Codec
 from supervisor.protocols import Record, Rejected
 
 RawEntry = tuple[bytes, list[bytes]]
 """An entry as RESP2 sends it: its ID and its flat list of names and values."""
-
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class UndecodableEntry(ValueError):
@@ -61,11 +59,13 @@ def escaped(entry_id: str, flat: list[bytes]) -> dict[str, Any]:
     }
 
 
-def fields(record: Record) -> dict[str, str]:
-    """The fields a record is written as (see the module's doc)."""
+def fields(record: Record, codec: Codec) -> dict[str, str]:
+    """The fields a record is written as (see the module's doc); NaN and infinities as
+    json writes them by default (``NaN``), as they always were here."""
+    encode = codec.dumps_allow_nan
     if isinstance(record, dict) and record:
         return {
-            str(name): value if isinstance(value, str) else _encode_json(value)
+            str(name): value if isinstance(value, str) else encode(value)
             for name, value in record.items()
         }
-    return {"data": _encode_json(record)}
+    return {"data": encode(record)}

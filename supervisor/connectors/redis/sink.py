@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.redis import entries
 from supervisor.connectors.redis.config import RedisSinkConfig
 from supervisor.connectors.redis.connection import connect, translated
@@ -35,8 +36,9 @@ SEND_AT = 4096
 class RedisSink:
     """XADD each record to `stream`; `flush` returns once the server has them all."""
 
-    def __init__(self, config: RedisSinkConfig) -> None:
+    def __init__(self, config: RedisSinkConfig, *, codec: Codec = JSON) -> None:
         self._config = config
+        self._codec = codec
         self._client: Redis | None = None
         self._connection: Any = None
         self._queued: list[list[object]] = []
@@ -57,7 +59,7 @@ class RedisSink:
         head = self._head
         for record in records:
             command = list(head)
-            for name, value in entries.fields(record).items():
+            for name, value in entries.fields(record, self._codec).items():
                 command += (name, value)
             self._queued.append(command)
         if len(self._queued) >= SEND_AT:

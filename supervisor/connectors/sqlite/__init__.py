@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole
 from supervisor.connectors.sqlite.config import SqliteSinkConfig
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 def _build(config: SqliteSinkConfig, job: JobConfig) -> Sink:
     from supervisor.connectors.sqlite.sink import SqliteSink
 
-    return SqliteSink(config, job.name)
+    return SqliteSink(config, job.name, codec=codec_for(job.codec))
 
 
 CONNECTOR = Connector(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 
+from supervisor.codec import JSON, Codec
 from supervisor.connectors.sqlite.config import SqliteSinkConfig
 from supervisor.errors import UnsafeFile
 from supervisor.protocols import Offset, Record
@@ -27,14 +28,15 @@ from supervisor.safe_open import create_or_open
 OFFSETS_TABLE = "stream_supervisor_offsets"
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encode_offset = JSON.dumps
 
 
 class SqliteSink:
     """Table `table` gets one row per record: ``(id INTEGER PRIMARY KEY, record TEXT)``."""
 
-    def __init__(self, config: SqliteSinkConfig, job: str) -> None:
+    def __init__(self, config: SqliteSinkConfig, job: str, *, codec: Codec = JSON) -> None:
         self._path = config.path
+        self._encode = codec.dumps
         self._table = config.table
         self._job = job
         if not config.table.isidentifier():
@@ -47,7 +49,8 @@ class SqliteSink:
         return await anyio.to_thread.run_sync(self._committed_offset, self._db)
 
     async def write(self, records: Sequence[Record]) -> None:
-        self._pending.extend((_encode(record),) for record in records)
+        encode = self._encode
+        self._pending.extend((encode(record),) for record in records)
 
     async def flush(self, offset: Offset | None) -> None:
         if self._db is None:
@@ -113,7 +116,7 @@ class SqliteSink:
                 db.execute(
                     f"INSERT INTO {OFFSETS_TABLE} (job, offset) VALUES (?, ?) "
                     "ON CONFLICT (job) DO UPDATE SET offset = excluded.offset",
-                    (self._job, _encode(offset)),
+                    (self._job, _encode_offset(offset)),
                 )
             db.execute("COMMIT")
         except BaseException:
