@@ -19,13 +19,16 @@ from supervisor.connectors.amqp.sink import AmqpSink
 from supervisor.connectors.jsonl.config import JsonlSinkConfig
 from supervisor.connectors.jsonl.sink import JsonlSink
 from supervisor.connectors.nats.sink import NatsSink
+from supervisor.connectors.redis.sink import RedisSink
 from supervisor.connectors.sqlite.config import SqliteSinkConfig
 from supervisor.connectors.sqlite.sink import SqliteSink, table_rows
 from supervisor.errors import BrokerRefused
 from supervisor.protocols import Record, Rejected
 from tests import amqp_broker as broker
 from tests import nats_support
-from tests.servers import NatsServer, RabbitServer
+from tests.redis_helpers import plain_client
+from tests.redis_helpers import sink_config as redis_sink_config
+from tests.servers import NatsServer, RabbitServer, RedisServer
 from tests.unit.test_nats_connector import sink_config
 
 pytestmark = pytest.mark.anyio
@@ -174,3 +177,25 @@ async def test_amqp_publishes_the_neighbours_and_hands_over_the_rest(
     messages = await broker.take_all(rabbit_server.url, queue)
     assert [json.loads(m.body) for m in messages] == GOOD
     assert [r.raw for r in judge.rejected] == [BATCH[1], BATCH[3]]
+
+
+async def test_redis_adds_the_neighbours_and_hands_over_the_rest(redis_server: RedisServer) -> None:
+    """NaN is a field value Redis takes (written ``NaN``, as always); a lone surrogate is not
+    UTF-8 and would have failed the whole pipeline of the batch when sent."""
+    judge = Judge()
+    sink = RedisSink(redis_sink_config(redis_server.url, stream="refusals"))
+    sink.reject_with(judge)
+    await sink.open()
+    try:
+        await sink.write(BATCH)
+        await sink.flush(5)
+    finally:
+        await sink.close()
+    entries = plain_client(redis_server.url).xrange("refusals")
+    assert [fields for _, fields in entries] == [
+        {"n": "1"},
+        {"n": "NaN"},
+        {"n": "2"},
+        {"n": "3"},
+    ]
+    assert [r.raw for r in judge.rejected] == [BATCH[3]]
