@@ -170,7 +170,7 @@ class Attempt:
             if callable(reject_with):
                 # Records the sink cannot store go to the records policy, like a
                 # processor's errors, not fail the whole batch.
-                reject_with(processor.reject)
+                reject_with(processor.reject_at_sink)
             self._stage = counted.SINK
             with self._open_scope:
                 await processor.open()

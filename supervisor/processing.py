@@ -195,9 +195,16 @@ class BatchProcessor:
 
     async def reject(self, rejects: Sequence[Rejected]) -> None:
         """Judge records the source could not decode, as if the processor had raised."""
+        await self._judge_rejects(rejects, counted.SOURCE)
+
+    async def reject_at_sink(self, rejects: Sequence[Rejected]) -> None:
+        """Judge records the sink cannot store or encode (its `reject_with` hook)."""
+        await self._judge_rejects(rejects, counted.SINK)
+
+    async def _judge_rejects(self, rejects: Sequence[Rejected], stage: int) -> None:
         dead: list[tuple[Record, BaseException]] = []
         for rejected in rejects:
-            self._reject(rejected.raw, rejected.error, dead, stage=counted.SOURCE)
+            self._reject(rejected.raw, rejected.error, dead, stage=stage)
         if dead:
             await self._write_dead_letters(dead)
 
@@ -250,7 +257,10 @@ class BatchProcessor:
             for record, error in dead
         )
         # Durable before the checkpoint that passes these records.
-        await anyio.to_thread.run_sync(_append_durably, path, lines.encode())
+        # A lone surrogate (a record a sink could not encode) is written as the JSON escape
+        # it came from: backslashreplace writes "\\ud800", which JSON reads back as it.
+        data = lines.encode("utf-8", "backslashreplace")
+        await anyio.to_thread.run_sync(_append_durably, path, data)
 
 
 def _append_durably(path: Path, data: bytes) -> None:

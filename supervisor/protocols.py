@@ -172,8 +172,9 @@ class Sink(Protocol):
     #         """Hand the records this sink cannot store to `reject`."""
     #
     # Called once per attempt, before `open`, with the job's `[records]` policy. A sink
-    # that finds, in `flush`, records the target refuses one by one (a constraint
-    # violation, a value of the wrong type) while their neighbours are fine awaits
+    # that finds, in `write` or `flush`, records that it cannot encode or the target
+    # refuses one by one (NaN for JSON, a constraint violation, a value of the wrong
+    # type) while their neighbours are fine awaits
     # ``reject([Rejected(record, error), ...])`` BEFORE it commits. The policy judges
     # them as if the processor had raised: a durable dead-letter line, or a counted
     # skip; or it raises (``on_error = "fail"``, or more than ``max_errors``), and the

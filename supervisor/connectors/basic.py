@@ -12,6 +12,7 @@ import anyio
 from supervisor.codec import JSON, Codec
 from supervisor.codec_choice import codec_for
 from supervisor.connectors import Connector, SinkRole
+from supervisor.connectors.refusals import ENCODE_ERRORS, RefusesRecords, encode_each
 from supervisor.protocols import Offset, Record
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class NullSinkConfig:
     """``type = "null"``: discard records (benchmarks, dry runs)."""
 
 
-class StdoutSink:
+class StdoutSink(RefusesRecords):
     """One JSON document per line on standard output; flush pushes it out."""
 
     def __init__(self, *, codec: Codec = JSON) -> None:
@@ -39,7 +40,13 @@ class StdoutSink:
         return None
 
     async def write(self, records: Sequence[Record]) -> None:
-        self._pending.append(self._encode_lines(records))
+        try:
+            self._pending.append(self._encode_lines(records))
+        except ENCODE_ERRORS:
+            encode_lines = self._encode_lines
+            lines, refused = encode_each(records, lambda record: encode_lines([record]))
+            await self._refuse(refused)
+            self._pending += lines
 
     async def flush(self, offset: Offset | None) -> None:
         data, self._pending = b"".join(self._pending), []

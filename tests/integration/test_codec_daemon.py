@@ -86,26 +86,47 @@ def test_both_codecs_write_the_same_bytes_and_dead_letters(tmp_path: Path) -> No
     assert "Expecting value (the line at byte 256 of /in.jsonl): line 1 column 9" in fast[0]
 
 
-@pytest.mark.parametrize(
-    ("line", "error"),
-    [
-        (b'{"n": NaN}', "ValueError: Out of range float values are not JSON compliant"),
-        (b"[-Infinity]", "ValueError: Out of range float values are not JSON compliant"),
-        (b"1e400", "ValueError: Out of range float values are not JSON compliant"),
-        (b'{"s": "\\ud800"}', "surrogates not allowed"),
-    ],
-)
+UNWRITABLE = [
+    (b'{"n": NaN}', "ValueError: Out of range float values are not JSON compliant"),
+    (b"[-Infinity]", "ValueError: Out of range float values are not JSON compliant"),
+    (b"1e400", "ValueError: Out of range float values are not JSON compliant"),
+    (b'{"s": "\\ud800"}', "surrogates not allowed"),
+]
+"""Lines both codecs read (as json does) that JSON output cannot hold."""
+
+
+@pytest.mark.parametrize(("line", "error"), UNWRITABLE)
 def test_a_record_json_cannot_write_fails_both_the_same_way(
     tmp_path: Path, line: bytes, error: str
 ) -> None:
-    """NaN, infinities and a lone surrogate are read by both codecs and refused by the sink
-    of both, with the same error: the job is SUSPENDED with json's words."""
+    """With ``on_error = "fail"`` the sink's refusal fails the attempt with json's words,
+    under both codecs: the job is SUSPENDED (one attempt) and nothing after it is written."""
     causes = []
     for codec in ("msgspec", "json"):
-        daemon = _run(tmp_path / codec, codec, [b'{"n": 1}', line], 'on_error = "skip"')
+        daemon = _run(tmp_path / codec, codec, [b'{"n": 1}', line], 'on_error = "fail"')
         suspended = daemon.wait_for("job.state_changed", to="suspended")
         assert daemon.finish() == 1
         cause = str(suspended["cause"])
         assert error in cause
         causes.append(cause.splitlines()[0])
     assert causes[0] == causes[1]
+
+
+@pytest.mark.parametrize(("line", "error"), UNWRITABLE)
+def test_a_record_json_cannot_write_is_a_bad_record_for_the_policy(
+    tmp_path: Path, line: bytes, error: str
+) -> None:
+    """The sink hands it to ``[records]``: dead-lettered with json's error (as JSON that
+    reads back as the record), its neighbours written, the job FINISHED; the same under
+    both codecs. (It failed every attempt, and each retry dead-lettered the records read
+    before it again.)"""
+    dead_letter = 'on_error = "dead_letter"\ndead_letter = "../rejects.jsonl"'
+    lines = [b'{"n": 1}', line, b'{"n": 2}']
+    for codec in ("msgspec", "json"):
+        root = tmp_path / codec
+        assert _run(root, codec, lines, dead_letter).finish() == 0
+        assert (root / "out.jsonl").read_bytes() == b'{"n":1}\n{"n":2}\n'
+        (entry,) = [json.loads(text) for text in (root / "rejects.jsonl").read_text().splitlines()]
+        assert error in entry["error"]
+        assert json.dumps(entry["record"]) == json.dumps(json.loads(line))
+    assert _dead_letters(tmp_path / "msgspec") == _dead_letters(tmp_path / "json")

@@ -24,8 +24,9 @@ from supervisor.codec import JSON, Codec
 from supervisor.connectors.amqp import payload
 from supervisor.connectors.amqp.config import AmqpSinkConfig
 from supervisor.connectors.amqp.connection import Connection, translate
+from supervisor.connectors.refusals import ENCODE_ERRORS, RefusesRecords
 from supervisor.errors import BrokerRefused, BrokerUnavailable, JobError
-from supervisor.protocols import Offset, Record
+from supervisor.protocols import Offset, Record, Rejected
 
 
 def _ack_type() -> type:
@@ -34,7 +35,7 @@ def _ack_type() -> type:
     return spec.Basic.Ack
 
 
-class AmqpSink:
+class AmqpSink(RefusesRecords):
     """`supervisor.protocols.Sink` publishing to ``exchange`` (see the module doc)."""
 
     def __init__(self, config: AmqpSinkConfig, job: str, *, codec: Codec = JSON) -> None:
@@ -79,13 +80,13 @@ class AmqpSink:
         default_key = self._config.routing_key
         pending = self._pending
         codec = self._codec
+        refused: list[Rejected] = []
         for record in records:
             try:
                 body = payload.encode(record, fmt, codec)
-            except (TypeError, ValueError) as exc:
-                raise BrokerRefused(
-                    f"sink.format: a record cannot be published as {fmt}: {exc}"
-                ) from None
+            except ENCODE_ERRORS as exc:
+                refused.append(Rejected(record, exc))
+                continue
             key = default_key
             if field is not None and isinstance(record, dict):
                 chosen = record.get(field)
@@ -97,6 +98,12 @@ class AmqpSink:
                         )
                     key = chosen
             pending.append((body, key))
+        await self._refuse(refused, self._unpublishable)
+
+    def _unpublishable(self, refused: Rejected) -> Exception:
+        return BrokerRefused(
+            f"sink.format: a record cannot be published as {self._config.format}: {refused.error}"
+        )
 
     async def flush(self, offset: Offset | None) -> None:
         pending, self._pending = self._pending, []

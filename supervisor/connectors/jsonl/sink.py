@@ -12,6 +12,7 @@ import structlog
 from supervisor.codec import JSON, Codec
 from supervisor.connectors.jsonl.config import JsonlSinkConfig
 from supervisor.connectors.jsonl.torn_line import is_torn_json_line
+from supervisor.connectors.refusals import ENCODE_ERRORS, RefusesRecords, encode_each
 from supervisor.durable import fsync_directory, write_all
 from supervisor.errors import FatalError
 from supervisor.protocols import Offset, Record
@@ -25,7 +26,7 @@ _WRITE_THRESHOLD = 1 << 20
 _TAIL_CHUNK = 64 * 1024
 
 
-class JsonlSink:
+class JsonlSink(RefusesRecords):
     """Appends to `path`. A torn last line left by a crash is cut off on open:
     those records were never checkpointed, so they are replayed anyway.
 
@@ -44,7 +45,14 @@ class JsonlSink:
         return None
 
     async def write(self, records: Sequence[Record]) -> None:
-        self._pending += self._encode_lines(records)
+        try:
+            self._pending += self._encode_lines(records)
+        except ENCODE_ERRORS:
+            # A record the format cannot hold: the others are written, it is a bad record.
+            encode_lines = self._encode_lines
+            lines, refused = encode_each(records, lambda record: encode_lines([record]))
+            await self._refuse(refused)
+            self._pending += b"".join(lines)
         if len(self._pending) >= _WRITE_THRESHOLD:
             await self._drain(sync=False)
 

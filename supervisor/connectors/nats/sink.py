@@ -29,8 +29,9 @@ from supervisor.codec import JSON, Codec
 from supervisor.connectors.nats import payload
 from supervisor.connectors.nats.config import NatsSinkConfig
 from supervisor.connectors.nats.connection import Connection, translate
+from supervisor.connectors.refusals import ENCODE_ERRORS, RefusesRecords
 from supervisor.errors import BrokerRefused, BrokerUnavailable
-from supervisor.protocols import Offset, Record
+from supervisor.protocols import Offset, Record, Rejected
 
 if TYPE_CHECKING:
     from nats.js.api import PubAck
@@ -46,7 +47,7 @@ def position_key(offset: Offset | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-class NatsSink:
+class NatsSink(RefusesRecords):
     """`supervisor.protocols.Sink` publishing to ``subject`` (see the module doc)."""
 
     def __init__(self, config: NatsSinkConfig, job: str, *, codec: Codec = JSON) -> None:
@@ -97,9 +98,18 @@ class NatsSink:
             self._index = 0
 
     async def write(self, records: Sequence[Record]) -> None:
-        await self._connection.call(self._publish_all(records), f"publishing to {self._where}")
+        refused = await self._connection.call(
+            self._publish_all(records), f"publishing to {self._where}"
+        )
+        await self._refuse(refused, self._unpublishable)
 
-    async def _publish_all(self, records: Sequence[Record]) -> None:
+    def _unpublishable(self, refused: Rejected) -> Exception:
+        return BrokerRefused(
+            f"sink.format: a record cannot be published as {self._config.format}: {refused.error}"
+        )
+
+    async def _publish_all(self, records: Sequence[Record]) -> list[Rejected]:
+        """Publish the records that encode; those that do not, with their errors."""
         import nats.errors
 
         publish = self._connection.js.publish_async
@@ -107,13 +117,13 @@ class NatsSink:
         subject = self._config.subject
         pending = self._pending
         codec = self._codec
+        refused: list[Rejected] = []
         for record in records:
             try:
                 data = payload.encode(record, fmt, codec)
-            except (TypeError, ValueError) as exc:
-                raise BrokerRefused(
-                    f"sink.format: a record cannot be published as {fmt}: {exc}"
-                ) from None
+            except ENCODE_ERRORS as exc:
+                refused.append(Rejected(record, exc))
+                continue
             headers = None
             if self._base is not None:
                 headers = {MSG_ID: f"{self._job}:{self._base}:{self._index}"}
@@ -128,6 +138,7 @@ class NatsSink:
                     f"sink.subject: a record of {len(data)} bytes is larger than the server's "
                     f"max_payload ({limit} bytes) on {self._connection.server}"
                 ) from None
+        return refused
 
     async def flush(self, offset: Offset | None) -> None:
         pending, self._pending = self._pending, []

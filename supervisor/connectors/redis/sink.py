@@ -24,7 +24,8 @@ from supervisor.codec import JSON, Codec
 from supervisor.connectors.redis import entries
 from supervisor.connectors.redis.config import RedisSinkConfig
 from supervisor.connectors.redis.connection import connect, translated
-from supervisor.protocols import Offset, Record
+from supervisor.connectors.refusals import ENCODE_ERRORS, RefusesRecords
+from supervisor.protocols import Offset, Record, Rejected
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -33,7 +34,7 @@ SEND_AT = 4096
 """Queued entries that make `write` send them (one pipeline, one round trip)."""
 
 
-class RedisSink:
+class RedisSink(RefusesRecords):
     """XADD each record to `stream`; `flush` returns once the server has them all."""
 
     def __init__(self, config: RedisSinkConfig, *, codec: Codec = JSON) -> None:
@@ -57,11 +58,20 @@ class RedisSink:
 
     async def write(self, records: Sequence[Record]) -> None:
         head = self._head
+        refused: list[Rejected] = []
         for record in records:
             command = list(head)
-            for name, value in entries.fields(record, self._codec).items():
-                command += (name, value)
+            try:
+                for name, value in entries.fields(record, self._codec).items():
+                    if not (name.isascii() and value.isascii()):
+                        # A lone surrogate: refused now, not when the batch is sent.
+                        name.encode(), value.encode()
+                    command += (name, value)
+            except ENCODE_ERRORS as exc:
+                refused.append(Rejected(record, exc))
+                continue
             self._queued.append(command)
+        await self._refuse(refused)
         if len(self._queued) >= SEND_AT:
             await self._send()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 
 from supervisor.codec import JSON, Codec
+from supervisor.connectors.refusals import RefusesRecords, encode_each
 from supervisor.connectors.sqlite.config import SqliteSinkConfig
 from supervisor.errors import UnsafeFile
 from supervisor.protocols import Offset, Record
@@ -31,7 +32,7 @@ OFFSETS_TABLE = "stream_supervisor_offsets"
 _encode_offset = JSON.dumps
 
 
-class SqliteSink:
+class SqliteSink(RefusesRecords):
     """Table `table` gets one row per record: ``(id INTEGER PRIMARY KEY, record TEXT)``."""
 
     def __init__(self, config: SqliteSinkConfig, job: str, *, codec: Codec = JSON) -> None:
@@ -49,8 +50,17 @@ class SqliteSink:
         return await anyio.to_thread.run_sync(self._committed_offset, self._db)
 
     async def write(self, records: Sequence[Record]) -> None:
-        encode = self._encode
-        self._pending.extend((encode(record),) for record in records)
+        encoded, refused = encode_each(records, self._text)
+        await self._refuse(refused)
+        self._pending.extend((payload,) for payload in encoded)
+
+    def _text(self, record: Record) -> str:
+        """The record's JSON text; UnicodeEncodeError now, not at commit, for a lone
+        surrogate (sqlite stores UTF-8: the whole transaction would fail on it)."""
+        text = self._encode(record)
+        if not text.isascii():
+            text.encode()
+        return text
 
     async def flush(self, offset: Offset | None) -> None:
         if self._db is None:
