@@ -150,7 +150,8 @@ def _parse_jsonl_bytes(
     records: list[Record] = []
     append = records.append
     bad: list[BadLine] = []
-    for index, line in enumerate(lines):
+    at = 0  # the line's byte position in the batch (each line was followed by "\n")
+    for line in lines:
         try:
             append(decode(line))
         except (ValueError, RecursionError):  # json decides: its value, or its error
@@ -161,8 +162,8 @@ def _parse_jsonl_bytes(
                 append(json.loads(text))
             except json.JSONDecodeError as exc:
                 if text.strip():  # blank lines are skipped
-                    at = sum(map(len, lines[:index])) + index
                     bad.append(BadLine(at, text, exc))
+        at += len(line) + 1
     return records, bad
 
 
