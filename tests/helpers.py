@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -59,3 +61,15 @@ def one_of(role: Role, *extra: str) -> str:
     `extra` (a test's own), as the loader words it."""
     names = sorted({*installed().types(role), *extra})
     return "expected one of " + ", ".join(f'"{name}"' for name in names)
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    """Whether process `pid` has exited (or exits within `timeout`): its pidfd says so."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import sqlite3
 from pathlib import Path
@@ -13,25 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, write_config
-from tests.helpers import run_cli
+from tests.helpers import gone, run_cli
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent.parent
 ENV = {"PYTHONPATH": str(REPO)}
 """The worker functions are `tests.worker_functions`: importable from the checkout."""
-
-
-def gone(pid: int, timeout: float = 10) -> bool:
-    """Whether process `pid` has exited (or exits within `timeout`): its pidfd says so."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([pidfd], [], [], timeout)[0])
-    finally:
-        os.close(pidfd)
 
 
 def numbers_file(path: Path, count: int) -> Path:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import select
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +15,7 @@ from supervisor.errors import PluginError, TransientError, UnpicklableRecord
 from supervisor.processing import BatchProcessor, load_batch_function, load_processor
 from supervisor.workers.pool import WorkerPool
 from tests import worker_functions
+from tests.helpers import gone
 
 pytestmark = pytest.mark.anyio
 
@@ -58,18 +57,6 @@ async def outcome(processor: BatchProcessor, batches: Sequence[Sequence[Any]]) -
         "dropped": list(processor.counters.dropped),
         "errors": list(processor.counters.errors),
     }
-
-
-def gone(pid: int, timeout: float = 10) -> bool:
-    """Whether process `pid` has exited (or exits within `timeout`): its pidfd says so."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([pidfd], [], [], timeout)[0])
-    finally:
-        os.close(pidfd)
 
 
 NUMBERS = [[{"n": n} for n in range(start, start + 500)] for start in range(0, 2000, 500)]
